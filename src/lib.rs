@@ -1,1 +1,18 @@
-//! sysmgr library.
+//! sysmgr: run multi-process web services natively on systemd.
+//!
+//! The library is the binary's engine, split by layer: [`spec`] turns app.toml into a validated
+//! [`spec::AppSpec`], [`render`] turns that into unit texts (a pure function), [`install`]
+//! writes them atomically into a unit directory, and [`systemd`] speaks to systemd: its
+//! unit-file syntax and its D-Bus API. [`cli`] is the command line on top.
+
+pub mod cli;
+pub mod install;
+pub mod render;
+pub mod spec;
+pub mod systemd;
+
+/// Input that sysmgr refuses (bad arguments, bad names): nothing was changed. Maps to exit
+/// code 2, like a bad app file.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Invalid(pub String);

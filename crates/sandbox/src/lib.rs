@@ -1,0 +1,1 @@
+//! Private systemd sandbox (being written).

@@ -1,0 +1,175 @@
+//! `sysmgr-generator`: the same rendering as `sysmgr generate`, run by systemd itself.
+//!
+//! Installed as `/usr/lib/systemd/system-generators/sysmgr-generator` (and in
+//! `user-generators/`), a link to the `sysmgr` binary, the way podman's quadlet works: on boot
+//! and on every `daemon-reload`, systemd runs it with three output directories (see
+//! systemd.generator(7)). It reads the app files in `/etc/sysmgr`, `/run/sysmgr` and
+//! `/usr/lib/sysmgr` (a file in an earlier directory hides one of the same name in a later
+//! one), and writes units plus `NAME.target.wants/` links into the first, "normal" directory,
+//! and hooks `NAME.target` into the default target. Generators run very early and must not
+//! talk to D-Bus or wait on anything; messages go to the kernel log, as systemd's own
+//! generators do. One bad file does not stop the others; the exit code is 1 if any failed.
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use crate::install::UnitDir;
+use crate::render::{self, Flavor, Manager};
+use crate::spec::{self, ParseOptions};
+
+/// Where app files are looked for, most important first.
+pub const SEARCH_DIRS: &[&str] = &["/etc/sysmgr", "/run/sysmgr", "/usr/lib/sysmgr"];
+
+/// The names this binary answers to as a generator.
+pub(crate) fn invoked_as_generator(argv0: Option<&OsString>) -> bool {
+    argv0
+        .and_then(|a| Path::new(a).file_name().map(|n| n.to_os_string()))
+        .is_some_and(|n| n == "sysmgr-generator" || n == "sysmgr-user-generator")
+}
+
+/// Writes to `/dev/kmsg` with a syslog priority, falling back to stderr (as systemd's
+/// generators do when the kernel log cannot be opened, e.g. in a container).
+struct Log {
+    kmsg: Option<std::fs::File>,
+}
+
+impl Log {
+    fn open() -> Self {
+        let kmsg = std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/kmsg")
+            .ok();
+        Self { kmsg }
+    }
+
+    /// `priority`: 3 error, 4 warning, 6 info.
+    fn line(&mut self, priority: u8, message: &str) {
+        for line in message.lines() {
+            let written = self.kmsg.as_mut().is_some_and(|k| {
+                k.write_all(
+                    format!(
+                        "<{priority}>sysmgr-generator[{}]: {line}\n",
+                        std::process::id()
+                    )
+                    .as_bytes(),
+                )
+                .is_ok()
+            });
+            if !written {
+                eprintln!("sysmgr-generator: {line}");
+            }
+        }
+    }
+}
+
+/// The app files to read: `*.toml` in [`SEARCH_DIRS`], by file name, earlier dirs winning.
+pub fn app_files(dirs: &[&Path]) -> Vec<PathBuf> {
+    let mut by_name: BTreeMap<OsString, PathBuf> = BTreeMap::new();
+    for dir in dirs.iter().rev() {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.extension().is_some_and(|e| e == "toml") && path.is_file() {
+                by_name.insert(entry.file_name(), path);
+            }
+        }
+    }
+    by_name.into_values().collect()
+}
+
+/// Runs the generator; `args` are the output directories systemd passes.
+pub fn main(args: &[OsString]) -> ExitCode {
+    let mut log = Log::open();
+    let Some(normal) = args.first() else {
+        log.line(
+            3,
+            "expected the output directories as arguments (see systemd.generator(7))",
+        );
+        return ExitCode::FAILURE;
+    };
+    let manager = if std::env::var_os("SYSTEMD_SCOPE").is_some_and(|s| s == "user")
+        || std::env::args_os()
+            .next()
+            .is_some_and(|a| a.to_string_lossy().contains("user-generator"))
+    {
+        Manager::User
+    } else {
+        Manager::System
+    };
+    let dirs: Vec<&Path> = SEARCH_DIRS.iter().map(Path::new).collect();
+    match run(
+        &app_files(&dirs),
+        Path::new(normal),
+        manager,
+        &mut |p, m| log.line(p, m),
+    ) {
+        true => ExitCode::SUCCESS,
+        false => ExitCode::FAILURE,
+    }
+}
+
+/// Renders and writes every file into `out`; `log(priority, message)` reports. Returns
+/// false if any file failed. Files are independent: each is written on its own.
+pub fn run(files: &[PathBuf], out: &Path, manager: Manager, log: &mut dyn FnMut(u8, &str)) -> bool {
+    let opts = ParseOptions {
+        profile: None,
+        user_manager: manager == Manager::User,
+    };
+    let dir = UnitDir::new(out.to_path_buf());
+    let cores = super::generate::usable_cores();
+    let mut ok = true;
+    let mut seen: BTreeMap<String, PathBuf> = BTreeMap::new();
+    for file in files {
+        let parsed = match spec::load(file, &opts) {
+            Ok(parsed) => parsed,
+            Err(e) => {
+                log(
+                    3,
+                    &format!(
+                        "{e}\nskipped `{}`: no units generated from it",
+                        file.display()
+                    ),
+                );
+                ok = false;
+                continue;
+            }
+        };
+        for w in parsed.warnings.warnings() {
+            log(4, &w.to_string());
+        }
+        let spec = parsed.spec;
+        if let Some(first) = seen.get(spec.name.as_str()) {
+            log(
+                3,
+                &format!(
+                    "`{}` defines the app `{}` again (first defined in `{}`); skipped",
+                    file.display(),
+                    spec.name,
+                    first.display()
+                ),
+            );
+            ok = false;
+            continue;
+        }
+        seen.insert(spec.name.to_string(), file.clone());
+        let rendered = render::render(
+            &spec,
+            spec.instances.resolve(cores),
+            manager,
+            Flavor::Generator,
+        );
+        if let Err(e) = dir.write(std::slice::from_ref(&rendered)) {
+            log(
+                3,
+                &format!("cannot write the units of `{}`: {e}", spec.name),
+            );
+            ok = false;
+        }
+    }
+    ok
+}

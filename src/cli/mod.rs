@@ -1,0 +1,107 @@
+//! The command line: one clap derive at the root, one file per subcommand, one `match` to
+//! dispatch. Commands return an [`ExitCode`]; errors travel up as `anyhow` chains and are mapped
+//! to exit codes by their type in [`exit_code`].
+
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::render::Manager;
+
+mod check;
+pub mod generate;
+mod generator;
+mod init;
+
+/// Run multi-process web services natively on systemd.
+#[derive(Debug, Parser)]
+#[command(name = "sysmgr", version, about, long_about = None, propagate_version = true)]
+pub struct Cli {
+    #[command(flatten)]
+    pub manager: ManagerArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options shared by every command.
+#[derive(Debug, Clone, Args)]
+pub struct ManagerArgs {
+    /// Use the user's service manager (`systemctl --user`) instead of the system's.
+    #[arg(long, global = true)]
+    pub user: bool,
+}
+
+impl ManagerArgs {
+    /// The manager chosen.
+    pub fn manager(&self) -> Manager {
+        if self.user {
+            Manager::User
+        } else {
+            Manager::System
+        }
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Write a commented app file to start from, like `pm2 init`.
+    Init(init::InitArgs),
+    /// Validate app files and print the resolved settings; writes nothing.
+    Check(check::CheckArgs),
+    /// Turn app files into systemd units: NAME@.service, NAME@.socket, NAME.target.
+    Generate(generate::GenerateArgs),
+}
+
+/// Parses the command line and runs the command. `argv0` decides whether this process was
+/// started as the systemd generator (`sysmgr-generator`).
+pub fn main() -> ExitCode {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if generator::invoked_as_generator(args.first()) {
+        return generator::main(&args[1..]);
+    }
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Init(args) => init::run(&args),
+        Command::Check(args) => check::run(&args, cli.manager.manager()),
+        Command::Generate(args) => generate::run(&args, cli.manager.manager()),
+    };
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            report(&err);
+            exit_code(&err)
+        }
+    }
+}
+
+/// Prints an error and its whole cause chain, the way people read it.
+pub(crate) fn report(err: &anyhow::Error) {
+    eprintln!("sysmgr: error: {err}");
+    for cause in err.chain().skip(1) {
+        eprintln!("  caused by: {cause}");
+    }
+}
+
+/// Exit codes, chosen by the error's type, never by its text.
+pub mod exit {
+    /// The command ran and did what was asked.
+    pub const OK: u8 = 0;
+    /// The command ran but the outcome failed (a reload halted, a unit failed).
+    pub const FAILED: u8 = 1;
+    /// The input was wrong (bad app file, bad arguments); nothing was changed.
+    pub const INVALID: u8 = 2;
+    /// systemd could not be reached or refused (not running, permission denied).
+    pub const SYSTEMD: u8 = 3;
+}
+
+fn exit_code(err: &anyhow::Error) -> ExitCode {
+    for cause in err.chain() {
+        if cause.is::<crate::spec::LoadError>()
+            || cause.is::<crate::spec::Diagnostics>()
+            || cause.is::<crate::Invalid>()
+        {
+            return ExitCode::from(exit::INVALID);
+        }
+    }
+    ExitCode::from(exit::FAILED)
+}
