@@ -1,2 +1,7 @@
-//! Integration tests.
+//! The integration tests: one binary, one module per area. Tests that need systemd boot a
+//! private one (see `support`); they run as root on a machine with systemd installed.
+
 mod support;
+
+mod cli;
+mod render;

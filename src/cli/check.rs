@@ -24,7 +24,7 @@ pub fn run(args: &CheckArgs, manager: Manager) -> anyhow::Result<ExitCode> {
         profile: args.env.clone(),
         user_manager: manager == Manager::User,
     };
-    let specs = super::generate::load_all(&args.files, &opts)?;
+    let specs = super::generate::load_all(&args.files, &opts, "fix them and check again")?;
     let cores = super::generate::usable_cores();
     for spec in &specs {
         print!("{}", describe(spec, cores));

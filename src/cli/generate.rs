@@ -44,9 +44,11 @@ pub struct Generated {
 }
 
 /// Loads every file, printing warnings; fails with every file's errors if any file has one.
+/// `consequence` ends the summary line: what did not happen because of the errors.
 pub(crate) fn load_all(
     files: &[PathBuf],
     opts: &ParseOptions,
+    consequence: &str,
 ) -> anyhow::Result<Vec<spec::AppSpec>> {
     let mut specs = Vec::new();
     let mut failed = Vec::new();
@@ -66,7 +68,7 @@ pub(crate) fn load_all(
     }
     if !failed.is_empty() {
         return Err(crate::Invalid(format!(
-            "nothing was written: {} of {} app files {} errors ({}); fix them and run again",
+            "{} of {} app files {} errors ({}); {consequence}",
             failed.len(),
             files.len(),
             if failed.len() == 1 { "has" } else { "have" },
@@ -77,7 +79,7 @@ pub(crate) fn load_all(
     for (i, a) in specs.iter().enumerate() {
         if let Some(b) = specs[..i].iter().find(|b| b.name == a.name) {
             return Err(crate::Invalid(format!(
-                "nothing was written: `{}` and `{}` both define the app `{}`; app names must be unique",
+                "`{}` and `{}` both define the app `{}`; app names must be unique; {consequence}",
                 b.source.display(),
                 a.source.display(),
                 a.name
@@ -120,7 +122,7 @@ pub(crate) fn generate_files(
         profile: profile.map(str::to_string),
         user_manager: manager == Manager::User,
     };
-    let specs = load_all(files, &opts)?;
+    let specs = load_all(files, &opts, "nothing was written")?;
     let apps = render_all(&specs, manager, Flavor::Generate);
     let default = UnitDir::default_for(manager)?;
     let dir = output.map_or_else(|| default.clone(), |p| UnitDir::new(p.to_path_buf()));
@@ -171,7 +173,7 @@ pub fn run(args: &GenerateArgs, manager: Manager) -> anyhow::Result<ExitCode> {
             profile: args.env.clone(),
             user_manager: manager == Manager::User,
         };
-        let specs = load_all(&args.files, &opts)?;
+        let specs = load_all(&args.files, &opts, "nothing was written")?;
         let apps = render_all(&specs, manager, Flavor::Generate);
         let dir = match &args.output {
             Some(p) => p.clone(),

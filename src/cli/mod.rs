@@ -10,7 +10,7 @@ use crate::render::Manager;
 
 mod check;
 pub mod generate;
-mod generator;
+pub mod generator;
 mod init;
 
 /// Run multi-process web services natively on systemd.

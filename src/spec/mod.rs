@@ -655,18 +655,6 @@ impl Checker<'_, '_> {
             );
             return None;
         }
-        if program.contains('/') && !program.starts_with('/') {
-            let suggested = base_dir.join(program);
-            self.rep.error(
-                v.span(),
-                "command",
-                format!(
-                    "starts with the relative path `{program}`; systemd needs an absolute path or a bare program name found in `PATH`: write `{}`",
-                    suggested.display()
-                ),
-            );
-            return None;
-        }
         if let Err((i, e)) = syntax::exec_line(&argv) {
             let what = if i == 0 {
                 "program".to_string()
@@ -677,6 +665,18 @@ impl Checker<'_, '_> {
                 v.span(),
                 "command",
                 format!("{what} `{}` {e}", argv[i].escape_debug()),
+            );
+            return None;
+        }
+        if program.contains('/') && !program.starts_with('/') {
+            let suggested = base_dir.join(program.trim_start_matches("./"));
+            self.rep.error(
+                v.span(),
+                "command",
+                format!(
+                    "starts with the relative path `{program}`; systemd needs an absolute path or a bare program name found in `PATH`: write `{}`",
+                    suggested.display()
+                ),
             );
             return None;
         }
@@ -914,3 +914,6 @@ impl Checker<'_, '_> {
         ok.then_some(vars)
     }
 }
+
+#[cfg(test)]
+mod tests;

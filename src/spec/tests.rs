@@ -1,0 +1,204 @@
+//! The app.toml checker: every message asserted verbatim, and what valid files resolve to.
+
+use super::*;
+
+const BASE: &str = "name = \"web\"\ncommand = [\"/bin/app\"]\n";
+
+fn parse_with(text: &str, opts: &ParseOptions) -> Result<Parsed, Diagnostics> {
+    parse(text, "app.toml", Path::new("/srv/web/app.toml"), opts)
+}
+
+fn ok(text: &str) -> AppSpec {
+    match parse_with(text, &ParseOptions::default()) {
+        Ok(p) => p.spec,
+        Err(d) => panic!("expected a valid file, got:\n{d}"),
+    }
+}
+
+/// All diagnostics of a file, errors or warnings, as printed.
+fn messages(text: &str) -> String {
+    match parse_with(text, &ParseOptions::default()) {
+        Ok(p) => p.warnings.to_string(),
+        Err(d) => d.to_string(),
+    }
+}
+
+#[test]
+fn errors_and_warnings_are_exact() {
+    let cases: &[(&str, &str)] = &[
+        ("name = \"web\"\ncommand = \"x", "app.toml:2:13: error: is not valid TOML: invalid basic string, expected `\"`"),
+        ("name = \"web\"\n", "app.toml:1:1: error: `command` is missing; add the program and its arguments, e.g. `command = [\"/usr/bin/node\", \"app.js\"]`"),
+        ("command = [\"/bin/x\"]\n", "app.toml:1:1: error: `name` is missing; add `name = \"web\"` (it becomes the unit names `web@.service`, `web.target`)"),
+        ("name = \"we b\"\ncommand = [\"/bin/x\"]\n", "app.toml:1:8: error: `name` `we b` contains ` `; use only letters, digits, `-`, `_` and `.` (it becomes the unit name `we b@.service`)"),
+        ("name = \"web@1\"\ncommand = [\"/bin/x\"]\n", "app.toml:1:8: error: `name` `web@1` contains `@`; use only letters, digits, `-`, `_` and `.` (it becomes the unit name `web@1@.service`)"),
+        ("name = \"\"\ncommand = [\"/bin/x\"]\n", "app.toml:1:8: error: `name` is empty; give the app a name like `web` or `api-v2`"),
+        ("name = \"-web\"\ncommand = [\"/bin/x\"]\n", "app.toml:1:8: error: `name` `-web` must start with a letter, a digit or `_`"),
+        (&format!("name = \"{}\"\ncommand = [\"/bin/x\"]\n", "a".repeat(65)), "app.toml:1:8: error: `name` is 65 characters long; use at most 64"),
+        ("name = 7\ncommand = [\"/bin/x\"]\n", "app.toml:1:8: error: `name` must be a string, found an integer"),
+        (&format!("{BASE}instances = -2\n"), "app.toml:3:13: error: `instances` is `-2`; use a count, 0 for one per usable core, or -1 for one fewer"),
+        (&format!("{BASE}instances = 5000\n"), "app.toml:3:13: error: `instances` is `5000`; sysmgr runs at most 1024 instances of one app"),
+        (&format!("{BASE}instances = \"many\"\n"), "app.toml:3:13: error: `instances` must be an integer (0 or `\"max\"`: one per usable core, -1: one fewer), found a string"),
+        (&format!("{BASE}script = \"app.js\"\n"), "app.toml:3:1: error: `script` is a PM2 key; sysmgr runs `command` directly: write `command = [\"node\", \"app.js\"]`"),
+        (&format!("{BASE}watch = true\n"), "app.toml:3:1: error: `watch` is not supported: sysmgr does not watch files; run `sysmgr reload NAME` after a deploy"),
+        (&format!("{BASE}out_file = \"/var/log/x\"\n"), "app.toml:3:1: error: `out_file` is not supported: output goes to the journal, with timestamps and rotation; read it with `journalctl -u 'NAME@*'`"),
+        (&format!("{BASE}instancs = 2\n"), "app.toml:3:1: error: `instancs` is not a key sysmgr knows; did you mean `instances`?"),
+        (&format!("{BASE}frobnicate = 2\n"), "app.toml:3:1: error: `frobnicate` is not a key sysmgr knows; `sysmgr init NAME` writes a file with every key"),
+        (&format!("{BASE}listen = [\"127.0.0.1:3000\", \"3000\"]\n"), "app.toml:3:29: error: `listen[1]` `3000` is already declared as `127.0.0.1:3000`; remove one of them"),
+        (&format!("{BASE}listen = [\"localhost:3000\"]\n"), "app.toml:3:11: error: `listen[0]` `localhost:3000` is not an address; write `\"127.0.0.1:3000\"`, `\"[::1]:3000\"`, `\"3000\"` (every address) or an absolute unix socket path"),
+        (&format!("{BASE}listen = [\"127.0.0.1\"]\n"), "app.toml:3:11: error: `listen[0]` `127.0.0.1` has no port; write `127.0.0.1:3000`"),
+        (&format!("{BASE}listen = [\"127.0.0.1:0\"]\n"), "app.toml:3:11: error: `listen[0]` has port 0; systemd needs a fixed port"),
+        (&format!("{BASE}listen = \"3000\"\n"), "app.toml:3:10: error: `listen` must be an array like `[\"127.0.0.1:3000\"]`, found a string"),
+        (&format!("{BASE}listen = [{{ name = \"admin\" }}]\n"), "app.toml:3:11: error: `listen[0]` has no `address`; write `{ address = \"127.0.0.1:3000\", name = \"http\" }`"),
+        (&format!("{BASE}listen = [{{ address = \"3000\", port = 1 }}]\n"), "app.toml:3:31: error: `listen[0].port` is not a key of a listen entry; use `address` and `name`"),
+        (&format!("{BASE}listen = [{{ address = \"3000\", name = \"a:b\" }}]\n"), "app.toml:3:38: error: `listen[0].name` `a:b` contains `:`; use letters, digits, `-` and `_`"),
+        (&format!("{BASE}socket = \"per-instance\"\nlisten = [\"/run/web.sock\"]\n"), "app.toml:4:11: error: `listen[0]` is the unix socket `/run/web.sock`, which instances cannot each bind with `ReusePort`; set `socket = \"shared\"`"),
+        (&format!("{BASE}socket = \"both\"\n"), "app.toml:3:10: error: `socket` is `both`; use `\"shared\"` (one socket for all instances) or `\"per-instance\"` (one `ReusePort` socket each)"),
+        (&format!("{BASE}kill_timeout = \"10 parsecs\"\n"), "app.toml:3:16: error: `kill_timeout` `10 parsecs` is not a duration; write a number and a unit, like `\"500ms\"`, `\"10s\"` or `\"2min\"`"),
+        (&format!("{BASE}listen_timeout = 0\n"), "app.toml:3:18: error: `listen_timeout` is `0`; give a positive number of milliseconds, or a string like `\"10s\"`"),
+        (&format!("{BASE}kill_timeout = true\n"), "app.toml:3:16: error: `kill_timeout` must be milliseconds or a string like `\"10s\"`, found a boolean"),
+        (&format!("{BASE}wait_ready = \"yes\"\n"), "app.toml:3:14: error: `wait_ready` must be `true` or `false`, found a string"),
+        (&format!("{BASE}wait_ready = false\n"), "app.toml:3:14: warning: `wait_ready` is false: systemd counts an instance as started as soon as it runs, so `sysmgr reload` cannot wait until it serves; send `READY=1` and remove this line"),
+        (&format!("{BASE}kill_signal = \"SIGFOO\"\n"), "app.toml:3:15: error: `kill_signal` `SIGFOO` is not a signal sysmgr can send; use one of SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGKILL, SIGWINCH, SIGABRT, SIGALRM, SIGPWR"),
+        (&format!("{BASE}kill_signal = \"SIGKILL\"\n"), "app.toml:3:15: warning: `kill_signal` is `SIGKILL`: workers cannot drain, so requests in flight fail at every reload; prefer `SIGINT` or `SIGTERM`"),
+        (&format!("{BASE}exec_mode = \"cluster\"\n"), "app.toml:3:1: warning: `exec_mode` has no effect: every instance is its own process sharing systemd's sockets, like PM2's cluster mode; remove it"),
+        (&format!("{BASE}max_memory_restart = \"lots\"\n"), "app.toml:3:22: error: `max_memory_restart` `lots` is not a size; write bytes or a number with K, M or G, like `\"300M\"`"),
+        (&format!("{BASE}max_restarts = 0\n"), "app.toml:3:16: error: `max_restarts` is `0`; give a count from 1 to 10000"),
+        (&format!("{BASE}stop_exit_codes = [0, 300]\n"), "app.toml:3:23: error: `stop_exit_codes` has `300`; exit codes are 0 to 255"),
+        (&format!("{BASE}systemd_version = 200\n"), "app.toml:3:19: error: `systemd_version` is `200`; sysmgr's units need systemd 239 or newer"),
+        (&format!("{BASE}user = \"bad name\"\n"), "app.toml:3:8: error: `user` `bad name` is not a valid user or group name; use letters, digits, `_` and `-`, or a numeric id"),
+        (&format!("{BASE}instance_var = \"SYSMGR_INSTANCE\"\n"), "app.toml:3:16: error: `instance_var` `SYSMGR_INSTANCE` is set by sysmgr or systemd already; choose another name"),
+        ("name = \"web\"\ncommand = \"node 'app.js\"\n", "app.toml:2:11: error: `command` cannot be split into words: the ' quote opened here is never closed; close the quote, or write the words as an array"),
+        ("name = \"web\"\ncommand = []\n", "app.toml:2:11: error: `command` is empty; give the program and its arguments, e.g. `[\"/usr/bin/node\", \"app.js\"]`"),
+        ("name = \"web\"\ncommand = [\"/bin/x\", 1]\n", "app.toml:2:22: error: `command[1]` must be a string, found an integer"),
+        ("name = \"web\"\ncommand = \"./app --port 3000\"\n", "app.toml:2:11: error: `command` starts with the relative path `./app`; systemd needs an absolute path or a bare program name found in `PATH`: write `/srv/web/app`"),
+        ("name = \"web\"\ncommand = [\"-/bin/x\"]\n", "app.toml:2:11: error: `command` program `-/bin/x` starts with `-`, which systemd reads as an `ExecStart=` flag, not as part of the path"),
+        ("name = \"web\"\ncommand = [\"/bin/$x\"]\n", "app.toml:2:11: error: `command` program `/bin/$x` contains `$`, which systemd would expand in argv[0] but not in the program path"),
+        ("name = \"web\"\ncommand = [\"/bin/x\", \"a\\u0000b\"]\n", "app.toml:2:11: error: `command` argument 1 `a\\0b` contains a NUL character, which no process argument or variable can hold"),
+        (&format!("{BASE}[env]\nA = \"x\\u0000y\"\n"), "app.toml:4:5: error: `env.A` contains a NUL character, which no process argument or variable can hold; pass binary data another way, e.g. base64"),
+        (&format!("{BASE}[env]\nA = \"\\u001b[0m\"\n"), "app.toml:4:5: error: `env.A` contains the control character '\\u{1b}', which systemd refuses in environment values; pass binary data another way, e.g. base64"),
+        (&format!("{BASE}[env]\n\"A-B\" = \"x\"\n"), "app.toml:4:1: error: `env.A-B` is not a valid variable name; use letters, digits and `_`, not starting with a digit"),
+        (&format!("{BASE}[env]\nLISTEN_FDS = \"3\"\n"), "app.toml:4:1: error: `env.LISTEN_FDS` is set by sysmgr or systemd for every instance; remove it"),
+        (&format!("{BASE}[env]\nNODE_APP_INSTANCE = \"3\"\n"), "app.toml:4:1: error: `env.NODE_APP_INSTANCE` is set by sysmgr or systemd for every instance; remove it"),
+        (&format!("{BASE}[env]\nA = [1]\n"), "app.toml:4:5: error: `env.A` must be a string, number or boolean, found an array"),
+        (&format!("{BASE}env = \"A=1\"\n"), "app.toml:3:7: error: `env` must be a table of variables, found a string"),
+        (&format!("{BASE}[env_]\nA = \"1\"\n"), "app.toml:3:2: error: `env_` names no profile; write `[env_production]`"),
+    ];
+    let mut wrong = Vec::new();
+    for (input, expected) in cases {
+        let got = messages(input);
+        if got != *expected {
+            wrong.push(format!(
+                "input:\n{input}\nexpected: {expected}\n     got: {got}\n"
+            ));
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "{} of {} cases differ:\n{}",
+        wrong.len(),
+        cases.len(),
+        wrong.join("\n")
+    );
+}
+
+#[test]
+fn every_error_of_a_file_is_reported_at_once_in_order() {
+    let text = "name = \"a b\"\ncommand = []\ninstances = -5\nwatch = true\n";
+    assert_eq!(
+        messages(text),
+        "app.toml:1:8: error: `name` `a b` contains ` `; use only letters, digits, `-`, `_` and `.` (it becomes the unit name `a b@.service`)\n\
+         app.toml:2:11: error: `command` is empty; give the program and its arguments, e.g. `[\"/usr/bin/node\", \"app.js\"]`\n\
+         app.toml:3:13: error: `instances` is `-5`; use a count, 0 for one per usable core, or -1 for one fewer\n\
+         app.toml:4:1: error: `watch` is not supported: sysmgr does not watch files; run `sysmgr reload NAME` after a deploy"
+    );
+}
+
+#[test]
+fn profiles_merge_over_env_and_unknown_profiles_are_errors() {
+    let text =
+        format!("{BASE}[env]\nA = \"1\"\nB = \"2\"\n[env_production]\nB = \"prod\"\nC = 3\n");
+    assert_eq!(
+        ok(&text).env,
+        [("A".into(), "1".into()), ("B".into(), "2".into())]
+    );
+    let opts = ParseOptions {
+        profile: Some("production".into()),
+        user_manager: false,
+    };
+    let spec = parse_with(&text, &opts).unwrap().spec;
+    assert_eq!(
+        spec.env,
+        [
+            ("A".into(), "1".into()),
+            ("B".into(), "prod".into()),
+            ("C".into(), "3".into())
+        ]
+    );
+    assert_eq!(spec.profile.as_deref(), Some("production"));
+    let opts = ParseOptions {
+        profile: Some("staging".into()),
+        user_manager: false,
+    };
+    assert_eq!(
+        parse_with(&text, &opts).unwrap_err().to_string(),
+        "app.toml:1:1: error: `env_staging` is not in the file, but `--env staging` asks for it; this file defines `production`"
+    );
+}
+
+#[test]
+fn user_and_group_are_refused_for_the_user_manager() {
+    let opts = ParseOptions {
+        profile: None,
+        user_manager: true,
+    };
+    let text = format!("{BASE}user = \"www-data\"\n");
+    assert_eq!(
+        parse_with(&text, &opts).unwrap_err().to_string(),
+        "app.toml:3:8: error: `user` cannot be set for the user manager (`--user`): its services run as that user; remove it or generate for the system manager"
+    );
+}
+
+#[test]
+fn defaults_follow_pm2() {
+    let spec = ok(BASE);
+    assert_eq!(spec.kill_timeout, Millis::new(1600));
+    assert_eq!(spec.kill_signal.name(), "SIGINT");
+    assert_eq!(spec.listen_timeout, Millis::new(30_000));
+    assert!(spec.wait_ready);
+    assert!(spec.autorestart);
+    assert_eq!(spec.instances, Instances::Count(NonZeroU32::MIN));
+    assert_eq!(spec.instance_var, "NODE_APP_INSTANCE");
+    assert_eq!(spec.cwd, Path::new("/srv/web"));
+    assert_eq!(spec.socket_mode, SocketMode::Shared);
+    assert!(spec.listen.is_empty());
+}
+
+#[test]
+fn pm2_forms_are_accepted() {
+    let spec = ok(&format!(
+        "{BASE}instances = \"max\"\nkill_timeout = 5000\nlisten_timeout = \"10s\"\nkill_signal = \"term\"\n\
+         max_memory_restart = \"300M\"\nrestart_delay = 250\nstop_exit_codes = 0\n\
+         listen = [\"[::1]:3000\", {{ address = \"/run/web/admin.sock\", name = \"admin\" }}]\ncwd = \"app\"\n"
+    ));
+    assert_eq!(spec.instances, Instances::PerCore);
+    assert_eq!(spec.kill_timeout, Millis::new(5000));
+    assert_eq!(spec.listen_timeout, Millis::new(10_000));
+    assert_eq!(spec.kill_signal.name(), "SIGTERM");
+    assert_eq!(spec.max_memory_restart.unwrap().get(), 300 * 1024 * 1024);
+    assert_eq!(spec.restart_delay, Some(Millis::new(250)));
+    assert_eq!(spec.stop_exit_codes, [0]);
+    assert_eq!(spec.cwd, Path::new("/srv/web/app"));
+    assert_eq!(spec.listen.len(), 2);
+    assert_eq!(spec.listen[0].name.as_str(), "http");
+    assert_eq!(spec.listen[1].name.as_str(), "admin");
+    assert_eq!(spec.listen[1].address.to_string(), "/run/web/admin.sock");
+}
+
+#[test]
+fn a_command_string_is_split_like_a_shell_without_expanding() {
+    let spec = ok("name = \"web\"\ncommand = \"node app.js --title 'my app' $HOME\"\n");
+    assert_eq!(
+        spec.command,
+        ["node", "app.js", "--title", "my app", "$HOME"]
+    );
+}
