@@ -2,7 +2,7 @@
 //!
 //! Started by systemd from a unit sysmgr generated, it records what it received (argv,
 //! environment, PID, passed sockets; see [`sysmgr_testkit::ProbeReport`]) into the file named by
-//! `SYSMGR_PROBE_OUT` (or prints it on stdout when that is unset), reports `READY=1` to
+//! `SYSMGR_PROBE_DIR/<SYSMGR_INSTANCE>.json`, else `SYSMGR_PROBE_OUT` (else stdout), reports `READY=1` to
 //! `NOTIFY_SOCKET` when there is one, then waits for SIGINT or SIGTERM and exits 0. It never
 //! accepts connections: a test that needs answers uses the real worker.
 //!
@@ -61,8 +61,14 @@ fn run() -> Result<i32, ProbeError> {
     // the probe cleanly through sigwait, not kill it with the default action.
     let signals = StopSignals::block()?;
     let report = ProbeReport::capture().to_json().to_string();
-    match std::env::var_os("SYSMGR_PROBE_OUT") {
-        Some(path) => write_atomically(Path::new(&path), report.as_bytes())?,
+    // Every instance of a template shares one environment, so a directory names the report
+    // by instance: SYSMGR_PROBE_DIR/<SYSMGR_INSTANCE>.json.
+    let dir_out = std::env::var_os("SYSMGR_PROBE_DIR").map(|dir| {
+        let instance = std::env::var("SYSMGR_INSTANCE").unwrap_or_else(|_| "unknown".into());
+        PathBuf::from(dir).join(format!("{instance}.json"))
+    });
+    match dir_out.or_else(|| std::env::var_os("SYSMGR_PROBE_OUT").map(PathBuf::from)) {
+        Some(path) => write_atomically(&path, report.as_bytes())?,
         None => println!("{report}"),
     }
     if let Some(socket) = std::env::var_os("NOTIFY_SOCKET") {
