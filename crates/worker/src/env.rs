@@ -6,7 +6,9 @@
 //! top of `main` before any runtime or thread starts, into a [`WorkerEnv`]; every later consumer
 //! ([`Listeners`](crate::Listeners), [`Notifier`](crate::Notifier),
 //! [`DrainTiming`](crate::DrainTiming)) takes that value and never touches the process
-//! environment again. Tests build a [`WorkerEnv`] from explicit pairs instead of mutating theirs.
+//! environment again. Nothing here writes the environment either: `LISTEN_*` stay set, and a
+//! child process ignores them because `LISTEN_PID` is not its own. Tests build a [`WorkerEnv`]
+//! from explicit pairs instead of mutating theirs.
 
 use std::ffi::{OsStr, OsString};
 use std::time::Duration;
@@ -23,6 +25,9 @@ const WATCHDOG_PID: &str = "WATCHDOG_PID";
 const SYSMGR_APP: &str = "SYSMGR_APP";
 const SYSMGR_INSTANCE: &str = "SYSMGR_INSTANCE";
 const SYSMGR_KILL_TIMEOUT_MS: &str = "SYSMGR_KILL_TIMEOUT_MS";
+/// The unit's `KillSignal=` by name (`SIGQUIT`), for apps configured with a signal other than
+/// the SIGINT and SIGTERM every worker handles anyway.
+const SYSMGR_KILL_SIGNAL: &str = "SYSMGR_KILL_SIGNAL";
 /// Development override for the addresses bound when not socket-activated.
 pub(crate) const SYSMGR_DEV_LISTEN: &str = "SYSMGR_DEV_LISTEN";
 
@@ -79,6 +84,7 @@ pub struct WorkerEnv {
     notify_socket: Option<OsString>,
     watchdog: Option<Duration>,
     kill_timeout: Option<Duration>,
+    kill_signal: Option<String>,
     app: Option<String>,
     instance: Option<String>,
     dev_listen: Option<String>,
@@ -88,8 +94,9 @@ impl WorkerEnv {
     /// Reads the process environment.
     ///
     /// Only reads: nothing is set or removed, so this is safe to call at any time, but call it
-    /// first thing in `main` so that the snapshot is the one systemd wrote. The `LISTEN_*`
-    /// variables are deliberately left in place, see [`remove_listen_vars`](crate::remove_listen_vars).
+    /// first thing in `main`, before any thread starts, so that the snapshot is the one systemd
+    /// wrote and no other thread can be changing the environment meanwhile. The `LISTEN_*`
+    /// variables are deliberately left in place (see the [module docs](self)).
     pub fn from_process() -> Result<Self, EnvError> {
         Self::from_vars(std::process::id(), std::env::vars_os())
     }
@@ -117,6 +124,7 @@ impl WorkerEnv {
                 Some(SYSMGR_APP) => &mut raw.app,
                 Some(SYSMGR_INSTANCE) => &mut raw.instance,
                 Some(SYSMGR_KILL_TIMEOUT_MS) => &mut raw.kill_timeout_ms,
+                Some(SYSMGR_KILL_SIGNAL) => &mut raw.kill_signal,
                 Some(SYSMGR_DEV_LISTEN) => &mut raw.dev_listen,
                 _ => continue,
             };
@@ -157,6 +165,11 @@ impl WorkerEnv {
         self.kill_timeout
     }
 
+    /// `SYSMGR_KILL_SIGNAL`: the unit's `KillSignal=` by name, e.g. `SIGQUIT`, when set.
+    pub fn kill_signal(&self) -> Option<&str> {
+        self.kill_signal.as_deref()
+    }
+
     /// `SYSMGR_APP`: the app's name in the sysmgr file.
     pub fn app(&self) -> Option<&str> {
         self.app.as_deref()
@@ -186,6 +199,7 @@ struct Raw {
     app: Option<OsString>,
     instance: Option<OsString>,
     kill_timeout_ms: Option<OsString>,
+    kill_signal: Option<OsString>,
     dev_listen: Option<OsString>,
 }
 
@@ -230,6 +244,10 @@ impl Raw {
             notify_socket: self.notify_socket.filter(|v| !v.is_empty()),
             watchdog,
             kill_timeout,
+            kill_signal: self
+                .kill_signal
+                .map(|v| utf8(SYSMGR_KILL_SIGNAL, v))
+                .transpose()?,
             app: self.app.map(|v| utf8(SYSMGR_APP, v)).transpose()?,
             instance: self
                 .instance
@@ -332,6 +350,7 @@ mod tests {
             ("SYSMGR_APP", "web"),
             ("SYSMGR_INSTANCE", "3"),
             ("SYSMGR_KILL_TIMEOUT_MS", "1600"),
+            ("SYSMGR_KILL_SIGNAL", "SIGQUIT"),
             ("NOTIFY_SOCKET", "/run/systemd/notify"),
             ("UNRELATED", "x"),
         ])
@@ -339,6 +358,7 @@ mod tests {
         assert_eq!(e.app(), Some("web"));
         assert_eq!(e.instance(), Some("3"));
         assert_eq!(e.kill_timeout(), Some(Duration::from_millis(1600)));
+        assert_eq!(e.kill_signal(), Some("SIGQUIT"));
         assert_eq!(e.notify_socket(), Some(OsStr::new("/run/systemd/notify")));
         assert_eq!(e.pid(), 4242);
         assert_eq!(env(&[("NOTIFY_SOCKET", "")]).unwrap().notify_socket(), None);
