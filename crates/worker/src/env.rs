@@ -96,7 +96,8 @@ impl WorkerEnv {
     /// Only reads: nothing is set or removed, so this is safe to call at any time, but call it
     /// first thing in `main`, before any thread starts, so that the snapshot is the one systemd
     /// wrote and no other thread can be changing the environment meanwhile. The `LISTEN_*`
-    /// variables are deliberately left in place (see the [module docs](self)).
+    /// variables are deliberately left in place: a child process ignores them because
+    /// `LISTEN_PID` is not its own, and removing them is not thread-safe.
     pub fn from_process() -> Result<Self, EnvError> {
         Self::from_vars(std::process::id(), std::env::vars_os())
     }

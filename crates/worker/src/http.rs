@@ -275,8 +275,7 @@ impl Server {
             phase_tx.send_replace(Phase::Abort);
             // Each task drops its connection as soon as it sees Abort; wait for that, but never
             // past half the margin, which is what stands between us and SIGKILL.
-            let _ =
-                tokio::time::timeout(shutdown.timing().margin() / 2, alive_rx.recv()).await;
+            let _ = tokio::time::timeout(shutdown.timing().margin() / 2, alive_rx.recv()).await;
         }
         let report = DrainReport {
             drain: shutdown.drain().unwrap_or(drain),
@@ -314,9 +313,7 @@ impl AcceptFailure {
             | io::ErrorKind::Interrupted
             | io::ErrorKind::WouldBlock => Self::Transient,
             _ => match err.raw_os_error() {
-                Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM) => {
-                    Self::Resources
-                }
+                Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM) => Self::Resources,
                 // Linux passes on network errors of the pending connection through accept(2).
                 Some(
                     libc::EPROTO
@@ -606,7 +603,9 @@ where
                 response
                     .headers_mut()
                     .insert(CONNECTION, HeaderValue::from_static("close"));
-                this.shared.closing_responses.fetch_add(1, Ordering::Relaxed);
+                this.shared
+                    .closing_responses
+                    .fetch_add(1, Ordering::Relaxed);
             }
         }
         Poll::Ready(result)

@@ -51,7 +51,7 @@ mod tokio_net;
 
 pub use env::{EnvError, WorkerEnv};
 pub use listen::{ListenError, Listener, Listeners, Origin, DEFAULT_NAME};
-pub use notify::{NotifyError, Notifier};
+pub use notify::{Notifier, NotifyError};
 pub use shutdown::DrainTiming;
 #[cfg(feature = "tokio")]
 pub use shutdown::{Cause, Drain, Shutdown, ShutdownError};

@@ -623,7 +623,10 @@ mod tests {
     fn malformed_dev_addresses_say_how_to_write_them() {
         for spec in ["3000", "=127.0.0.1:1", "", " , "] {
             let err = Listeners::bind(spec).unwrap_err();
-            assert!(matches!(err, ListenError::BadAddress { .. }), "{spec}: {err}");
+            assert!(
+                matches!(err, ListenError::BadAddress { .. }),
+                "{spec}: {err}"
+            );
         }
         assert_eq!(
             Listeners::bind("3000").unwrap_err().to_string(),

@@ -346,7 +346,10 @@ mod tests {
         let path = rx.path.display().to_string();
         drop(rx);
         let err = n.ready().unwrap_err();
-        assert_eq!(err.to_string(), format!("cannot send `READY=1` to `{path}`"));
+        assert_eq!(
+            err.to_string(),
+            format!("cannot send `READY=1` to `{path}`")
+        );
         assert!(matches!(err, NotifyError::Send { .. }));
     }
 

@@ -205,16 +205,21 @@ mod runtime {
                 } else {
                     format!("SIG{wanted}")
                 };
-                let found = CATCHABLE.iter().find(|(n, _)| *n == wanted).ok_or_else(|| {
-                    ShutdownError::UnknownSignal {
+                let found = CATCHABLE
+                    .iter()
+                    .find(|(n, _)| *n == wanted)
+                    .ok_or_else(|| ShutdownError::UnknownSignal {
                         name: name.to_owned(),
-                    }
-                })?;
+                    })?;
                 if !signals.contains(found) {
                     signals.push(*found);
                 }
             }
-            Self::with_signals(Notifier::from_env(env)?, DrainTiming::from_env(env), &signals)
+            Self::with_signals(
+                Notifier::from_env(env)?,
+                DrainTiming::from_env(env),
+                &signals,
+            )
         }
 
         /// Drains on SIGINT or SIGTERM with the given notifier and timing.
@@ -245,8 +250,12 @@ mod runtime {
         ) -> Result<Self, ShutdownError> {
             let this = Self::manual(notifier, timing);
             for &(name, number) in signals {
-                let mut stream = signal(SignalKind::from_raw(number))
-                    .map_err(|source| ShutdownError::Install { signal: name, source })?;
+                let mut stream = signal(SignalKind::from_raw(number)).map_err(|source| {
+                    ShutdownError::Install {
+                        signal: name,
+                        source,
+                    }
+                })?;
                 // The task holds only a weak reference: when every Shutdown is dropped, the
                 // next signal finds nothing to drain and the task ends.
                 let weak = Arc::downgrade(&this.inner);
@@ -371,8 +380,7 @@ mod tests {
 
     #[test]
     fn timing_comes_from_the_unit_or_pm2s_default() {
-        let env =
-            crate::WorkerEnv::from_vars(1, [("SYSMGR_KILL_TIMEOUT_MS", "5000")]).unwrap();
+        let env = crate::WorkerEnv::from_vars(1, [("SYSMGR_KILL_TIMEOUT_MS", "5000")]).unwrap();
         assert_eq!(
             DrainTiming::from_env(&env).kill_timeout(),
             Duration::from_secs(5)
@@ -423,11 +431,9 @@ mod tests {
         async fn an_unknown_kill_signal_is_an_error_naming_it() {
             // Real signals are tested in child processes (tests/worker.rs): a SIGINT sent to
             // this test binary would reach every test running in it.
-            let env = crate::WorkerEnv::from_vars(
-                std::process::id(),
-                [("SYSMGR_KILL_SIGNAL", "SIGFOO")],
-            )
-            .unwrap();
+            let env =
+                crate::WorkerEnv::from_vars(std::process::id(), [("SYSMGR_KILL_SIGNAL", "SIGFOO")])
+                    .unwrap();
             let err = Shutdown::from_env(&env).unwrap_err();
             assert_eq!(
                 err.to_string(),

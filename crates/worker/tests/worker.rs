@@ -1,0 +1,5 @@
+//! Integration tests of sysmgr-worker, one binary with a module per area (see the style guide).
+
+mod activation;
+mod drain;
+mod support;
