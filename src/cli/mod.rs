@@ -9,9 +9,19 @@ use clap::{Args, Parser, Subcommand};
 use crate::render::Manager;
 
 mod check;
+mod delete;
 pub mod generate;
 pub mod generator;
 mod init;
+pub mod lifecycle;
+mod list;
+mod logs;
+mod reload;
+mod restart;
+mod scale;
+mod start;
+mod status;
+mod stop;
 
 /// Run multi-process web services natively on systemd.
 #[derive(Debug, Parser)]
@@ -50,6 +60,24 @@ pub enum Command {
     Check(check::CheckArgs),
     /// Turn app files into systemd units: NAME@.service, NAME@.socket, NAME.target.
     Generate(generate::GenerateArgs),
+    /// Start an app: from its file (generate, reload systemd, start), or by name.
+    Start(start::StartArgs),
+    /// Stop every instance and socket of an app.
+    Stop(stop::StopArgs),
+    /// Restart every instance at once (sockets stay open), like `pm2 restart`.
+    Restart(restart::RestartArgs),
+    /// Zero-downtime rolling restart, instance by instance, halting at the first failure.
+    Reload(reload::ReloadArgs),
+    /// Change how many instances run, now and after a reboot.
+    Scale(scale::ScaleArgs),
+    /// Stop an app and remove its generated units.
+    Delete(delete::DeleteArgs),
+    /// Every app with the state of each instance.
+    List(list::ListArgs),
+    /// One app's instances: state, PID, uptime, restarts, memory, CPU.
+    Status(status::StatusArgs),
+    /// Show an app's journal (all instances), via journalctl.
+    Logs(logs::LogsArgs),
 }
 
 /// Parses the command line and runs the command. `argv0` decides whether this process was
@@ -64,6 +92,15 @@ pub fn main() -> ExitCode {
         Command::Init(args) => init::run(&args),
         Command::Check(args) => check::run(&args, cli.manager.manager()),
         Command::Generate(args) => generate::run(&args, cli.manager.manager()),
+        Command::Start(args) => start::run(&args, cli.manager.manager()),
+        Command::Stop(args) => stop::run(&args, cli.manager.manager()),
+        Command::Restart(args) => restart::run(&args, cli.manager.manager()),
+        Command::Reload(args) => reload::run(&args, cli.manager.manager()),
+        Command::Scale(args) => scale::run(&args, cli.manager.manager()),
+        Command::Delete(args) => delete::run(&args, cli.manager.manager()),
+        Command::List(args) => list::run(&args, cli.manager.manager()),
+        Command::Status(args) => status::run(&args, cli.manager.manager()),
+        Command::Logs(args) => logs::run(&args, cli.manager.manager()),
     };
     match result {
         Ok(code) => code,
@@ -96,7 +133,16 @@ pub mod exit {
 
 fn exit_code(err: &anyhow::Error) -> ExitCode {
     for cause in err.chain() {
+        if cause
+            .downcast_ref::<crate::systemd::dbus::DbusError>()
+            .is_some_and(|e| e.is_systemd_unavailable())
+        {
+            return ExitCode::from(exit::SYSTEMD);
+        }
+    }
+    for cause in err.chain() {
         if cause.is::<crate::spec::LoadError>()
+            || cause.is::<lifecycle::NotGenerated>()
             || cause.is::<crate::spec::Diagnostics>()
             || cause.is::<crate::Invalid>()
         {

@@ -1,0 +1,45 @@
+//! `sysmgr delete NAME`: stop the app, disable it, remove the units sysmgr generated for it,
+//! and reload systemd, like `pm2 delete`. Only files carrying sysmgr's header are removed.
+
+use std::process::ExitCode;
+
+use clap::Args;
+
+use super::lifecycle::{self, LockArgs};
+use crate::render::{Manager, UnitNames};
+use crate::systemd::dbus::Systemd;
+
+#[derive(Debug, Args)]
+pub struct DeleteArgs {
+    /// The app.
+    #[arg(value_name = "NAME")]
+    pub name: String,
+    #[command(flatten)]
+    pub lock: LockArgs,
+}
+
+pub fn run(args: &DeleteArgs, manager: Manager) -> anyhow::Result<ExitCode> {
+    let name = lifecycle::app_name(&args.name)?;
+    let dir = lifecycle::unit_dir(manager)?;
+    lifecycle::installed(&dir, &name)?;
+    let _lock = lifecycle::lock(manager, &name, &args.lock)?;
+    lifecycle::runtime()?.block_on(async {
+        let sd = Systemd::connect(manager).await?;
+        let stopped = super::stop::stop_app(&sd, &name).await?;
+        let names = UnitNames::new(&name);
+        // Failed instances stay in systemd's memory after their files are gone; clear them.
+        for unit in lifecycle::loaded_instances(&sd, &name).await? {
+            sd.reset_failed_unit(&unit.name).await?;
+        }
+        sd.disable_unit_files(&[names.target()]).await?;
+        let removed = dir.remove_app(&name)?;
+        sd.reload().await?;
+        eprintln!(
+            "deleted `{name}`: stopped {}, removed {} files and links from `{}`",
+            lifecycle::instances_word(stopped),
+            removed.len(),
+            dir.path().display()
+        );
+        Ok(ExitCode::SUCCESS)
+    })
+}

@@ -1,0 +1,37 @@
+//! `sysmgr list [--json]`: every app sysmgr generated, with the state of each instance, like
+//! `pm2 list`. The rows come from [`super::status::collect`].
+
+use std::process::ExitCode;
+
+use clap::Args;
+
+use super::lifecycle;
+use crate::render::Manager;
+use crate::systemd::dbus::Systemd;
+
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// Print JSON for scripts instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(args: &ListArgs, manager: Manager) -> anyhow::Result<ExitCode> {
+    let dir = lifecycle::unit_dir(manager)?;
+    let apps = dir.installed_apps()?;
+    let status = lifecycle::runtime()?.block_on(async {
+        let sd = Systemd::connect(manager).await?;
+        super::status::collect(&sd, &apps).await
+    })?;
+    if args.json {
+        lifecycle::print_stdout(&(serde_json::to_string_pretty(&status)? + "\n"))?;
+    } else if status.is_empty() {
+        eprintln!(
+            "no apps: `{}` holds no units of sysmgr's; start one with `sysmgr start FILE`",
+            dir.path().display()
+        );
+    } else {
+        lifecycle::print_stdout(&super::status::table(&status))?;
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,222 @@
+//! `sysmgr reload NAME|FILE [--parallel K]`: the zero-downtime rolling restart.
+//!
+//! With FILE, the units are regenerated and systemd reloaded first, so a changed command,
+//! environment or instance count takes effect (PM2's `reload` keeps the old environment
+//! unless told `--update-env`); after the rollout the app is scaled to the file's count.
+//! The rollout itself is [`crate::reload::rollout`]; this file is the command around it:
+//! lock, plan, progress lines, and the report when it halts.
+
+use std::collections::BTreeSet;
+use std::num::NonZeroUsize;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Args;
+
+use super::lifecycle::{self, ControlError, LockArgs, Target};
+use crate::reload::engine::human;
+use crate::reload::{self, Event, Options, Step, Summary};
+use crate::render::Manager;
+use crate::systemd::dbus::Systemd;
+
+#[derive(Debug, Args)]
+pub struct ReloadArgs {
+    /// The app's name, or its app file to regenerate the units from first.
+    #[arg(value_name = "NAME|FILE")]
+    pub app: String,
+    /// How many instances restart at the same time.
+    #[arg(long, short = 'p', value_name = "K", default_value = "1")]
+    pub parallel: NonZeroUsize,
+    /// How long a new process must stay up after systemd reports it started, in ms.
+    #[arg(long, value_name = "MS", default_value_t = 300)]
+    pub min_ready: u64,
+    /// With FILE: merge `[env_PROFILE]` over `[env]`.
+    #[arg(long, value_name = "PROFILE")]
+    pub env: Option<String>,
+    #[command(flatten)]
+    pub lock: LockArgs,
+}
+
+pub fn run(args: &ReloadArgs, manager: Manager) -> anyhow::Result<ExitCode> {
+    let target = Target::parse(&args.app);
+    let name = target.app_name(args.env.as_deref(), manager)?;
+    let _lock = lifecycle::lock(manager, &name, &args.lock)?;
+    let dir = lifecycle::unit_dir(manager)?;
+    if let Target::File(file) = &target {
+        super::generate::generate_files(
+            std::slice::from_ref(file),
+            None,
+            args.env.as_deref(),
+            manager,
+            true,
+        )?;
+    }
+    let app = lifecycle::installed(&dir, &name)?;
+    let opts = Options {
+        parallel: args.parallel,
+        min_ready: Duration::from_millis(args.min_ready),
+        ..Options::default()
+    };
+    lifecycle::runtime()?.block_on(async {
+        let sd = Systemd::connect(manager).await?;
+        let wanted: BTreeSet<u32> = app.instances.iter().copied().collect();
+        let running = lifecycle::running_instances(&sd, &name).await?;
+        // Units changed on disk but not re-read (e.g. `generate --no-reload`): restarting
+        // would bring back the old version, so reload systemd first.
+        let plan: Vec<u32> = wanted.iter().copied().collect();
+        let states = lifecycle::instance_states(&sd, &name, &plan).await?;
+        if states.iter().any(|s| s.need_daemon_reload) {
+            sd.reload().await?;
+            eprintln!("reload {name}: the unit files changed on disk; reloaded systemd first");
+        }
+        let summary = reload::rollout(&sd, &name, &plan, &opts, &mut printer("reload")).await;
+        report("reload", &summary)?;
+        // Scale down to the count in the unit directory: instances beyond it still run the
+        // previous version and are stopped only now, after the new ones proved ready.
+        let extra: Vec<u32> = running.difference(&wanted).copied().collect();
+        if !extra.is_empty() {
+            lifecycle::stop_instances(&sd, &name, &extra, false).await?;
+            eprintln!(
+                "reload {name}: stopped {} beyond the app's count: {}",
+                lifecycle::instances_word(extra.len()),
+                list(&extra)
+            );
+        }
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+fn list(instances: &[u32]) -> String {
+    instances
+        .iter()
+        .map(u32::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Progress lines on stderr: one per instance as it finishes.
+pub(crate) fn printer(verb: &'static str) -> impl FnMut(&Event<'_>) {
+    let mut app = String::new();
+    move |event| match event {
+        Event::Begin {
+            app: name,
+            total,
+            parallel,
+        } => {
+            app = name.to_string();
+            eprintln!(
+                "{verb} {app}: {}, {parallel} at a time",
+                lifecycle::instances_word(*total)
+            );
+        }
+        Event::Restarting { .. } => {}
+        Event::Finished {
+            index,
+            total,
+            report,
+        } => match (&report.step, &report.failure) {
+            (Step::Ready, _) => eprintln!(
+                "{verb} {app}: instance {index} of {total} ({}) ready in {}, pid {} -> {}",
+                report.unit,
+                human(report.total),
+                pid(report.old_pid),
+                report.new_pid
+            ),
+            (_, Some(failure)) => {
+                eprintln!(
+                    "{verb} {app}: instance {index} of {total} ({}) failed after {}: {}; systemd's result: `{}`{}",
+                    report.unit,
+                    human(report.total),
+                    failure.reason,
+                    failure.service_result,
+                    status(&failure.service_result, failure.exit_status)
+                );
+                if failure.journal.is_empty() {
+                    eprintln!(
+                        "  (no journal lines for {}; see `journalctl -u {}`)",
+                        report.unit, report.unit
+                    );
+                } else {
+                    eprintln!("  last journal lines of {}:", report.unit);
+                    for line in &failure.journal {
+                        eprintln!("    {line}");
+                    }
+                }
+            }
+            _ => {}
+        },
+    }
+}
+
+fn pid(p: u32) -> String {
+    if p == 0 {
+        "none".into()
+    } else {
+        p.to_string()
+    }
+}
+
+fn status(result: &str, code: i32) -> String {
+    match result {
+        "exit-code" => format!(", exit status {code}"),
+        "signal" | "core-dump" => format!(", signal {code}"),
+        _ => String::new(),
+    }
+}
+
+/// The closing line, or the halt report and its error.
+pub(crate) fn report(verb: &'static str, summary: &Summary) -> anyhow::Result<()> {
+    let app = &summary.app;
+    if summary.completed() {
+        let jobs: Vec<Duration> = summary.instances.iter().map(|i| i.total).collect();
+        let (min, max) = (
+            jobs.iter().min().copied().unwrap_or_default(),
+            jobs.iter().max().copied().unwrap_or_default(),
+        );
+        eprintln!(
+            "{verb} {app}: {n} of {n} instances ready in {} (per instance {} to {}; controller overhead {})",
+            human(summary.wall),
+            human(min),
+            human(max),
+            human(summary.overhead()),
+            n = summary.instances.len(),
+        );
+        return Ok(());
+    }
+    let failed = summary
+        .failed()
+        .expect("a rollout that did not complete has a failed instance");
+    let skipped: Vec<&str> = summary.skipped().map(|r| r.unit.as_str()).collect();
+    if skipped.is_empty() {
+        eprintln!("{verb} {app}: halted; `{}` is stopped", failed.unit);
+    } else {
+        eprintln!(
+            "{verb} {app}: halted; `{}` is stopped; not restarted, still running the previous version: {}",
+            failed.unit,
+            skipped.join(", ")
+        );
+    }
+    let failure = failed
+        .failure
+        .as_ref()
+        .expect("a failed instance has a failure");
+    if let reload::FailureReason::Systemd(e) = &failure.reason {
+        // Keep the typed cause, so "systemd not reachable" keeps its exit code.
+        return Err(anyhow::Error::new(e.clone()).context(ControlError::Halted {
+            verb,
+            app: app.clone(),
+            unit: failed.unit.clone(),
+            reason: "a call to systemd failed".into(),
+        }));
+    }
+    Err(ControlError::Halted {
+        verb,
+        app: app.clone(),
+        unit: failed.unit.clone(),
+        reason: format!(
+            "{}; systemd's result: `{}`",
+            failure.reason, failure.service_result
+        ),
+    }
+    .into())
+}

@@ -1,0 +1,46 @@
+//! `sysmgr restart NAME`: restart every instance at once, like `pm2 restart`. Unlike
+//! `systemctl restart NAME.target`, the sockets stay open (systemd queues connections while
+//! the workers restart) and each instance is verified like in a reload.
+
+use std::num::NonZeroUsize;
+use std::process::ExitCode;
+
+use clap::Args;
+
+use super::lifecycle::{self, LockArgs};
+use crate::reload::{self, Options};
+use crate::render::Manager;
+use crate::systemd::dbus::Systemd;
+
+#[derive(Debug, Args)]
+pub struct RestartArgs {
+    /// The app.
+    #[arg(value_name = "NAME")]
+    pub name: String,
+    #[command(flatten)]
+    pub lock: LockArgs,
+}
+
+pub fn run(args: &RestartArgs, manager: Manager) -> anyhow::Result<ExitCode> {
+    let name = lifecycle::app_name(&args.name)?;
+    let dir = lifecycle::unit_dir(manager)?;
+    let app = lifecycle::installed(&dir, &name)?;
+    let _lock = lifecycle::lock(manager, &name, &args.lock)?;
+    lifecycle::runtime()?.block_on(async {
+        let sd = Systemd::connect(manager).await?;
+        let opts = Options {
+            parallel: NonZeroUsize::new(app.instances.len()).unwrap_or(NonZeroUsize::MIN),
+            ..Options::default()
+        };
+        let summary = reload::rollout(
+            &sd,
+            &name,
+            &app.instances,
+            &opts,
+            &mut super::reload::printer("restart"),
+        )
+        .await;
+        super::reload::report("restart", &summary)?;
+        Ok(ExitCode::SUCCESS)
+    })
+}

@@ -1,0 +1,170 @@
+//! `sysmgr scale NAME N|+N|-N`: change how many instances run, now and after a reboot.
+//!
+//! The count is persisted as the links in `NAME.target.wants/` (what the target starts at
+//! boot); then the new instances are started, or the ones beyond the count stopped with
+//! their per-instance sockets. A stopped app only has its count changed.
+
+use std::num::NonZeroU32;
+use std::process::ExitCode;
+use std::str::FromStr;
+
+use clap::Args;
+
+use super::lifecycle::{self, ControlError, LockArgs};
+use crate::render::{Manager, UnitNames};
+use crate::spec::types::MAX_INSTANCES;
+use crate::systemd::dbus::{JobMode, Systemd};
+
+/// The count asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Count {
+    /// `N`.
+    Set(u32),
+    /// `+N`.
+    Add(u32),
+    /// `-N`.
+    Remove(u32),
+}
+
+impl FromStr for Count {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let number = |digits: &str| {
+            digits
+                .parse::<u32>()
+                .map_err(|_| format!("`{s}` is not a count; use N, +N or -N, e.g. 4 or +1"))
+        };
+        if let Some(rest) = s.strip_prefix('+') {
+            Ok(Self::Add(number(rest)?))
+        } else if let Some(rest) = s.strip_prefix('-') {
+            Ok(Self::Remove(number(rest)?))
+        } else {
+            Ok(Self::Set(number(s)?))
+        }
+    }
+}
+
+impl Count {
+    /// The new count from the current one, within 1..=MAX_INSTANCES.
+    pub fn apply(self, app: &str, current: u32) -> Result<NonZeroU32, crate::Invalid> {
+        let wanted = match self {
+            Self::Set(n) => i64::from(n),
+            Self::Add(n) => i64::from(current) + i64::from(n),
+            Self::Remove(n) => i64::from(current) - i64::from(n),
+        };
+        if wanted < 1 {
+            return Err(crate::Invalid(format!(
+                "cannot scale `{app}` to {wanted} instances (it has {current}); at least 1 must run; use `sysmgr stop {app}` to stop it"
+            )));
+        }
+        if wanted > i64::from(MAX_INSTANCES) {
+            return Err(crate::Invalid(format!(
+                "cannot scale `{app}` to {wanted} instances; at most {MAX_INSTANCES} are allowed"
+            )));
+        }
+        Ok(NonZeroU32::new(wanted as u32).expect("checked above"))
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct ScaleArgs {
+    /// The app.
+    #[arg(value_name = "NAME")]
+    pub name: String,
+    /// The new count: N, or +N / -N relative to the current one.
+    #[arg(value_name = "N|+N|-N", allow_hyphen_values = true)]
+    pub count: Count,
+    #[command(flatten)]
+    pub lock: LockArgs,
+}
+
+pub fn run(args: &ScaleArgs, manager: Manager) -> anyhow::Result<ExitCode> {
+    let name = lifecycle::app_name(&args.name)?;
+    let dir = lifecycle::unit_dir(manager)?;
+    lifecycle::installed(&dir, &name)?;
+    let _lock = lifecycle::lock(manager, &name, &args.lock)?;
+    // Read again under the lock: another command may have changed it meanwhile.
+    let app = lifecycle::installed(&dir, &name)?;
+    let current = app.instances.len() as u32;
+    let new = args.count.apply(&name, current)?;
+    dir.set_instances(&name, new)?;
+    lifecycle::runtime()?.block_on(async {
+        let sd = Systemd::connect(manager).await?;
+        // The target's Wants= changed on disk.
+        sd.reload().await?;
+        let names = UnitNames::new(&name);
+        let (target_state, _) = sd.active_state(&names.target()).await?;
+        let running = lifecycle::running_instances(&sd, &name).await?;
+        let n = new.get();
+        if target_state != "active" && running.is_empty() {
+            eprintln!(
+                "scale {name}: {} from now on; `{name}` is stopped, `sysmgr start {name}` starts them",
+                lifecycle::instances_word(n as usize)
+            );
+            return Ok(ExitCode::SUCCESS);
+        }
+        let to_stop: Vec<u32> = running.iter().copied().filter(|&i| i > n).collect();
+        let to_start: Vec<u32> = (1..=n).filter(|i| !running.contains(i)).collect();
+        if !to_stop.is_empty() {
+            lifecycle::stop_instances(&sd, &name, &to_stop, false).await?;
+        }
+        if !to_start.is_empty() {
+            let mut watch = sd.watch_jobs().await?;
+            let mut jobs = Vec::new();
+            for &i in &to_start {
+                let unit = names.instance(i);
+                sd.reset_failed_unit(&unit).await?;
+                jobs.push(sd.start_unit(&unit, JobMode::Replace).await?);
+            }
+            watch.wait_all(&jobs).await?;
+            let states = lifecycle::instance_states(&sd, &name, &to_start).await?;
+            let failed: Vec<String> = states
+                .iter()
+                .filter(|s| !s.is_running())
+                .map(|s| format!("{} (`{}`)", s.unit, s.result))
+                .collect();
+            if !failed.is_empty() {
+                return Err(ControlError::NotRunning {
+                    app: name.clone(),
+                    failed: failed.len(),
+                    total: to_start.len(),
+                    units: failed.join(", "),
+                }
+                .into());
+            }
+        }
+        eprintln!(
+            "scaled `{name}` from {current} to {n}: started {}, stopped {}",
+            to_start.len(),
+            to_stop.len()
+        );
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_parse_and_apply() {
+        assert_eq!("4".parse(), Ok(Count::Set(4)));
+        assert_eq!("+2".parse(), Ok(Count::Add(2)));
+        assert_eq!("-1".parse(), Ok(Count::Remove(1)));
+        assert_eq!(
+            "x".parse::<Count>(),
+            Err("`x` is not a count; use N, +N or -N, e.g. 4 or +1".into())
+        );
+        assert_eq!(Count::Add(2).apply("web", 3).unwrap().get(), 5);
+        assert_eq!(Count::Remove(2).apply("web", 3).unwrap().get(), 1);
+        assert_eq!(
+            Count::Remove(3).apply("web", 3).unwrap_err().0,
+            "cannot scale `web` to 0 instances (it has 3); at least 1 must run; use `sysmgr stop web` to stop it"
+        );
+        assert_eq!(
+            Count::Set(5000).apply("web", 3).unwrap_err().0,
+            "cannot scale `web` to 5000 instances; at most 1024 are allowed"
+        );
+    }
+}

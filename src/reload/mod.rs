@@ -1,0 +1,22 @@
+//! The zero-downtime rolling reload (`sysmgr reload`), usable as a library.
+//!
+//! Split like zincati's update agent: [`plan`] is the pure state machine (which instance
+//! next, when to halt), [`engine`] drives it against a [`Units`] implementation and measures
+//! each instance, [`units`] is that small trait with the zbus client as its implementation,
+//! and [`lock`] keeps two changes of one app from interleaving.
+//!
+//! A benchmark calls [`rollout`] with a connected [`crate::systemd::dbus::Systemd`] and reads
+//! the per-instance timings from the returned [`Summary`].
+
+pub mod engine;
+pub mod lock;
+pub mod plan;
+pub mod units;
+
+#[cfg(test)]
+mod tests;
+
+pub use engine::{rollout, Event, Failure, FailureReason, InstanceReport, Options, Summary};
+pub use lock::{AppLock, LockError, Wait};
+pub use plan::{Phase, Planner, Step};
+pub use units::{JobOutcome, Units};

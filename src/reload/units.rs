@@ -1,0 +1,98 @@
+//! What the rollout needs from a service manager, as a small trait.
+//!
+//! The engine only restarts units, reads their state, clears failed state and reads a few
+//! log lines. [`Systemd`] (the zbus client) is the implementation sysmgr ships; the engine's
+//! unit tests use a scripted fake, and the integration tests run the real one against a real
+//! systemd.
+
+use std::process::Command;
+use std::time::Duration;
+
+use crate::render::Manager;
+use crate::systemd::dbus::{DbusError, JobMode, JobResult, ServiceState, Systemd};
+
+/// How a restart job ended, as far as the controller saw.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JobOutcome {
+    /// systemd removed the job with this result.
+    Finished(JobResult),
+    /// systemd had not finished the job when the controller's own wait ran out.
+    GaveUp(Duration),
+}
+
+/// The operations the rollout performs on units.
+///
+/// Futures are not `Send`: the controller runs on a current-thread runtime.
+#[allow(async_fn_in_trait)]
+pub trait Units {
+    /// The unit's state now.
+    async fn state(&self, unit: &str) -> Result<ServiceState, DbusError>;
+    /// Clears the unit's failed state and start-rate counter.
+    async fn reset_failed(&self, unit: &str) -> Result<(), DbusError>;
+    /// Restarts the unit and waits for the job to end, at most `wait` (`None`: as long as
+    /// systemd takes).
+    async fn restart(&self, unit: &str, wait: Option<Duration>) -> Result<JobOutcome, DbusError>;
+    /// Stops the unit and waits for the job to end.
+    async fn stop(&self, unit: &str) -> Result<JobResult, DbusError>;
+    /// The last `lines` lines the unit logged, oldest first; empty if unavailable.
+    async fn journal(&self, unit: &str, lines: usize) -> Vec<String>;
+}
+
+impl Units for Systemd {
+    async fn state(&self, unit: &str) -> Result<ServiceState, DbusError> {
+        self.service_state(unit).await
+    }
+
+    async fn reset_failed(&self, unit: &str) -> Result<(), DbusError> {
+        self.reset_failed_unit(unit).await
+    }
+
+    async fn restart(&self, unit: &str, wait: Option<Duration>) -> Result<JobOutcome, DbusError> {
+        // The stream is open before the job exists, so its JobRemoved cannot be missed.
+        let mut watch = self.watch_jobs().await?;
+        let job = self.restart_unit(unit, JobMode::Replace).await?;
+        match wait {
+            Some(limit) => match tokio::time::timeout(limit, watch.wait(&job)).await {
+                Ok(removed) => Ok(JobOutcome::Finished(removed?.result)),
+                Err(_) => Ok(JobOutcome::GaveUp(limit)),
+            },
+            None => Ok(JobOutcome::Finished(watch.wait(&job).await?.result)),
+        }
+    }
+
+    async fn stop(&self, unit: &str) -> Result<JobResult, DbusError> {
+        let mut watch = self.watch_jobs().await?;
+        let job = self.stop_unit(unit, JobMode::Replace).await?;
+        Ok(watch.wait(&job).await?.result)
+    }
+
+    async fn journal(&self, unit: &str, lines: usize) -> Vec<String> {
+        journal_tail(self.manager(), unit, lines)
+    }
+}
+
+/// The last `lines` journal lines of `unit`, by running `journalctl` (the journal has no
+/// D-Bus API). Only used on the failure path, so blocking for a moment is fine.
+pub fn journal_tail(manager: Manager, unit: &str, lines: usize) -> Vec<String> {
+    let mut cmd = Command::new("journalctl");
+    match manager {
+        Manager::System => cmd.arg("--unit"),
+        Manager::User => cmd.arg("--user-unit"),
+    };
+    cmd.args([
+        unit,
+        "--lines",
+        &lines.to_string(),
+        "--no-pager",
+        "--output",
+        "cat",
+    ]);
+    match cmd.output() {
+        Ok(out) if out.status.success() => String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| !l.is_empty() && *l != "-- No entries --")
+            .map(str::to_string)
+            .collect(),
+        _ => Vec::new(),
+    }
+}
