@@ -136,6 +136,10 @@ fn exit_code(err: &anyhow::Error) -> ExitCode {
         if cause
             .downcast_ref::<crate::systemd::dbus::DbusError>()
             .is_some_and(|e| e.is_systemd_unavailable())
+            || matches!(
+                cause.downcast_ref::<crate::reload::LockError>(),
+                Some(crate::reload::LockError::Denied { .. })
+            )
         {
             return ExitCode::from(exit::SYSTEMD);
         }

@@ -70,7 +70,7 @@ pub fn run(args: &ReloadArgs, manager: Manager) -> anyhow::Result<ExitCode> {
             eprintln!("reload {name}: the unit files changed on disk; reloaded systemd first");
         }
         let summary = reload::rollout(&sd, &name, &plan, &opts, &mut printer("reload")).await;
-        report("reload", &summary)?;
+        report("reload", &summary, &running)?;
         // Scale down to the count in the unit directory: instances beyond it still run the
         // previous version and are stopped only now, after the new ones proved ready.
         let extra: Vec<u32> = running.difference(&wanted).copied().collect();
@@ -164,8 +164,13 @@ fn status(result: &str, code: i32) -> String {
     }
 }
 
-/// The closing line, or the halt report and its error.
-pub(crate) fn report(verb: &'static str, summary: &Summary) -> anyhow::Result<()> {
+/// The closing line, or the halt report and its error. `running`: the instances that ran
+/// before the rollout, so the report names only those still serving the previous version.
+pub(crate) fn report(
+    verb: &'static str,
+    summary: &Summary,
+    running: &BTreeSet<u32>,
+) -> anyhow::Result<()> {
     let app = &summary.app;
     if summary.completed() {
         let jobs: Vec<Duration> = summary.instances.iter().map(|i| i.total).collect();
@@ -186,7 +191,11 @@ pub(crate) fn report(verb: &'static str, summary: &Summary) -> anyhow::Result<()
     let failed = summary
         .failed()
         .expect("a rollout that did not complete has a failed instance");
-    let skipped: Vec<&str> = summary.skipped().map(|r| r.unit.as_str()).collect();
+    let skipped: Vec<&str> = summary
+        .skipped()
+        .filter(|r| running.contains(&r.instance))
+        .map(|r| r.unit.as_str())
+        .collect();
     if skipped.is_empty() {
         eprintln!("{verb} {app}: halted; `{}` is stopped", failed.unit);
     } else {

@@ -28,6 +28,7 @@ pub fn run(args: &RestartArgs, manager: Manager) -> anyhow::Result<ExitCode> {
     let _lock = lifecycle::lock(manager, &name, &args.lock)?;
     lifecycle::runtime()?.block_on(async {
         let sd = Systemd::connect(manager).await?;
+        let running = lifecycle::running_instances(&sd, &name).await?;
         let opts = Options {
             parallel: NonZeroUsize::new(app.instances.len()).unwrap_or(NonZeroUsize::MIN),
             ..Options::default()
@@ -40,7 +41,7 @@ pub fn run(args: &RestartArgs, manager: Manager) -> anyhow::Result<ExitCode> {
             &mut super::reload::printer("restart"),
         )
         .await;
-        super::reload::report("restart", &summary)?;
+        super::reload::report("restart", &summary, &running)?;
         Ok(ExitCode::SUCCESS)
     })
 }

@@ -14,6 +14,7 @@
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read as _, Seek as _, Write as _};
 use std::os::fd::AsRawFd as _;
+use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 
 use crate::render::Manager;
@@ -30,6 +31,12 @@ pub enum LockError {
         path: PathBuf,
         /// The PID written by the holder, if readable.
         holder: Option<u32>,
+    },
+    /// Not allowed to create the lock: an unprivileged user acting on the system manager.
+    #[error("permission denied: cannot create the lock `{}`; run as root, or use --user for your own service manager", path.display())]
+    Denied {
+        /// The lock file.
+        path: PathBuf,
     },
     /// The lock file could not be created or locked.
     #[error("cannot lock `{}`: {source}", path.display())]
@@ -81,16 +88,22 @@ impl AppLock {
         on_wait: impl FnOnce(Option<u32>),
     ) -> Result<Self, LockError> {
         let path = dir.join(format!("{app}.lock"));
-        let io_err = |source| LockError::Io {
-            path: path.clone(),
-            source,
+        let io_err = |source: io::Error| match source.kind() {
+            io::ErrorKind::PermissionDenied => LockError::Denied { path: path.clone() },
+            _ => LockError::Io {
+                path: path.clone(),
+                source,
+            },
         };
         std::fs::create_dir_all(dir).map_err(io_err)?;
+        // Readable by the owner only: anyone who can open the file can flock it, and could
+        // then hold every reload of the app hostage.
         let mut file = OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
             .truncate(false)
+            .mode(0o600)
             .open(&path)
             .map_err(io_err)?;
         if !flock(&file, libc::LOCK_EX | libc::LOCK_NB).map_err(io_err)? {
