@@ -136,11 +136,9 @@ async fn keep_alive_load_through_a_drain_loses_no_request() {
     assert_eq!(report.aborted, 0);
     assert_eq!(report.open_at_start, 16);
     assert!(report.finished <= report.drain.deadline, "{report}");
-    // Busy connections close with their next response; only the grace can keep a drain longer.
-    assert!(
-        report.elapsed() < Duration::from_millis(300 + 500 + 200),
-        "{report}"
-    );
+    // Busy connections close with their next response, so the drain ends long before its budget
+    // (2.7 s); the bound is generous for busy CI machines.
+    assert!(report.elapsed() < Duration::from_millis(2000), "{report}");
     assert_eq!(report_b.aborted, 0);
 }
 
@@ -199,7 +197,7 @@ async fn idle_connections_get_a_grace_then_are_closed() {
     assert!(fresh.closed_within(Duration::from_secs(3)).await);
     assert!(quiet_closed >= grace, "closed after {quiet_closed:?}");
     assert!(
-        quiet_closed < grace + Duration::from_millis(400),
+        quiet_closed < grace + Duration::from_millis(1200),
         "closed after {quiet_closed:?}"
     );
     let report = task.await.unwrap();
