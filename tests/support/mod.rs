@@ -78,3 +78,84 @@ pub fn tree(dir: &Path) -> Vec<String> {
     out.sort();
     out
 }
+
+/// The directory cargo builds into (where `sysmgr`, `sysmgr-hello` and `sysmgr-probe` are).
+pub fn bin_dir() -> PathBuf {
+    sysmgr_bin().parent().unwrap().to_path_buf()
+}
+
+/// A binary of the workspace built next to `sysmgr` (`cargo test --workspace` builds them).
+pub fn workspace_bin(name: &str) -> PathBuf {
+    let path = bin_dir().join(name);
+    assert!(
+        path.exists(),
+        "`{}` is missing; run `cargo build --workspace` (or scripts/test) first",
+        path.display()
+    );
+    path
+}
+
+/// A private systemd for one test, with the repo and the build directory visible inside at
+/// the same paths, so `sandbox.command(sysmgr_bin())` runs the binary under test there.
+pub fn sandbox() -> sysmgr_sandbox::Sandbox {
+    let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let target = bin_dir().parent().unwrap().to_path_buf();
+    let mut binds = vec![repo.clone()];
+    if !target.starts_with(&repo) {
+        binds.push(target);
+    }
+    sysmgr_sandbox::Sandbox::boot(sysmgr_sandbox::Options {
+        binds,
+        dir_prefix: "sysmgr-test".into(),
+        ..Default::default()
+    })
+    .expect("a private systemd boots (needs root, systemd and dbus: scripts/setup)")
+}
+
+/// Runs `sysmgr ARGS` inside the sandbox, where /etc/systemd/system and the system bus are
+/// the private manager's.
+pub fn sysmgr_in(sb: &sysmgr_sandbox::Sandbox, args: &[&str]) -> Run {
+    sb.command(sysmgr_bin())
+        .args(args)
+        .output()
+        .expect("nsenter runs")
+        .into()
+}
+
+/// Writes a file inside the sandbox at `path` (absolute, as seen inside); returns `path`.
+pub fn write_in(sb: &sysmgr_sandbox::Sandbox, path: &str, text: &str) -> String {
+    let host = sb.root().join(path.trim_start_matches('/'));
+    std::fs::create_dir_all(host.parent().unwrap()).unwrap();
+    std::fs::write(&host, text).unwrap();
+    path.to_string()
+}
+
+/// A loopback port nobody listens on right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Polls `f` every 20 ms until it returns `Some`, for at most `secs` seconds.
+pub fn wait_for<T>(secs: u64, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    loop {
+        if let Some(t) = f() {
+            return Some(t);
+        }
+        if std::time::Instant::now() > deadline {
+            return None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// `systemctl is-active UNIT` inside the sandbox: `active`, `inactive`, `failed`... (its exit
+/// code says only whether the unit is active, so it is not an error here).
+pub fn unit_state(sb: &sysmgr_sandbox::Sandbox, unit: &str) -> String {
+    let out = sb.command("systemctl").args(["is-active", unit]).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
