@@ -266,7 +266,10 @@ fn pm2_settings_map_to_service_keys() {
         s,
         "Service",
         "Environment",
-        &["\"SYSMGR_APP=web\" \"SYSMGR_INSTANCE=%i\" \"NODE_APP_INSTANCE=%i\" \"SYSMGR_KILL_TIMEOUT_MS=3000\""],
+        &[
+            "\"SYSMGR_APP=web\" \"SYSMGR_INSTANCE=%i\" \"NODE_APP_INSTANCE=%i\"",
+            "\"SYSMGR_KILL_SIGNAL=SIGTERM\" \"SYSMGR_KILL_TIMEOUT_MS=3000\"",
+        ],
     );
 }
 

@@ -81,6 +81,7 @@ fn instances_start_with_exactly_the_declared_argv_environment_and_sockets() {
         declared.insert(os("SYSMGR_INSTANCE"), os(&n.to_string()));
         declared.insert(os("NODE_APP_INSTANCE"), os(&n.to_string()));
         declared.insert(os("SYSMGR_KILL_TIMEOUT_MS"), os("2000"));
+        declared.insert(os("SYSMGR_KILL_SIGNAL"), os("SIGINT"));
         declared.insert(os("LISTEN_FDNAMES"), os("http"));
         for (k, v) in &declared {
             assert_eq!(report.env.get(k), Some(v), "instance {n}: variable {k:?}");

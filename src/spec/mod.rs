@@ -36,6 +36,7 @@ const RESERVED_ENV: &[&str] = &[
     "SYSMGR_APP",
     "SYSMGR_INSTANCE",
     "SYSMGR_KILL_TIMEOUT_MS",
+    "SYSMGR_KILL_SIGNAL",
     "LISTEN_FDS",
     "LISTEN_PID",
     "LISTEN_FDNAMES",
