@@ -131,7 +131,10 @@ mod tests {
         let mut previous_bucket = 0;
         for us in (0..5_000u64).chain((5_000..50_000_000).step_by(997)) {
             let bucket = bucket_of(us);
-            assert!(bucket >= previous_bucket, "buckets must be monotonic at {us}");
+            assert!(
+                bucket >= previous_bucket,
+                "buckets must be monotonic at {us}"
+            );
             previous_bucket = bucket;
             let upper = upper_bound_of(bucket);
             assert!(upper >= us, "bucket {bucket} upper {upper} below {us}");

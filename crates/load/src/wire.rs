@@ -27,7 +27,7 @@ const INITIAL_BUFFER: usize = 8 * 1024;
 /// Why a request got no complete HTTP response.
 ///
 /// A non-2xx status is not a `Failure`: the exchange worked, and the status is reported as such.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Failure {
     /// Nothing listens on the address (`ECONNREFUSED`).
     ConnectRefused,
@@ -62,7 +62,7 @@ pub enum Failure {
 }
 
 /// Where a request was when its timeout ran out.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Phase {
     /// Still connecting: on loopback this means the listen backlog was full (SYNs dropped).
     Connect,
@@ -72,7 +72,7 @@ pub enum Phase {
 }
 
 /// What was wrong with a response.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Malformed {
     /// The first line is not `HTTP/1.0` or `HTTP/1.1`, a space and a status code in 100..=599.
     StatusLine,
@@ -153,16 +153,6 @@ pub(crate) async fn connect(addr: SocketAddr) -> Result<TcpStream, Failure> {
     // could only delay it; turn it off as every HTTP client does.
     stream.set_nodelay(true).map_err(connect_failure)?;
     Ok(stream)
-}
-
-/// Whether a keep-alive connection can carry another request: the server has neither closed it
-/// nor sent anything unasked since the last response.
-///
-/// This only catches a close that has already arrived; a close racing with the next request is
-/// reported as [`Failure::Closed`] with `reused: true`, as it should be.
-pub(crate) fn still_open(stream: &TcpStream) -> bool {
-    let mut probe = [0u8; 1];
-    matches!(stream.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
 }
 
 /// A receive buffer reused across requests, so the steady state allocates nothing.
@@ -415,9 +405,7 @@ fn parse_status_line(line: &[u8]) -> Result<(bool, u16), Malformed> {
     if !code.iter().all(u8::is_ascii_digit) || line.get(12).is_some_and(|b| *b != b' ') {
         return Err(Malformed::StatusLine);
     }
-    let status = code
-        .iter()
-        .fold(0u16, |n, d| n * 10 + u16::from(d - b'0'));
+    let status = code.iter().fold(0u16, |n, d| n * 10 + u16::from(d - b'0'));
     if !(100..=599).contains(&status) {
         return Err(Malformed::StatusLine);
     }
@@ -467,13 +455,19 @@ mod tests {
 
     #[test]
     fn connection_close_is_found_among_options_in_any_case() {
-        let h = head("HTTP/1.1 503 Busy\r\nconnection: Upgrade, CLOSE\r\ncontent-length: 0\r\n\r\n");
+        let h =
+            head("HTTP/1.1 503 Busy\r\nconnection: Upgrade, CLOSE\r\ncontent-length: 0\r\n\r\n");
         assert!(h.unwrap().unwrap().close);
     }
 
     #[test]
     fn http_1_0_closes_unless_it_says_keep_alive() {
-        assert!(head("HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n").unwrap().unwrap().close);
+        assert!(
+            head("HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n")
+                .unwrap()
+                .unwrap()
+                .close
+        );
         let kept = head("HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 0\r\n\r\n");
         assert!(!kept.unwrap().unwrap().close);
     }
@@ -484,13 +478,17 @@ mod tests {
         assert_eq!(h.body, BodyLength::UntilClose);
         let h = head("HTTP/1.1 204 No Content\r\n\r\n").unwrap().unwrap();
         assert_eq!(h.body, BodyLength::Known(0));
-        let h = head("HTTP/1.1 304 Not Modified\r\nContent-Length: 10\r\n\r\n").unwrap().unwrap();
+        let h = head("HTTP/1.1 304 Not Modified\r\nContent-Length: 10\r\n\r\n")
+            .unwrap()
+            .unwrap();
         assert_eq!(h.body, BodyLength::Known(0));
     }
 
     #[test]
     fn the_reason_phrase_is_optional() {
-        let h = head("HTTP/1.1 404\r\nContent-Length: 0\r\n\r\n").unwrap().unwrap();
+        let h = head("HTTP/1.1 404\r\nContent-Length: 0\r\n\r\n")
+            .unwrap()
+            .unwrap();
         assert_eq!(h.status, 404);
     }
 
@@ -511,11 +509,20 @@ mod tests {
             ("HTTP/1.1 099 Low\r\n\r\n", Malformed::StatusLine),
             ("HTTP/1.1 200 OK\r\nNoColon\r\n\r\n", Malformed::HeaderLine),
             ("HTTP/1.1 200 OK\r\nName : v\r\n\r\n", Malformed::HeaderLine),
-            ("HTTP/1.1 200 OK\r\nA: b\r\n c\r\n\r\n", Malformed::HeaderLine),
+            (
+                "HTTP/1.1 200 OK\r\nA: b\r\n c\r\n\r\n",
+                Malformed::HeaderLine,
+            ),
             ("HTTP/1.1 200 OK\nA: b\r\n\r\n", Malformed::HeaderLine),
             ("HTTP/1.1 200 OK\r\n\nA: b\r\n\r\n", Malformed::HeaderLine),
-            ("HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n", Malformed::ContentLength),
-            ("HTTP/1.1 200 OK\r\nContent-Length: \r\n\r\n", Malformed::ContentLength),
+            (
+                "HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n",
+                Malformed::ContentLength,
+            ),
+            (
+                "HTTP/1.1 200 OK\r\nContent-Length: \r\n\r\n",
+                Malformed::ContentLength,
+            ),
             (
                 "HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
                 Malformed::ContentLength,

@@ -8,7 +8,12 @@ fn main() {
         ..Default::default()
     })
     .unwrap();
-    let out = sb.command("sh").arg("-c").arg(args.join(" ")).output().unwrap();
+    let out = sb
+        .command("sh")
+        .arg("-c")
+        .arg(args.join(" "))
+        .output()
+        .unwrap();
     print!("{}", String::from_utf8_lossy(&out.stdout));
     eprint!("{}", String::from_utf8_lossy(&out.stderr));
 }

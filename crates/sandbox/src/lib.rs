@@ -134,7 +134,11 @@ fn fresh_dir(prefix: &str) -> PathBuf {
     let base = std::env::var_os("SYSMGR_SANDBOX_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(std::env::temp_dir);
-    let prefix = if prefix.is_empty() { "sysmgr-sandbox" } else { prefix };
+    let prefix = if prefix.is_empty() {
+        "sysmgr-sandbox"
+    } else {
+        prefix
+    };
     base.join(format!(
         "{prefix}-{}-{}",
         std::process::id(),
@@ -156,19 +160,30 @@ impl Sandbox {
         preflight()?;
         let dir = fresh_dir(&options.dir_prefix);
         for sub in ["upper", "work", "merged"] {
-            fs::create_dir_all(dir.join(sub)).map_err(io_error(format!("create `{}`", dir.display())))?;
+            fs::create_dir_all(dir.join(sub))
+                .map_err(io_error(format!("create `{}`", dir.display())))?;
         }
         let console = fs::File::create(dir.join("console.log"))
             .map_err(io_error("create the console log"))?;
-        let console_err = console.try_clone().map_err(io_error("open the console log"))?;
+        let console_err = console
+            .try_clone()
+            .map_err(io_error("open the console log"))?;
         let mut cmd = Command::new("unshare");
-        cmd.args(["--pid", "--mount", "--uts", "--ipc", "--fork", "--propagation", "private"])
-            .args(["sh", "-c", BOOT_SCRIPT, "boot.sh"])
-            .arg(&dir)
-            .args(&options.binds)
-            .stdin(Stdio::null())
-            .stdout(console)
-            .stderr(console_err);
+        cmd.args([
+            "--pid",
+            "--mount",
+            "--uts",
+            "--ipc",
+            "--fork",
+            "--propagation",
+            "private",
+        ])
+        .args(["sh", "-c", BOOT_SCRIPT, "boot.sh"])
+        .arg(&dir)
+        .args(&options.binds)
+        .stdin(Stdio::null())
+        .stdout(console)
+        .stderr(console_err);
         // Its own session: no terminal signal of the test run reaches the sandbox.
         // SAFETY: setsid is async-signal-safe and touches no memory of the parent.
         unsafe {
@@ -246,7 +261,12 @@ impl Sandbox {
 
     fn systemd_on_bus(&self) -> bool {
         self.command("busctl")
-            .args(["--system", "call", "org.freedesktop.systemd1", "/org/freedesktop/systemd1"])
+            .args([
+                "--system",
+                "call",
+                "org.freedesktop.systemd1",
+                "/org/freedesktop/systemd1",
+            ])
             .args(["org.freedesktop.DBus.Peer", "Ping"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -267,7 +287,10 @@ impl Sandbox {
 
     /// The sandbox's system bus, for D-Bus clients on the host (`DBUS_SYSTEM_BUS_ADDRESS`).
     pub fn bus_address(&self) -> String {
-        format!("unix:path=/proc/{}/root/run/dbus/system_bus_socket", self.pid)
+        format!(
+            "unix:path=/proc/{}/root/run/dbus/system_bus_socket",
+            self.pid
+        )
     }
 
     /// `/etc/systemd/system` of the sandbox, seen from the host.
@@ -322,14 +345,24 @@ impl Sandbox {
     /// nothing or cannot be read).
     pub fn journal(&self, unit: &str, lines: usize) -> String {
         let lines = lines.to_string();
-        self.run(&["journalctl", "--no-pager", "-o", "short-monotonic", "-n", &lines, "-u", unit])
-            .unwrap_or_default()
+        self.run(&[
+            "journalctl",
+            "--no-pager",
+            "-o",
+            "short-monotonic",
+            "-n",
+            &lines,
+            "-u",
+            unit,
+        ])
+        .unwrap_or_default()
     }
 
     /// systemd's console output so far.
     pub fn console(&self) -> String {
         let mut text = String::new();
-        let _ = fs::File::open(self.dir.join("console.log")).and_then(|mut f| f.read_to_string(&mut text));
+        let _ = fs::File::open(self.dir.join("console.log"))
+            .and_then(|mut f| f.read_to_string(&mut text));
         text
     }
 
