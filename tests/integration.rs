@@ -4,5 +4,7 @@
 mod support;
 
 mod cli;
+mod lifecycle;
+mod reload;
 mod render;
 mod systemd_units;
