@@ -13,8 +13,25 @@ use crate::support::{
 
 /// Arguments that each trip a different rule of systemd's parser.
 const HARD_ARGS: &[&str] = &[
-    "two words", "x\"y", "'single'", "$HOME", "${HOME}", "100%", "%i", "%%", "c:\\d", "\\n", ";",
-    "a;b", "{}", "é ☃ 漢字", "tab\there", "new\nline", "", " ", "--flag=va lue",
+    "two words",
+    "x\"y",
+    "'single'",
+    "$HOME",
+    "${HOME}",
+    "100%",
+    "%i",
+    "%%",
+    "c:\\d",
+    "\\n",
+    ";",
+    "a;b",
+    "{}",
+    "é ☃ 漢字",
+    "tab\there",
+    "new\nline",
+    "",
+    " ",
+    "--flag=va lue",
 ];
 
 fn toml_string(s: &str) -> String {
@@ -89,8 +106,14 @@ fn instances_start_with_exactly_the_declared_argv_environment_and_sockets() {
         assert_eq!(report.listen_fds, Some(1));
         assert_eq!(report.fdnames, Some(vec!["http".to_string()]));
         assert_eq!(report.fds.len(), 1);
-        assert_eq!(report.fds[0].local_addr.as_deref(), Some(&*format!("127.0.0.1:{port}")));
-        assert!(report.fds[0].nonblocking, "a shared socket is handed over non-blocking");
+        assert_eq!(
+            report.fds[0].local_addr.as_deref(),
+            Some(&*format!("127.0.0.1:{port}"))
+        );
+        assert!(
+            report.fds[0].nonblocking,
+            "a shared socket is handed over non-blocking"
+        );
     }
 }
 
@@ -108,8 +131,13 @@ fn a_connection_to_a_stopped_instance_starts_it() {
     sb.systemctl(&["start", "lazy.socket"]).unwrap();
     assert_eq!(unit_state(&sb, "lazy@1.service"), "inactive");
     let _conn = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    let started = wait_for(10, || (unit_state(&sb, "lazy@1.service") == "active").then_some(()));
-    assert!(started.is_some(), "the connection did not start lazy@1.service");
+    let started = wait_for(10, || {
+        (unit_state(&sb, "lazy@1.service") == "active").then_some(())
+    });
+    assert!(
+        started.is_some(),
+        "the connection did not start lazy@1.service"
+    );
     assert_eq!(read_report(&sb, 1).listen_fds, Some(1));
 }
 
@@ -128,7 +156,10 @@ fn starting_an_extra_per_instance_unit_brings_its_own_socket() {
     sb.systemctl(&["start", "each@2.service"]).unwrap();
     assert_eq!(unit_state(&sb, "each@2.socket"), "active");
     let report = read_report(&sb, 2);
-    assert_eq!(report.fds[0].local_addr.as_deref(), Some(&*format!("127.0.0.1:{port}")));
+    assert_eq!(
+        report.fds[0].local_addr.as_deref(),
+        Some(&*format!("127.0.0.1:{port}"))
+    );
     assert_eq!(report.var("SYSMGR_INSTANCE"), Some("2"));
 }
 
@@ -154,7 +185,15 @@ fn regenerating_with_fewer_instances_reloads_systemd_and_drops_them() {
         units.sort();
         units
     };
-    assert_eq!(wants(), ["shrink@1.service", "shrink@2.service", "shrink@3.service", "shrink@4.service"]);
+    assert_eq!(
+        wants(),
+        [
+            "shrink@1.service",
+            "shrink@2.service",
+            "shrink@3.service",
+            "shrink@4.service"
+        ]
+    );
     write_in(&sb, "/srv/shrink.toml", &text(2));
     let r = sysmgr_in(&sb, &["generate", &file]);
     assert!(r.stderr.ends_with("reloaded systemd\n"), "{}", r.stderr);
@@ -167,7 +206,11 @@ fn the_generator_runs_inside_systemd_and_its_units_start() {
     let probe = workspace_bin("sysmgr-probe");
     let gen_dir = sb.root().join("etc/systemd/system-generators");
     std::fs::create_dir_all(&gen_dir).unwrap();
-    std::os::unix::fs::symlink(crate::support::sysmgr_bin(), gen_dir.join("sysmgr-generator")).unwrap();
+    std::os::unix::fs::symlink(
+        crate::support::sysmgr_bin(),
+        gen_dir.join("sysmgr-generator"),
+    )
+    .unwrap();
     write_in(
         &sb,
         "/etc/sysmgr/gen.toml",
@@ -178,10 +221,19 @@ fn the_generator_runs_inside_systemd_and_its_units_start() {
     );
     write_in(&sb, "/etc/sysmgr/broken.toml", "name = \"broken\"\n");
     sb.systemctl(&["daemon-reload"]).unwrap();
-    assert!(sb.root().join("run/systemd/generator/gen@.service").exists());
-    assert!(!sb.root().join("run/systemd/generator/broken@.service").exists());
+    assert!(sb
+        .root()
+        .join("run/systemd/generator/gen@.service")
+        .exists());
+    assert!(!sb
+        .root()
+        .join("run/systemd/generator/broken@.service")
+        .exists());
     sb.systemctl(&["start", "gen.target"]).unwrap();
     for n in 1..=2 {
-        assert_eq!(read_report(&sb, n).var("SYSMGR_INSTANCE"), Some(&*n.to_string()));
+        assert_eq!(
+            read_report(&sb, n).var("SYSMGR_INSTANCE"),
+            Some(&*n.to_string())
+        );
     }
 }

@@ -1,6 +1,6 @@
 //! The command line: one clap derive at the root, one file per subcommand, one `match` to
 //! dispatch. Commands return an [`ExitCode`]; errors travel up as `anyhow` chains and are mapped
-//! to exit codes by their type in [`exit_code`].
+//! to exit codes by their type in `exit_code`.
 
 use std::process::ExitCode;
 
@@ -10,6 +10,7 @@ use crate::render::Manager;
 
 mod check;
 mod delete;
+mod demo;
 pub mod generate;
 pub mod generator;
 mod init;
@@ -78,6 +79,8 @@ pub enum Command {
     Status(status::StatusArgs),
     /// Show an app's journal (all instances), via journalctl.
     Logs(logs::LogsArgs),
+    /// Generate, start and reload a 4-instance app under load, and show what clients saw.
+    Demo(demo::DemoArgs),
 }
 
 /// Parses the command line and runs the command. `argv0` decides whether this process was
@@ -101,6 +104,7 @@ pub fn main() -> ExitCode {
         Command::List(args) => list::run(&args, cli.manager.manager()),
         Command::Status(args) => status::run(&args, cli.manager.manager()),
         Command::Logs(args) => logs::run(&args, cli.manager.manager()),
+        Command::Demo(args) => demo::run(&args),
     };
     match result {
         Ok(code) => code,

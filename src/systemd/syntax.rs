@@ -23,7 +23,7 @@ pub enum SyntaxError {
         "starts with `{0}`, which systemd reads as an `ExecStart=` flag, not as part of the path"
     )]
     ExecPrefix(char),
-    /// The program path is not expanded like the arguments, so `$` would reach argv[0] changed.
+    /// The program path is not expanded like the arguments, so `$` would reach `argv[0]` changed.
     #[error("contains `$`, which systemd would expand in argv[0] but not in the program path")]
     DollarInProgram,
     /// Environment variable names are restricted by systemd to shell-like identifiers.

@@ -107,7 +107,6 @@ pub fn sandbox() -> sysmgr_sandbox::Sandbox {
     sysmgr_sandbox::Sandbox::boot(sysmgr_sandbox::Options {
         binds,
         dir_prefix: "sysmgr-test".into(),
-        ..Default::default()
     })
     .expect("a private systemd boots (needs root, systemd and dbus: scripts/setup)")
 }
@@ -156,6 +155,10 @@ pub fn wait_for<T>(secs: u64, mut f: impl FnMut() -> Option<T>) -> Option<T> {
 /// `systemctl is-active UNIT` inside the sandbox: `active`, `inactive`, `failed`... (its exit
 /// code says only whether the unit is active, so it is not an error here).
 pub fn unit_state(sb: &sysmgr_sandbox::Sandbox, unit: &str) -> String {
-    let out = sb.command("systemctl").args(["is-active", unit]).output().unwrap();
+    let out = sb
+        .command("systemctl")
+        .args(["is-active", unit])
+        .output()
+        .unwrap();
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
