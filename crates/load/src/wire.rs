@@ -33,19 +33,26 @@ pub enum Failure {
     ConnectRefused,
     /// Any other error while connecting.
     Connect(io::ErrorKind),
-    /// The server closed the connection before a complete response. `reused` tells whether the
-    /// request went out on a keep-alive connection that had already carried a response: that is
-    /// the race a draining server loses when it closes idle connections too eagerly.
+    /// The server closed the connection before sending any byte of the response. `reused` tells
+    /// whether the request went out on a keep-alive connection that had already carried a
+    /// response: that is the race a draining server loses when it closes idle connections too
+    /// eagerly.
     Closed {
         /// The connection had already carried a complete response.
         reused: bool,
     },
-    /// The connection was reset (or the write hit a closed pipe) before a complete response.
+    /// The connection was reset (or the write hit a closed pipe) before any byte of the response.
     Reset {
         /// The connection had already carried a complete response.
         reused: bool,
     },
-    /// Any other I/O error after connecting.
+    /// The connection was closed or reset after part of the response had arrived: a server that
+    /// died (or was killed) while answering, rather than one that lost a race with a new request.
+    Truncated {
+        /// The connection had already carried a complete response.
+        reused: bool,
+    },
+    /// Any other I/O error after connecting, before any byte of the response.
     Io {
         /// The error's kind.
         kind: io::ErrorKind,
@@ -102,21 +109,20 @@ impl fmt::Display for Failure {
         match self {
             Failure::ConnectRefused => f.write_str("connection refused"),
             Failure::Connect(kind) => write!(f, "connect failed: {kind}"),
-            Failure::Closed { reused } => write!(
+            Failure::Closed { reused } => {
+                write!(f, "connection closed before the response {}", on(*reused))
+            }
+            Failure::Reset { reused } => {
+                write!(f, "connection reset before the response {}", on(*reused))
+            }
+            Failure::Truncated { reused } => write!(
                 f,
-                "connection closed before a complete response {}",
+                "connection closed in the middle of the response {}",
                 on(*reused)
             ),
-            Failure::Reset { reused } => write!(
-                f,
-                "connection reset before a complete response {}",
-                on(*reused)
-            ),
-            Failure::Io { kind, reused } => write!(
-                f,
-                "i/o error before a complete response {}: {kind}",
-                on(*reused)
-            ),
+            Failure::Io { kind, reused } => {
+                write!(f, "i/o error before the response {}: {kind}", on(*reused))
+            }
             Failure::Timeout {
                 phase: Phase::Connect,
             } => f.write_str("timed out connecting"),
@@ -245,7 +251,10 @@ async fn read_response(
     buf: &mut RecvBuf,
     reused: bool,
 ) -> Result<Response, Failure> {
-    let closed = Failure::Closed { reused };
+    let mut reader = Reader {
+        reused,
+        started: false,
+    };
     loop {
         let head = loop {
             if let Some(head) = parse_head(buf.filled()).map_err(Failure::Malformed)? {
@@ -254,11 +263,7 @@ async fn read_response(
             if buf.filled >= MAX_HEAD {
                 return Err(Failure::Malformed(Malformed::HeadTooLarge));
             }
-            match buf.fill(stream).await {
-                Ok(0) => return Err(closed),
-                Ok(_) => {}
-                Err(e) => return Err(io_failure(e, reused)),
-            }
+            reader.fill_or_fail(stream, buf).await?;
         };
         if (100..200).contains(&head.status) {
             if head.status == 101 {
@@ -276,11 +281,7 @@ async fn read_response(
                 let end = head.len + length;
                 buf.reserve_total(end);
                 while buf.filled < end {
-                    match buf.fill(stream).await {
-                        Ok(0) => return Err(closed),
-                        Ok(_) => {}
-                        Err(e) => return Err(io_failure(e, reused)),
-                    }
+                    reader.fill_or_fail(stream, buf).await?;
                 }
                 Ok(Response {
                     status: head.status,
@@ -297,7 +298,8 @@ async fn read_response(
                     match buf.fill(stream).await {
                         Ok(0) => break,
                         Ok(_) => {}
-                        Err(e) => return Err(io_failure(e, reused)),
+                        // The end of the body cannot be told from a cut: a reset is a failure.
+                        Err(e) => return Err(reader.failure(e)),
                     }
                 }
                 Ok(Response {
@@ -307,6 +309,47 @@ async fn read_response(
                 })
             }
         };
+    }
+}
+
+/// Reads the bytes of one answer and names the failure by how far the answer had come.
+struct Reader {
+    reused: bool,
+    /// Some byte of the answer has arrived: a close or reset now cuts an answer short, rather
+    /// than leaving a request the server never took up.
+    started: bool,
+}
+
+impl Reader {
+    /// Reads more of the answer, which must not end here.
+    async fn fill_or_fail(
+        &mut self,
+        stream: &mut TcpStream,
+        buf: &mut RecvBuf,
+    ) -> Result<(), Failure> {
+        match buf.fill(stream).await {
+            Ok(0) if self.started => Err(Failure::Truncated {
+                reused: self.reused,
+            }),
+            Ok(0) => Err(Failure::Closed {
+                reused: self.reused,
+            }),
+            Ok(_) => {
+                self.started = true;
+                Ok(())
+            }
+            Err(e) => Err(self.failure(e)),
+        }
+    }
+
+    fn failure(&self, e: io::Error) -> Failure {
+        if self.started {
+            Failure::Truncated {
+                reused: self.reused,
+            }
+        } else {
+            io_failure(e, self.reused)
+        }
     }
 }
 
@@ -549,11 +592,15 @@ mod tests {
             (Failure::ConnectRefused, "connection refused"),
             (
                 Failure::Closed { reused: true },
-                "connection closed before a complete response on a reused keep-alive connection",
+                "connection closed before the response on a reused keep-alive connection",
             ),
             (
                 Failure::Reset { reused: false },
-                "connection reset before a complete response on a fresh connection",
+                "connection reset before the response on a fresh connection",
+            ),
+            (
+                Failure::Truncated { reused: false },
+                "connection closed in the middle of the response on a fresh connection",
             ),
             (
                 Failure::Timeout {
@@ -569,5 +616,157 @@ mod tests {
         for (failure, text) in cases {
             assert_eq!(failure.to_string(), text);
         }
+    }
+
+    /// How a scripted server ends the exchange.
+    #[derive(Clone, Copy)]
+    enum End {
+        /// Keeps the connection open (the client must not need the close).
+        Keep,
+        /// Closes normally (FIN).
+        Close,
+        /// Closes with the request still unread, which makes the kernel send a reset.
+        ResetUnread,
+    }
+
+    /// One exchange against a loopback server that sends `chunks` with pauses between them
+    /// (so the client sees them in separate reads), then ends as told.
+    async fn scripted(chunks: &[&str], end: End) -> Result<(u16, String, bool), Failure> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let chunks: Vec<Vec<u8>> = chunks.iter().map(|c| c.as_bytes().to_vec()).collect();
+        let server = tokio::spawn(async move {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            if matches!(end, End::ResetUnread) {
+                // Let the request arrive, leave it unread.
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            } else {
+                let mut request = [0u8; 1024];
+                let mut got = 0;
+                while !request[..got].ends_with(b"\r\n\r\n") {
+                    got += stream.read(&mut request[got..]).await.unwrap();
+                }
+            }
+            for chunk in chunks {
+                stream.write_all(&chunk).await.unwrap();
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+            if matches!(end, End::Keep) {
+                tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+            }
+        });
+        let mut stream = connect(addr).await?;
+        let mut buf = RecvBuf::new();
+        let result = tokio::time::timeout(
+            std::time::Duration::from_secs(2),
+            exchange(
+                &mut stream,
+                b"GET / HTTP/1.1\r\nHost: t\r\n\r\n",
+                &mut buf,
+                false,
+            ),
+        )
+        .await
+        .expect("the scripted exchange ends");
+        server.abort();
+        result.map(|r| {
+            let body = String::from_utf8_lossy(buf.get(r.body)).into_owned();
+            (r.status, body, r.reusable)
+        })
+    }
+
+    #[tokio::test]
+    async fn a_response_split_across_reads_is_reassembled() {
+        let got = scripted(
+            &[
+                "HTTP/1.1 200 OK\r\nContent-Le",
+                "ngth: 5\r\n\r",
+                "\nhel",
+                "lo",
+            ],
+            End::Keep,
+        )
+        .await;
+        assert_eq!(got, Ok((200, "hello".into(), true)));
+    }
+
+    #[tokio::test]
+    async fn an_interim_response_is_skipped() {
+        let got = scripted(
+            &[
+                "HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n",
+                "HTTP/1.1 201 Created\r\nContent-Length: 2\r\n\r\nok",
+            ],
+            End::Keep,
+        )
+        .await;
+        assert_eq!(got, Ok((201, "ok".into(), true)));
+    }
+
+    #[tokio::test]
+    async fn a_body_without_length_runs_until_the_close_and_ends_the_connection() {
+        let got = scripted(&["HTTP/1.1 200 OK\r\n\r\nab", "cd"], End::Close).await;
+        assert_eq!(got, Ok((200, "abcd".into(), false)));
+    }
+
+    #[tokio::test]
+    async fn connection_close_or_unasked_bytes_make_the_connection_unusable() {
+        let got = scripted(
+            &["HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 1\r\n\r\nx"],
+            End::Close,
+        )
+        .await;
+        assert_eq!(got, Ok((200, "x".into(), false)));
+        let got = scripted(
+            &["HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nxJUNK"],
+            End::Keep,
+        )
+        .await;
+        assert_eq!(got, Ok((200, "x".into(), false)));
+    }
+
+    #[tokio::test]
+    async fn a_close_before_any_byte_is_closed_and_after_some_is_truncated() {
+        assert_eq!(
+            scripted(&[], End::Close).await,
+            Err(Failure::Closed { reused: false })
+        );
+        assert_eq!(
+            scripted(
+                &["HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc"],
+                End::Close
+            )
+            .await,
+            Err(Failure::Truncated { reused: false })
+        );
+        assert_eq!(
+            scripted(&["HTTP/1.1 200 OK\r\nContent-"], End::Close).await,
+            Err(Failure::Truncated { reused: false })
+        );
+    }
+
+    #[tokio::test]
+    async fn a_request_left_unread_and_dropped_is_a_reset() {
+        assert_eq!(
+            scripted(&[], End::ResetUnread).await,
+            Err(Failure::Reset { reused: false })
+        );
+    }
+
+    #[tokio::test]
+    async fn garbage_is_malformed_at_once_even_if_the_connection_stays_open() {
+        assert_eq!(
+            scripted(&["SSH-2.0-OpenSSH_9.2\r\n"], End::Keep).await,
+            Err(Failure::Malformed(Malformed::StatusLine))
+        );
+    }
+
+    #[tokio::test]
+    async fn nothing_listening_is_refused() {
+        let addr = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        assert_eq!(connect(addr).await.err(), Some(Failure::ConnectRefused));
     }
 }

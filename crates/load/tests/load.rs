@@ -22,6 +22,8 @@ enum Behaviour {
     DropSecond,
     /// Reads requests and never answers.
     Hang,
+    /// Answers the first request, never the second.
+    HangSecond,
     /// Answers with this status.
     Status(u16),
 }
@@ -65,6 +67,11 @@ async fn serve(mut stream: TcpStream, behaviour: Behaviour) {
                 tokio::time::sleep(Duration::from_secs(3600)).await;
                 return;
             }
+            Behaviour::HangSecond if n >= 2 => {
+                tokio::time::sleep(Duration::from_secs(3600)).await;
+                return;
+            }
+            Behaviour::HangSecond => (200, false),
             Behaviour::Status(s) => (s, false),
         };
         let body = format!("conn answer {}\n", n.min(2));
@@ -118,7 +125,10 @@ async fn connection_close_answers_are_reconnects_not_failures() {
     let report = run(config(addr), std::future::pending()).await;
     assert_eq!(report.failed, 0, "{report}");
     assert!(report.reconnects > 10, "{report}");
+    // Counted when a connection is opened again, so exactly the extra connections accepted.
     assert_eq!(accepted.load(Ordering::Relaxed), 4 + report.reconnects);
+    // Each connection: two keep-alive answers, then one with `Connection: close`.
+    assert!(report.ok >= 3 * report.reconnects, "{report}");
 }
 
 #[tokio::test]
@@ -134,7 +144,7 @@ async fn a_reused_connection_closed_before_the_answer_is_a_failure() {
     assert!(
         kinds
             .iter()
-            .all(|k| k.ends_with("before a complete response on a reused keep-alive connection")),
+            .all(|k| k.ends_with("before the response on a reused keep-alive connection")),
         "{kinds:?}"
     );
 }
@@ -246,4 +256,148 @@ fn background_runs_on_its_own_thread_and_stops_on_demand() {
     let report = load.stop();
     assert!(report.ok >= ok && report.failed == 0, "{report}");
     assert!(report.elapsed < Duration::from_secs(2));
+}
+
+#[tokio::test]
+async fn a_hung_request_drops_its_connection_and_the_next_one_starts_afresh() {
+    let (addr, accepted) = server(Behaviour::HangSecond).await;
+    let mut c = config(addr);
+    c.connections = 2;
+    c.duration = Duration::from_millis(700);
+    c.request_timeout = Duration::from_millis(200);
+    let report = run(c, std::future::pending()).await;
+    // Per connection: ok, hung 200 ms, reconnect; about three rounds in 700 ms.
+    assert!(report.hung >= 4, "{report}");
+    assert_eq!(report.failed, report.hung, "{report}");
+    assert_eq!(report.ok, accepted.load(Ordering::Relaxed), "{report}");
+    assert!(report.ok >= report.hung, "{report}");
+    assert_eq!(
+        report.failures,
+        [(
+            "timed out waiting for the response".to_string(),
+            report.hung
+        )]
+    );
+    assert_eq!(report.reconnects, 0, "a hang is not a graceful close");
+}
+
+#[tokio::test]
+async fn per_request_mode_counts_hung_requests_too() {
+    let (addr, accepted) = server(Behaviour::Hang).await;
+    let mut c = config(addr);
+    c.mode = Mode::PerRequest;
+    c.connections = 3;
+    c.duration = Duration::from_millis(250);
+    c.request_timeout = Duration::from_millis(100);
+    let started = Instant::now();
+    let report = run(c, std::future::pending()).await;
+    assert!(started.elapsed() < Duration::from_millis(250 + 100 + 400));
+    // Three rounds of 100 ms fit before the 250 ms end for each of the 3 connections (fewer
+    // on a busy machine), each on a new connection.
+    assert!((3..=9).contains(&report.hung), "{report}");
+    assert_eq!((report.failed, report.ok), (report.hung, 0), "{report}");
+    assert_eq!(accepted.load(Ordering::Relaxed), report.hung);
+}
+
+#[tokio::test]
+async fn max_requests_is_exact_across_keep_alive_connections() {
+    let (addr, _) = server(Behaviour::Ok).await;
+    let mut c = config(addr);
+    c.connections = 7;
+    c.max_requests = Some(1000);
+    c.duration = Duration::from_secs(10);
+    let report = run(c, std::future::pending()).await;
+    assert_eq!((report.requests, report.ok), (1000, 1000), "{report}");
+    assert_eq!(report.statuses, [(200, 1000)]);
+}
+
+#[tokio::test]
+async fn a_slow_rate_does_not_sleep_past_the_end_nor_through_a_stop() {
+    let (addr, _) = server(Behaviour::Ok).await;
+    // One request per connection per 4 s: the second turn is far beyond the end.
+    let mut c = config(addr);
+    c.rate = Some(1);
+    c.duration = Duration::from_millis(200);
+    let started = Instant::now();
+    let report = run(c.clone(), std::future::pending()).await;
+    assert!(
+        started.elapsed() < Duration::from_millis(800),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(report.requests <= 4, "{report}");
+
+    c.duration = Duration::from_secs(60);
+    let started = Instant::now();
+    let report = run(c, tokio::time::sleep(Duration::from_millis(100))).await;
+    assert!(
+        started.elapsed() < Duration::from_millis(700),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(report.failed, 0, "{report}");
+}
+
+#[tokio::test]
+async fn stop_lets_the_requests_in_flight_finish_within_the_timeout() {
+    let (addr, _) = server(Behaviour::Hang).await;
+    let mut c = config(addr);
+    c.duration = Duration::from_secs(60);
+    c.request_timeout = Duration::from_millis(300);
+    let started = Instant::now();
+    let report = run(c, tokio::time::sleep(Duration::from_millis(50))).await;
+    let took = started.elapsed();
+    assert!(took >= Duration::from_millis(300), "{took:?}");
+    assert!(took < Duration::from_millis(900), "{took:?}");
+    assert_eq!((report.requests, report.hung), (4, 4), "{report}");
+}
+
+#[test]
+fn a_dropped_background_load_stops_sending() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (addr, accepted) = rt.block_on(server(Behaviour::CloseEvery(1)));
+    let mut c = config(addr);
+    c.duration = Duration::from_secs(60);
+    c.request_timeout = Duration::from_millis(200);
+    let load = Background::start(c);
+    std::thread::sleep(Duration::from_millis(100));
+    drop(load);
+    // In flight at the drop: at most one request per connection, bounded by the timeout.
+    std::thread::sleep(Duration::from_millis(300));
+    let after_drop = accepted.load(Ordering::Relaxed);
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(after_drop > 0);
+    assert_eq!(accepted.load(Ordering::Relaxed), after_drop);
+}
+
+#[test]
+fn background_wait_returns_when_the_count_is_reached() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (addr, _) = rt.block_on(server(Behaviour::Ok));
+    let mut c = config(addr);
+    c.duration = Duration::from_secs(30);
+    c.max_requests = Some(500);
+    c.threads = 2;
+    let report = Background::start(c).wait();
+    assert_eq!((report.requests, report.ok), (500, 500), "{report}");
+}
+
+#[test]
+fn get_blocking_reports_refused_and_hung_requests() {
+    let refused = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    assert_eq!(
+        sysmgr_load::get_blocking(refused, "/", Duration::from_secs(1)),
+        Err(sysmgr_load::Failure::ConnectRefused)
+    );
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (addr, _) = rt.block_on(server(Behaviour::Hang));
+    assert_eq!(
+        sysmgr_load::get_blocking(addr, "/x", Duration::from_millis(100)),
+        Err(sysmgr_load::Failure::Timeout {
+            phase: sysmgr_load::Phase::Response
+        })
+    );
 }
