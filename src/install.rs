@@ -92,6 +92,57 @@ pub struct InstalledApp {
     pub source: Option<PathBuf>,
     /// The instance numbers linked into `NAME.target.wants/`, sorted.
     pub instances: Vec<u32>,
+    /// Made by sysmgr's systemd generator from an app file in `/etc/sysmgr` (or the user's
+    /// equivalent), not by `sysmgr generate`: its count is persisted with [`write_scale`]
+    /// and its files belong to the generator.
+    pub from_generator: bool,
+}
+
+/// Where systemd's generators write for `manager` (the "normal" directory), if known.
+pub fn generator_dir(manager: Manager) -> Option<PathBuf> {
+    match manager {
+        Manager::System => Some(PathBuf::from("/run/systemd/generator")),
+        Manager::User => std::env::var_os("XDG_RUNTIME_DIR")
+            .filter(|d| !d.is_empty())
+            .map(|d| PathBuf::from(d).join("systemd/generator")),
+    }
+}
+
+/// `$XDG_CONFIG_HOME` or `~/.config`.
+fn user_config_dir() -> Result<PathBuf, InstallError> {
+    match std::env::var_os("XDG_CONFIG_HOME") {
+        Some(dir) if !dir.is_empty() => Ok(PathBuf::from(dir)),
+        _ => Ok(
+            PathBuf::from(std::env::var_os("HOME").ok_or(InstallError::NoHome)?).join(".config"),
+        ),
+    }
+}
+
+/// The file that persists `sysmgr scale` for an app made by the generator: its wants links
+/// are rebuilt on every `daemon-reload`, so the count lives where the generator reads it,
+/// beside the admin's app files (`/etc/sysmgr/scale/NAME`, `~/.config/sysmgr/scale/NAME`).
+pub fn scale_file(manager: Manager, app: &str) -> Result<PathBuf, InstallError> {
+    let base = match manager {
+        Manager::System => PathBuf::from("/etc/sysmgr"),
+        Manager::User => user_config_dir()?.join("sysmgr"),
+    };
+    Ok(base.join("scale").join(app))
+}
+
+/// The persisted count of a generator app, if `sysmgr scale` set one.
+pub fn read_scale(manager: Manager, app: &str) -> Option<NonZeroU32> {
+    let text = fs::read_to_string(scale_file(manager, app).ok()?).ok()?;
+    text.trim().parse().ok()
+}
+
+/// Persists the count of a generator app (atomically: temporary file, then rename).
+pub fn write_scale(manager: Manager, app: &str, n: NonZeroU32) -> Result<(), InstallError> {
+    let path = scale_file(manager, app)?;
+    let dir = path.parent().expect("a file in a directory");
+    fs::create_dir_all(dir).map_err(io_err("create", dir))?;
+    let tmp = tmp_path(&path);
+    fs::write(&tmp, format!("{n}\n")).map_err(io_err("write", &tmp))?;
+    fs::rename(&tmp, &path).map_err(io_err("write", &path))
 }
 
 /// A directory of unit files, such as `/etc/systemd/system`.
@@ -153,14 +204,7 @@ impl UnitDir {
     pub fn default_for(manager: Manager) -> Result<Self, InstallError> {
         match manager {
             Manager::System => Ok(Self::new(PathBuf::from("/etc/systemd/system"))),
-            Manager::User => {
-                let config = match std::env::var_os("XDG_CONFIG_HOME") {
-                    Some(dir) if !dir.is_empty() => PathBuf::from(dir),
-                    _ => PathBuf::from(std::env::var_os("HOME").ok_or(InstallError::NoHome)?)
-                        .join(".config"),
-                };
-                Ok(Self::new(config.join("systemd/user")))
-            }
+            Manager::User => Ok(Self::new(user_config_dir()?.join("systemd/user"))),
         }
     }
 
@@ -400,6 +444,7 @@ fn installed(name: String, existing: &Existing) -> InstalledApp {
         name,
         source,
         instances,
+        from_generator: false,
     }
 }
 

@@ -236,4 +236,27 @@ fn the_generator_runs_inside_systemd_and_its_units_start() {
             Some(&*n.to_string())
         );
     }
+
+    // The controller finds generator apps too: reload, scale (persisted for the
+    // generator), and a delete that says where the app really comes from.
+    let r = sysmgr_in(&sb, &["reload", "gen"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let r = sysmgr_in(&sb, &["scale", "gen", "3"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(
+        std::fs::read_to_string(sb.root().join("etc/sysmgr/scale/gen")).unwrap(),
+        "3\n"
+    );
+    assert_eq!(unit_state(&sb, "gen@3.service"), "active");
+    sb.systemctl(&["daemon-reload"]).unwrap();
+    assert!(sb
+        .root()
+        .join("run/systemd/generator/gen.target.wants/gen@3.service")
+        .exists());
+    let r = sysmgr_in(&sb, &["delete", "gen"]);
+    assert_eq!(r.code, 2);
+    assert_eq!(
+        r.stderr,
+        "sysmgr: error: `gen` comes from `/etc/sysmgr/gen.toml` through sysmgr's systemd generator; remove that file and run `systemctl daemon-reload` (or `sysmgr stop gen` to stop it)\n"
+    );
 }

@@ -21,7 +21,17 @@ pub struct DeleteArgs {
 pub fn run(args: &DeleteArgs, manager: Manager) -> anyhow::Result<ExitCode> {
     let name = lifecycle::app_name(&args.name)?;
     let dir = lifecycle::unit_dir(manager)?;
-    lifecycle::installed(&dir, &name)?;
+    let app = lifecycle::installed(&dir, manager, &name)?;
+    if app.from_generator {
+        let source = app.source.map_or_else(
+            || "its app file".to_string(),
+            |s| format!("`{}`", s.display()),
+        );
+        return Err(crate::Invalid(format!(
+            "`{name}` comes from {source} through sysmgr's systemd generator; remove that file and run `systemctl daemon-reload` (or `sysmgr stop {name}` to stop it)"
+        ))
+        .into());
+    }
     let _lock = lifecycle::lock(manager, &name, &args.lock)?;
     lifecycle::runtime()?.block_on(async {
         let sd = Systemd::connect(manager).await?;

@@ -6,7 +6,12 @@
 //! systemd.generator(7)). It reads the app files in `/etc/sysmgr`, `/run/sysmgr` and
 //! `/usr/lib/sysmgr` (a file in an earlier directory hides one of the same name in a later
 //! one), and writes units plus `NAME.target.wants/` links into the first, "normal" directory,
-//! and hooks `NAME.target` into the default target. Generators run very early and must not
+//! and hooks `NAME.target` into the default target. As a user generator it reads the user's
+//! own `~/.config/sysmgr` and `/etc/sysmgr/user`, `/usr/lib/sysmgr/user`, never the system's
+//! apps (those would start once in every user's manager). A count set by `sysmgr scale`
+//! ([`crate::install::read_scale`]) replaces the file's `instances`.
+//!
+//! Generators run very early and must not
 //! talk to D-Bus or wait on anything; messages go to the kernel log, as systemd's own
 //! generators do. One bad file does not stop the others; the exit code is 1 if any failed.
 
@@ -20,8 +25,29 @@ use crate::install::UnitDir;
 use crate::render::{self, Flavor, Manager};
 use crate::spec::{self, ParseOptions};
 
-/// Where app files are looked for, most important first.
+/// Where the system generator looks for app files, most important first.
 pub const SEARCH_DIRS: &[&str] = &["/etc/sysmgr", "/run/sysmgr", "/usr/lib/sysmgr"];
+
+/// Where the user generator looks, after the user's own `~/.config/sysmgr`.
+pub const USER_SEARCH_DIRS: &[&str] = &["/etc/sysmgr/user", "/usr/lib/sysmgr/user"];
+
+/// The directories the generator of `manager` reads, most important first.
+pub fn search_dirs(manager: Manager) -> Vec<PathBuf> {
+    match manager {
+        Manager::System => SEARCH_DIRS.iter().map(PathBuf::from).collect(),
+        Manager::User => {
+            let config = std::env::var_os("XDG_CONFIG_HOME")
+                .filter(|d| !d.is_empty())
+                .map(PathBuf::from)
+                .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")));
+            config
+                .map(|c| c.join("sysmgr"))
+                .into_iter()
+                .chain(USER_SEARCH_DIRS.iter().map(PathBuf::from))
+                .collect()
+        }
+    }
+}
 
 /// The names this binary answers to as a generator.
 pub(crate) fn invoked_as_generator(argv0: Option<&OsString>) -> bool {
@@ -101,7 +127,8 @@ pub fn main(args: &[OsString]) -> ExitCode {
     } else {
         Manager::System
     };
-    let dirs: Vec<&Path> = SEARCH_DIRS.iter().map(Path::new).collect();
+    let dirs = search_dirs(manager);
+    let dirs: Vec<&Path> = dirs.iter().map(PathBuf::as_path).collect();
     match run(
         &app_files(&dirs),
         Path::new(normal),
@@ -157,12 +184,9 @@ pub fn run(files: &[PathBuf], out: &Path, manager: Manager, log: &mut dyn FnMut(
             continue;
         }
         seen.insert(spec.name.to_string(), file.clone());
-        let rendered = render::render(
-            &spec,
-            spec.instances.resolve(cores),
-            manager,
-            Flavor::Generator,
-        );
+        let count = crate::install::read_scale(manager, spec.name.as_str())
+            .unwrap_or_else(|| spec.instances.resolve(cores));
+        let rendered = render::render(&spec, count, manager, Flavor::Generator);
         if let Err(e) = dir.write(std::slice::from_ref(&rendered)) {
             log(
                 3,

@@ -132,10 +132,17 @@ pub fn unit_dir(manager: Manager) -> anyhow::Result<UnitDir> {
     Ok(UnitDir::default_for(manager)?)
 }
 
-/// The installed app `name`, or [`NotGenerated`].
-pub fn installed(dir: &UnitDir, name: &str) -> anyhow::Result<InstalledApp> {
+/// The installed app `name`: generated into `dir` by `sysmgr generate`, or by sysmgr's
+/// systemd generator into the manager's generator directory; else [`NotGenerated`].
+pub fn installed(dir: &UnitDir, manager: Manager, name: &str) -> anyhow::Result<InstalledApp> {
     if let Some(app) = dir.app(name)? {
         return Ok(app);
+    }
+    if let Some(generated) = crate::install::generator_dir(manager) {
+        if let Some(mut app) = UnitDir::new(generated).app(name)? {
+            app.from_generator = true;
+            return Ok(app);
+        }
     }
     let apps = dir.installed_apps()?;
     let known = if apps.is_empty() {

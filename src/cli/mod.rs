@@ -8,6 +8,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::render::Manager;
 
+mod assets;
 mod check;
 mod delete;
 mod demo;
@@ -81,6 +82,11 @@ pub enum Command {
     Logs(logs::LogsArgs),
     /// Generate, start and reload a 4-instance app under load, and show what clients saw.
     Demo(demo::DemoArgs),
+    /// Print a completion script for bash, zsh, fish, elvish or powershell.
+    Completions(assets::CompletionsArgs),
+    /// Write the man pages (sysmgr.1 and one per command) into DIR; the packages ship them.
+    #[command(hide = true)]
+    Man(assets::ManArgs),
 }
 
 /// Parses the command line and runs the command. `argv0` decides whether this process was
@@ -105,6 +111,8 @@ pub fn main() -> ExitCode {
         Command::Status(args) => status::run(&args, cli.manager.manager()),
         Command::Logs(args) => logs::run(&args, cli.manager.manager()),
         Command::Demo(args) => demo::run(&args),
+        Command::Completions(args) => assets::completions(&args),
+        Command::Man(args) => assets::man(&args),
     };
     match result {
         Ok(code) => code,

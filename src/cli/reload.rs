@@ -51,7 +51,7 @@ pub fn run(args: &ReloadArgs, manager: Manager) -> anyhow::Result<ExitCode> {
             true,
         )?;
     }
-    let app = lifecycle::installed(&dir, &name)?;
+    let app = lifecycle::installed(&dir, manager, &name)?;
     let opts = Options {
         parallel: args.parallel,
         min_ready: Duration::from_millis(args.min_ready),

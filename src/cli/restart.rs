@@ -24,7 +24,7 @@ pub struct RestartArgs {
 pub fn run(args: &RestartArgs, manager: Manager) -> anyhow::Result<ExitCode> {
     let name = lifecycle::app_name(&args.name)?;
     let dir = lifecycle::unit_dir(manager)?;
-    let app = lifecycle::installed(&dir, &name)?;
+    let app = lifecycle::installed(&dir, manager, &name)?;
     let _lock = lifecycle::lock(manager, &name, &args.lock)?;
     lifecycle::runtime()?.block_on(async {
         let sd = Systemd::connect(manager).await?;

@@ -82,16 +82,21 @@ pub struct ScaleArgs {
 pub fn run(args: &ScaleArgs, manager: Manager) -> anyhow::Result<ExitCode> {
     let name = lifecycle::app_name(&args.name)?;
     let dir = lifecycle::unit_dir(manager)?;
-    lifecycle::installed(&dir, &name)?;
+    lifecycle::installed(&dir, manager, &name)?;
     let _lock = lifecycle::lock(manager, &name, &args.lock)?;
     // Read again under the lock: another command may have changed it meanwhile.
-    let app = lifecycle::installed(&dir, &name)?;
+    let app = lifecycle::installed(&dir, manager, &name)?;
     let current = app.instances.len() as u32;
     let new = args.count.apply(&name, current)?;
-    dir.set_instances(&name, new)?;
+    if app.from_generator {
+        // The generator rebuilds its links on every reload; it reads the count from here.
+        crate::install::write_scale(manager, &name, new)?;
+    } else {
+        dir.set_instances(&name, new)?;
+    }
     lifecycle::runtime()?.block_on(async {
         let sd = Systemd::connect(manager).await?;
-        // The target's Wants= changed on disk.
+        // The target's Wants= changed on disk (or the generator will change it now).
         sd.reload().await?;
         let names = UnitNames::new(&name);
         let (target_state, _) = sd.active_state(&names.target()).await?;

@@ -37,14 +37,17 @@ pub fn run(args: &StartArgs, manager: Manager) -> anyhow::Result<ExitCode> {
             true,
         )?;
     }
-    let app = lifecycle::installed(&dir, &name)?;
+    let app = lifecycle::installed(&dir, manager, &name)?;
     lifecycle::runtime()?.block_on(async {
         let sd = Systemd::connect(manager).await?;
         let names = UnitNames::new(&name);
         let target_unit = names.target();
-        if sd
-            .enable_unit_files(std::slice::from_ref(&target_unit))
-            .await?
+        // A generator's units cannot be enabled; the generator links the target into the
+        // default target itself.
+        if !app.from_generator
+            && sd
+                .enable_unit_files(std::slice::from_ref(&target_unit))
+                .await?
         {
             eprintln!("start {name}: enabled `{target_unit}`, so it starts at boot");
         }

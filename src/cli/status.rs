@@ -191,7 +191,7 @@ fn bytes(n: u64) -> String {
 pub fn run(args: &StatusArgs, manager: Manager) -> anyhow::Result<ExitCode> {
     let name = lifecycle::app_name(&args.name)?;
     let dir = lifecycle::unit_dir(manager)?;
-    let app = lifecycle::installed(&dir, &name)?;
+    let app = lifecycle::installed(&dir, manager, &name)?;
     let status = lifecycle::runtime()?.block_on(async {
         let sd = Systemd::connect(manager).await?;
         collect(&sd, std::slice::from_ref(&app)).await

@@ -23,7 +23,7 @@ pub struct StopArgs {
 pub fn run(args: &StopArgs, manager: Manager) -> anyhow::Result<ExitCode> {
     let name = lifecycle::app_name(&args.name)?;
     let dir = lifecycle::unit_dir(manager)?;
-    lifecycle::installed(&dir, &name)?;
+    lifecycle::installed(&dir, manager, &name)?;
     let _lock = lifecycle::lock(manager, &name, &args.lock)?;
     lifecycle::runtime()?.block_on(async {
         let sd = Systemd::connect(manager).await?;
