@@ -85,13 +85,13 @@ pub enum Malformed {
     StatusLine,
     /// A header line without a colon, with a space before the colon, a folded line or a bare LF.
     HeaderLine,
-    /// The head did not end within [`MAX_HEAD`] bytes.
+    /// The head did not end within 64 KiB.
     HeadTooLarge,
     /// `Content-Length` is not a number, or appears twice with different values.
     ContentLength,
     /// The response uses `Transfer-Encoding` (e.g. chunked), which this client does not decode.
     TransferEncoding,
-    /// The body is longer than [`MAX_BODY`] bytes.
+    /// The body is longer than 1 MiB.
     BodyTooLarge,
     /// `101 Switching Protocols` to a plain `GET`.
     Upgrade,
@@ -380,7 +380,7 @@ fn parse_head(buf: &[u8]) -> Result<Option<Head>, Malformed> {
     if buf[..n] != PREFIX[..n] {
         return Err(Malformed::StatusLine);
     }
-    let Some(blank) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+    let Some(blank) = find_blank_line(buf) else {
         return Ok(None);
     };
     // Cut after the last line's CR: split at LF, every line then ends with CR, and a bare LF
@@ -434,6 +434,25 @@ fn parse_head(buf: &[u8]) -> Result<Option<Head>, Malformed> {
         body,
         close: close || (http_1_0 && !keep_alive),
     }))
+}
+
+/// Where the first `\r\n\r\n` starts.
+///
+/// Runs on every read of every response, so it skips ahead like Boyer-Moore-Horspool does: a
+/// byte that is neither CR nor LF cannot be part of a match, so the next candidate ends 4 bytes
+/// later; a LF that does not end a match can only be the pattern's second byte, 2 bytes before
+/// the end of the next candidate.
+fn find_blank_line(buf: &[u8]) -> Option<usize> {
+    let mut end = 3;
+    while end < buf.len() {
+        match buf[end] {
+            b'\n' if &buf[end - 3..end] == b"\r\n\r" => return Some(end - 3),
+            b'\n' => end += 2,
+            b'\r' => end += 1,
+            _ => end += 4,
+        }
+    }
+    None
 }
 
 /// Returns whether the version is 1.0, and the status code.
@@ -577,6 +596,25 @@ mod tests {
         ];
         for (text, expected) in cases {
             assert_eq!(head(text), Err(expected), "{text:?}");
+        }
+    }
+
+    #[test]
+    fn the_blank_line_search_agrees_with_the_naive_one() {
+        // Every string of length 0..=9 over the bytes that matter, plus one that does not.
+        let alphabet = [b'\r', b'\n', b'a'];
+        for len in 0..=9u32 {
+            for mut code in 0..3usize.pow(len) {
+                let text: Vec<u8> = (0..len)
+                    .map(|_| {
+                        let b = alphabet[code % 3];
+                        code /= 3;
+                        b
+                    })
+                    .collect();
+                let naive = text.windows(4).position(|w| w == b"\r\n\r\n");
+                assert_eq!(find_blank_line(&text), naive, "{text:?}");
+            }
         }
     }
 
