@@ -124,7 +124,10 @@ impl LoadConfig {
     }
 }
 
-/// Latency of the successful requests.
+/// Latency of the successful requests, from the start of the request (including the connect
+/// when the request opens a connection, as a user would wait for it) to the last byte of the
+/// answer. Quantiles come from a log-linear histogram and are at most about 3 % high; all zero
+/// when no request succeeded.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Latency {
     /// Fastest.
@@ -358,6 +361,7 @@ impl Tally {
     fn into_report(self, elapsed: Duration) -> Report {
         let us = |q: f64| Duration::from_micros(self.histogram.quantile_us(q).unwrap_or(0));
         debug_assert_eq!(self.histogram.count(), self.ok);
+        debug_assert_eq!(self.ok + self.failed, self.requests);
         let latency = Latency {
             min: Duration::from_micros(self.histogram.min_us().unwrap_or(0)),
             p50: us(0.50),
@@ -769,6 +773,7 @@ mod tests {
         b.answer(&shared, 404, Duration::from_micros(300), b"one");
         b.fail(&shared, Failure::Closed { reused: true });
         a.fail(&shared, Failure::Closed { reused: true });
+        (a.requests, b.requests) = (2, 3);
         a.merge(b);
         let report = a.into_report(Duration::from_secs(1));
         assert_eq!((report.ok, report.failed), (2, 3));
