@@ -14,6 +14,21 @@
 //! Two shapes of load: [`Mode::KeepAlive`] sends requests back to back on each connection and
 //! reconnects when the server answers `Connection: close` (a graceful drain: not a failure);
 //! [`Mode::PerRequest`] opens a new connection for every request.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use sysmgr_load::{Background, LoadConfig};
+//!
+//! let addr = "127.0.0.1:3000".parse().unwrap();
+//! let load = Background::start(LoadConfig {
+//!     connections: 8,
+//!     duration: Duration::from_secs(60), // a bound; stopped below
+//!     ..LoadConfig::new(addr)
+//! });
+//! // ... reload the service ...
+//! let report = load.stop();
+//! assert_eq!(report.failed, 0, "{report}");
+//! ```
 
 mod histogram;
 mod wire;
