@@ -294,16 +294,7 @@ impl UnitDir {
                     staged.push(stage_file(&dest, &file.contents, previous)?);
                     report.written.push(dest);
                 }
-                for link in &app.links {
-                    let dest = self.path.join(&link.path);
-                    let previous = fs::read_link(&dest).ok();
-                    if previous.as_deref() == Some(Path::new(&link.target)) {
-                        report.unchanged.push(dest);
-                        continue;
-                    }
-                    staged.push(stage_link(&dest, link, previous)?);
-                    report.written.push(dest);
-                }
+                self.stage_links(&app.links, &mut report, &mut staged)?;
                 if let Some(mine) = mine {
                     for name in mine.files.keys() {
                         if !app.files.iter().any(|f| &f.name == name) {
@@ -334,6 +325,26 @@ impl UnitDir {
             remove_empty_wants(&self.path, &UnitNames::new(&app.app));
         }
         Ok(report)
+    }
+
+    /// Stages the links that differ from what is on disk, noting each in `report`.
+    fn stage_links(
+        &self,
+        links: &[Link],
+        report: &mut WriteReport,
+        staged: &mut Vec<Staged>,
+    ) -> Result<(), InstallError> {
+        for link in links {
+            let dest = self.path.join(&link.path);
+            let previous = fs::read_link(&dest).ok();
+            if previous.as_deref() == Some(Path::new(&link.target)) {
+                report.unchanged.push(dest);
+                continue;
+            }
+            staged.push(stage_link(&dest, link, previous)?);
+            report.written.push(dest);
+        }
+        Ok(())
     }
 
     /// Refuses to replace a file that is not sysmgr's or is another app's; returns its
@@ -375,19 +386,9 @@ impl UnitDir {
             .collect();
         let mut report = WriteReport::default();
         let mut staged = Vec::new();
-        let result = (|| {
-            for link in &links {
-                let dest = self.path.join(&link.path);
-                let previous = fs::read_link(&dest).ok();
-                if previous.as_deref() == Some(Path::new(&link.target)) {
-                    report.unchanged.push(dest);
-                    continue;
-                }
-                staged.push(stage_link(&dest, link, previous)?);
-                report.written.push(dest);
-            }
-            commit(&mut staged)
-        })();
+        let result = self
+            .stage_links(&links, &mut report, &mut staged)
+            .and_then(|()| commit(&mut staged));
         if let Err(e) = result {
             unstage(&staged);
             return Err(e);

@@ -159,6 +159,36 @@ pub fn installed(dir: &UnitDir, manager: Manager, name: &str) -> anyhow::Result<
     .into())
 }
 
+/// What `start` and `reload` begin with: the app named by NAME or FILE, locked, its units
+/// (re)generated from FILE first when a file was given, and found installed.
+pub struct Prepared {
+    /// The app name.
+    pub name: String,
+    /// The app's units as found.
+    pub app: InstalledApp,
+    /// Held until the command ends.
+    pub lock: AppLock,
+}
+
+/// Resolves `arg` (an app name or an app file), takes the lock, generates from the file (which
+/// reloads systemd when anything changed), and finds the app.
+pub fn prepare(
+    arg: &str,
+    profile: Option<&str>,
+    manager: Manager,
+    lock_args: &LockArgs,
+) -> anyhow::Result<Prepared> {
+    let target = Target::parse(arg);
+    let name = target.app_name(profile, manager)?;
+    let lock = lock(manager, &name, lock_args)?;
+    let dir = unit_dir(manager)?;
+    if let Target::File(file) = &target {
+        super::generate::generate_files(std::slice::from_ref(file), None, profile, manager, true)?;
+    }
+    let app = installed(&dir, manager, &name)?;
+    Ok(Prepared { name, app, lock })
+}
+
 /// Takes the app's lock, waiting (with a message) unless `--no-wait`.
 pub fn lock(manager: Manager, app: &str, args: &LockArgs) -> anyhow::Result<AppLock> {
     let dir = lock::lock_dir(manager)?;

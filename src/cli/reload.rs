@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use clap::Args;
 
-use super::lifecycle::{self, ControlError, LockArgs, Target};
+use super::lifecycle::{self, ControlError, LockArgs};
 use crate::reload::engine::human;
 use crate::reload::{self, Event, Options, Step, Summary};
 use crate::render::Manager;
@@ -38,20 +38,11 @@ pub struct ReloadArgs {
 }
 
 pub fn run(args: &ReloadArgs, manager: Manager) -> anyhow::Result<ExitCode> {
-    let target = Target::parse(&args.app);
-    let name = target.app_name(args.env.as_deref(), manager)?;
-    let _lock = lifecycle::lock(manager, &name, &args.lock)?;
-    let dir = lifecycle::unit_dir(manager)?;
-    if let Target::File(file) = &target {
-        super::generate::generate_files(
-            std::slice::from_ref(file),
-            None,
-            args.env.as_deref(),
-            manager,
-            true,
-        )?;
-    }
-    let app = lifecycle::installed(&dir, manager, &name)?;
+    let lifecycle::Prepared {
+        name,
+        app,
+        lock: _lock,
+    } = lifecycle::prepare(&args.app, args.env.as_deref(), manager, &args.lock)?;
     let opts = Options {
         parallel: args.parallel,
         min_ready: Duration::from_millis(args.min_ready),

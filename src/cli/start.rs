@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use clap::Args;
 
-use super::lifecycle::{self, ControlError, LockArgs, Target};
+use super::lifecycle::{self, ControlError, LockArgs};
 use crate::render::{Manager, UnitNames};
 use crate::systemd::dbus::{JobMode, Systemd};
 
@@ -23,21 +23,11 @@ pub struct StartArgs {
 }
 
 pub fn run(args: &StartArgs, manager: Manager) -> anyhow::Result<ExitCode> {
-    let target = Target::parse(&args.app);
-    let name = target.app_name(args.env.as_deref(), manager)?;
-    let _lock = lifecycle::lock(manager, &name, &args.lock)?;
-    let dir = lifecycle::unit_dir(manager)?;
-    if let Target::File(file) = &target {
-        // Writes the units and reloads systemd when anything changed.
-        super::generate::generate_files(
-            std::slice::from_ref(file),
-            None,
-            args.env.as_deref(),
-            manager,
-            true,
-        )?;
-    }
-    let app = lifecycle::installed(&dir, manager, &name)?;
+    let lifecycle::Prepared {
+        name,
+        app,
+        lock: _lock,
+    } = lifecycle::prepare(&args.app, args.env.as_deref(), manager, &args.lock)?;
     lifecycle::runtime()?.block_on(async {
         let sd = Systemd::connect(manager).await?;
         let names = UnitNames::new(&name);
