@@ -9,3 +9,4 @@ mod lifecycle;
 mod reload;
 mod render;
 mod systemd_units;
+mod worker_systemd;
