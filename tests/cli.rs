@@ -297,3 +297,116 @@ fn squeezed(text: &str) -> Vec<String> {
         .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
         .collect()
 }
+
+#[test]
+fn one_instance_per_core_counts_the_cores_this_process_may_use() {
+    let tmp = tempfile::tempdir().unwrap();
+    write(
+        tmp.path(),
+        "max.toml",
+        "name = \"max\"\ncommand = [\"/bin/true\"]\ninstances = 0\n",
+    );
+    write(
+        tmp.path(),
+        "less.toml",
+        "name = \"less\"\ncommand = [\"/bin/true\"]\ninstances = -1\n",
+    );
+    // Pinned to one CPU: one instance each, whatever the machine has.
+    let out = std::process::Command::new("taskset")
+        .args(["-c", "0"])
+        .arg(crate::support::sysmgr_bin())
+        .args([
+            "generate",
+            "--dry-run",
+            "--output",
+            "/x",
+            "max.toml",
+            "less.toml",
+        ])
+        .current_dir(tmp.path())
+        .output()
+        .expect("taskset runs (util-linux)");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let links: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.starts_with("---") && l.contains(".wants/"))
+        .collect();
+    assert_eq!(
+        links,
+        [
+            "---/x/max.target.wants/max@1.service---",
+            "---/x/less.target.wants/less@1.service---"
+        ]
+    );
+}
+
+/// A cgroup of its own with a CPU quota of half a CPU, removed on drop: cgroup v1's `cpu`
+/// hierarchy or cgroup v2, whichever the machine has.
+struct QuotaGroup {
+    dir: std::path::PathBuf,
+}
+
+impl QuotaGroup {
+    fn new() -> QuotaGroup {
+        let name = format!("sysmgr-test-quota-{}", std::process::id());
+        let v1 = std::path::Path::new("/sys/fs/cgroup/cpu");
+        let (dir, file, value) = if v1.join("cpu.cfs_quota_us").exists() {
+            (v1.join(&name), "cpu.cfs_quota_us", "50000")
+        } else {
+            (
+                std::path::Path::new("/sys/fs/cgroup").join(&name),
+                "cpu.max",
+                "50000 100000",
+            )
+        };
+        std::fs::create_dir(&dir).expect("a cgroup can be created (root, writable cgroupfs)");
+        let group = QuotaGroup { dir };
+        std::fs::write(group.dir.join(file), value).expect("the CPU quota can be set");
+        group
+    }
+}
+
+impl Drop for QuotaGroup {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir(&self.dir);
+    }
+}
+
+#[test]
+fn one_instance_per_core_honours_a_cgroup_cpu_quota() {
+    let tmp = tempfile::tempdir().unwrap();
+    write(
+        tmp.path(),
+        "max.toml",
+        "name = \"max\"\ncommand = [\"/bin/true\"]\ninstances = 0\n",
+    );
+    let group = QuotaGroup::new();
+    // Half a CPU of quota: ceil(0.5) = 1 usable core, on a machine with more.
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg("echo $$ > \"$1/cgroup.procs\" && shift && exec \"$@\"")
+        .arg("sh")
+        .arg(&group.dir)
+        .arg(crate::support::sysmgr_bin())
+        .args(["generate", "--dry-run", "--output", "/x", "max.toml"])
+        .current_dir(tmp.path())
+        .output()
+        .unwrap();
+    drop(group);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let links: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.starts_with("---") && l.contains(".wants/"))
+        .collect();
+    assert_eq!(links, ["---/x/max.target.wants/max@1.service---"]);
+}
