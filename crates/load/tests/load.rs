@@ -24,6 +24,9 @@ enum Behaviour {
     Hang,
     /// Answers the first request, never the second.
     HangSecond,
+    /// Answers the first request without `Connection: close`, then closes at once: the drain
+    /// bug that loses the request a client sends right after an answer.
+    SilentCloseAfterFirst,
     /// Answers with this status.
     Status(u16),
 }
@@ -72,6 +75,7 @@ async fn serve(mut stream: TcpStream, behaviour: Behaviour) {
                 return;
             }
             Behaviour::HangSecond => (200, false),
+            Behaviour::SilentCloseAfterFirst => (200, false),
             Behaviour::Status(s) => (s, false),
         };
         let body = format!("conn answer {}\n", n.min(2));
@@ -85,6 +89,7 @@ async fn serve(mut stream: TcpStream, behaviour: Behaviour) {
             .await
             .is_err()
             || close
+            || matches!(behaviour, Behaviour::SilentCloseAfterFirst)
         {
             return;
         }
@@ -400,4 +405,23 @@ fn get_blocking_reports_refused_and_hung_requests() {
             phase: sysmgr_load::Phase::Response
         })
     );
+}
+
+#[tokio::test]
+async fn a_server_closing_after_an_answer_without_saying_so_loses_the_next_request() {
+    let (addr, accepted) = server(Behaviour::SilentCloseAfterFirst).await;
+    let report = run(config(addr), std::future::pending()).await;
+    assert!(report.ok > 10, "{report}");
+    // Whether the close or the next request wins, the request is lost on a reused connection:
+    // closed (the FIN came first) or reset (the request reached a closed socket).
+    assert!(report.ok - report.failed <= 4, "{report}");
+    for (kind, _) in &report.failures {
+        assert!(
+            kind == "connection closed before the response on a reused keep-alive connection"
+                || kind == "connection reset before the response on a reused keep-alive connection",
+            "{report}"
+        );
+    }
+    assert_eq!(report.reconnects, 0, "an unannounced close is not graceful");
+    assert_eq!(accepted.load(Ordering::Relaxed), report.ok);
 }
