@@ -8,5 +8,6 @@ mod demo;
 mod lifecycle;
 mod reload;
 mod render;
+mod sandbox;
 mod systemd_units;
 mod worker_systemd;
