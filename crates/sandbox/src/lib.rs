@@ -105,7 +105,8 @@ fn io_error(action: impl Into<String>) -> impl FnOnce(io::Error) -> Error {
 /// How to boot a sandbox.
 #[derive(Debug, Clone, Default)]
 pub struct Options {
-    /// Host paths bind-mounted at the same path inside, writable. Tests pass the repository
+    /// Host paths (directories or files) bind-mounted at the same path inside, writable.
+    /// Tests pass the repository
     /// and cargo's target directory so the binaries under test run inside through
     /// [`Sandbox::command`]; nothing is bound by default, not even the current executable's
     /// directory. The rest of the host's root is visible too, but as the lower layer of an
