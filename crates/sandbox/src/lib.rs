@@ -106,10 +106,9 @@ fn io_error(action: impl Into<String>) -> impl FnOnce(io::Error) -> Error {
 #[derive(Debug, Clone, Default)]
 pub struct Options {
     /// Host paths (directories or files) bind-mounted at the same path inside, writable.
-    /// Tests pass the repository
-    /// and cargo's target directory so the binaries under test run inside through
-    /// [`Sandbox::command`]; nothing is bound by default, not even the current executable's
-    /// directory. The rest of the host's root is visible too, but as the lower layer of an
+    /// Tests pass the repository and cargo's target directory so the binaries under test run
+    /// inside through [`Sandbox::command`]; nothing is bound by default, not even the current
+    /// executable's directory. The rest of the host's root is visible too, but as the lower layer of an
     /// overlay: writes inside (`dpkg -i`, unit files) land in the sandbox, not on the host.
     pub binds: Vec<PathBuf>,
     /// Prefix of the sandbox's directory and cgroup names (`PREFIX-PID-N`), to tell
