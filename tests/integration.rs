@@ -6,6 +6,7 @@ mod support;
 mod cli;
 mod demo;
 mod lifecycle;
+mod package;
 mod reload;
 mod render;
 mod sandbox;
