@@ -318,6 +318,62 @@ fn deb_installs_and_removes_where_systemd_is_not_running() {
     }
 }
 
+#[test]
+fn rpm_installs_generates_and_erases_cleanly_under_systemd() {
+    let rpm = rpm();
+    let sb = sandbox();
+    // Debian's rpm refuses to install without `--force-debian`, and its database knows no
+    // package that provides systemd or the C library (dpkg's does): hence `--nodeps`. The
+    // sandbox's overlay keeps the install, and the database, away from the host.
+    let r = ok_in(
+        &sb,
+        &[
+            "rpm",
+            "-i",
+            "--force-debian",
+            "--nodeps",
+            rpm.to_str().unwrap(),
+        ],
+    );
+    assert!(!r.stderr.contains("systemctl"), "{}", r.stderr);
+
+    // The generator wrapper runs the binary as `sysmgr-generator`.
+    let port = free_port();
+    let app = format!(
+        "name = \"hello\"\ncommand = [\"/usr/bin/sysmgr-hello\"]\ninstances = 2\n\
+         listen = [\"127.0.0.1:{port}\"]\nkill_timeout = 3000\n"
+    );
+    std::fs::write(sb.root().join("etc/sysmgr/hello.toml"), app).unwrap();
+    ok_in(&sb, &["systemctl", "daemon-reload"]);
+    let units = generated(&sb);
+    assert!(
+        units
+            .iter()
+            .any(|u| u == "hello.target.wants/hello@2.service -> ../hello@.service"),
+        "{units:?}"
+    );
+    ok_in(&sb, &["systemctl", "start", "hello.target"]);
+    let seen = answers(SocketAddr::from(([127, 0, 0, 1], port)), 2);
+    assert_eq!(seen.len(), 2, "{seen:?}\n{}", sb.journal("hello@*", 30));
+
+    // Erase: %preun stops the app, %postun's reload drops its units.
+    let r = ok_in(&sb, &["rpm", "-e", "sysmgr"]);
+    assert!(
+        r.stdout
+            .contains("sysmgr: stopping the apps of the generator: hello.socket"),
+        "{}{}",
+        r.stdout,
+        r.stderr
+    );
+    assert_eq!(generated(&sb), Vec::<String>::new());
+    assert_eq!(
+        crate::support::unit_state(&sb, "hello@1.service"),
+        "inactive"
+    );
+    assert!(std::fs::symlink_metadata(sb.root().join("usr/bin/sysmgr")).is_err());
+    assert!(sb.root().join("etc/sysmgr/hello.toml").exists());
+}
+
 /// `rpm -qp ARGS FILE`.
 fn rpm_query(args: &[&str]) -> String {
     let rpm_file = rpm();
