@@ -163,8 +163,12 @@ impl ProbeReport {
             .map(|(i, a)| decode_os(a).ok_or_else(|| malformed(&format!("argv[{i}]"), OS_STRING)))
             .collect::<Result<Vec<_>, _>>()?;
         let mut env = BTreeMap::new();
-        for (name, v) in value["env"].as_object().ok_or_else(|| malformed("env", "an object"))? {
-            let decoded = decode_os(v).ok_or_else(|| malformed(&format!("env.{name}"), OS_STRING))?;
+        for (name, v) in value["env"]
+            .as_object()
+            .ok_or_else(|| malformed("env", "an object"))?
+        {
+            let decoded =
+                decode_os(v).ok_or_else(|| malformed(&format!("env.{name}"), OS_STRING))?;
             env.insert(OsString::from(name), decoded);
         }
         let odd_names = value["env_non_utf8_names"]
@@ -175,7 +179,8 @@ impl ProbeReport {
                 Some([name, value]) => decode_os(name).zip(decode_os(value)),
                 _ => None,
             };
-            let (name, value) = pair.ok_or_else(|| malformed("env_non_utf8_names", "[name, value] pairs"))?;
+            let (name, value) =
+                pair.ok_or_else(|| malformed("env_non_utf8_names", "[name, value] pairs"))?;
             env.insert(name, value);
         }
         let pid = value["pid"]
@@ -216,7 +221,10 @@ impl ProbeReport {
                         local_addr,
                         nonblocking,
                     }),
-                    _ => Err(malformed("fds", "objects with `fd`, `local_addr`, `nonblocking`")),
+                    _ => Err(malformed(
+                        "fds",
+                        "objects with `fd`, `local_addr`, `nonblocking`",
+                    )),
                 }
             })
             .collect::<Result<Vec<_>, _>>()?;
@@ -304,27 +312,38 @@ fn local_addr(fd: i32) -> Option<String> {
     match i32::from(storage.ss_family) {
         libc::AF_INET => {
             // SAFETY: the kernel wrote a sockaddr_in, as ss_family says.
-            let sin: libc::sockaddr_in = unsafe { std::ptr::read(std::ptr::addr_of!(storage).cast()) };
+            let sin: libc::sockaddr_in =
+                unsafe { std::ptr::read(std::ptr::addr_of!(storage).cast()) };
             let ip = std::net::Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr));
             Some(std::net::SocketAddrV4::new(ip, u16::from_be(sin.sin_port)).to_string())
         }
         libc::AF_INET6 => {
             // SAFETY: the kernel wrote a sockaddr_in6, as ss_family says.
-            let sin6: libc::sockaddr_in6 = unsafe { std::ptr::read(std::ptr::addr_of!(storage).cast()) };
+            let sin6: libc::sockaddr_in6 =
+                unsafe { std::ptr::read(std::ptr::addr_of!(storage).cast()) };
             let ip = std::net::Ipv6Addr::from(sin6.sin6_addr.s6_addr);
-            let addr = std::net::SocketAddrV6::new(ip, u16::from_be(sin6.sin6_port), 0, sin6.sin6_scope_id);
+            let addr = std::net::SocketAddrV6::new(
+                ip,
+                u16::from_be(sin6.sin6_port),
+                0,
+                sin6.sin6_scope_id,
+            );
             Some(addr.to_string())
         }
         libc::AF_UNIX => {
             // SAFETY: the kernel wrote a sockaddr_un of `len` bytes, as ss_family says.
-            let sun: libc::sockaddr_un = unsafe { std::ptr::read(std::ptr::addr_of!(storage).cast()) };
+            let sun: libc::sockaddr_un =
+                unsafe { std::ptr::read(std::ptr::addr_of!(storage).cast()) };
             let offset = std::mem::size_of::<libc::sa_family_t>();
-            let path_len = (len as usize).saturating_sub(offset).min(sun.sun_path.len());
+            let path_len = (len as usize)
+                .saturating_sub(offset)
+                .min(sun.sun_path.len());
             let bytes: Vec<u8> = sun.sun_path[..path_len].iter().map(|&c| c as u8).collect();
             // An abstract name starts with NUL; show it the way systemd writes it, with `@`.
             Some(match bytes.split_first() {
                 Some((0, name)) => format!("@{}", String::from_utf8_lossy(name)),
-                _ => String::from_utf8_lossy(bytes.split(|&b| b == 0).next().unwrap_or(&[])).into_owned(),
+                _ => String::from_utf8_lossy(bytes.split(|&b| b == 0).next().unwrap_or(&[]))
+                    .into_owned(),
             })
         }
         _ => None,
@@ -346,7 +365,10 @@ mod tests {
             env: BTreeMap::from([
                 (OsString::from("LISTEN_FDS"), OsString::from("1")),
                 (OsString::from("QUOTED"), OsString::from("\"$x\" \\ %i")),
-                (OsString::from("BINARY"), OsString::from_vec(vec![0xc3, 0x28])),
+                (
+                    OsString::from("BINARY"),
+                    OsString::from_vec(vec![0xc3, 0x28]),
+                ),
                 (OsString::from_vec(vec![0xfe, b'N']), OsString::from("v")),
             ]),
             pid: 7,
