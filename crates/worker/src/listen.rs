@@ -302,15 +302,19 @@ impl Listeners {
     /// Several sockets may share a name (one socket unit with several `ListenStream=` lines);
     /// call again to get the next.
     pub fn take(&mut self, name: &str) -> Result<Listener, ListenError> {
-        let index = self
-            .slots
+        let index = self.index_of(name)?;
+        self.take_index(index)
+    }
+
+    /// The first not yet taken slot named `name`.
+    fn index_of(&self, name: &str) -> Result<usize, ListenError> {
+        self.slots
             .iter()
             .position(|s| s.as_ref().is_some_and(|n| n.name == name))
             .ok_or_else(|| ListenError::NoSuchName {
                 name: name.to_owned(),
                 available: self.available(),
-            })?;
-        self.take_index(index)
+            })
     }
 
     /// Takes the listener at `index` (fd `3 + index` when activated).
@@ -321,14 +325,7 @@ impl Listeners {
 
     /// Takes the raw fd named `name`, whatever kind of socket (or file) it is.
     pub fn take_fd(&mut self, name: &str) -> Result<(String, OwnedFd), ListenError> {
-        let index = self
-            .slots
-            .iter()
-            .position(|s| s.as_ref().is_some_and(|n| n.name == name))
-            .ok_or_else(|| ListenError::NoSuchName {
-                name: name.to_owned(),
-                available: self.available(),
-            })?;
+        let index = self.index_of(name)?;
         let named = self.take_fd_index(index)?;
         Ok((named.name, named.fd))
     }
