@@ -109,6 +109,20 @@ pub fn usable_cores() -> std::num::NonZeroUsize {
     std::thread::available_parallelism().unwrap_or(std::num::NonZeroUsize::MIN)
 }
 
+/// Loads every file (printing warnings) and renders the units for `manager`.
+fn load_and_render(
+    files: &[PathBuf],
+    profile: Option<&str>,
+    manager: Manager,
+) -> anyhow::Result<Vec<Rendered>> {
+    let opts = ParseOptions {
+        profile: profile.map(str::to_string),
+        user_manager: manager == Manager::User,
+    };
+    let specs = load_all(files, &opts, "nothing was written")?;
+    Ok(render_all(&specs, manager, Flavor::Generate))
+}
+
 /// Loads, renders and writes; reloads the manager when the units went into its live
 /// directory. Used by `generate`, `start FILE` and `reload FILE`.
 pub(crate) fn generate_files(
@@ -118,12 +132,7 @@ pub(crate) fn generate_files(
     manager: Manager,
     reload: bool,
 ) -> anyhow::Result<Generated> {
-    let opts = ParseOptions {
-        profile: profile.map(str::to_string),
-        user_manager: manager == Manager::User,
-    };
-    let specs = load_all(files, &opts, "nothing was written")?;
-    let apps = render_all(&specs, manager, Flavor::Generate);
+    let apps = load_and_render(files, profile, manager)?;
     let default = UnitDir::default_for(manager)?;
     let dir = output.map_or_else(|| default.clone(), |p| UnitDir::new(p.to_path_buf()));
     let report = dir.write(&apps)?;
@@ -169,12 +178,7 @@ pub(crate) fn reload_manager(manager: Manager) -> anyhow::Result<()> {
 
 pub fn run(args: &GenerateArgs, manager: Manager) -> anyhow::Result<ExitCode> {
     if args.dry_run {
-        let opts = ParseOptions {
-            profile: args.env.clone(),
-            user_manager: manager == Manager::User,
-        };
-        let specs = load_all(&args.files, &opts, "nothing was written")?;
-        let apps = render_all(&specs, manager, Flavor::Generate);
+        let apps = load_and_render(&args.files, args.env.as_deref(), manager)?;
         let dir = match &args.output {
             Some(p) => p.clone(),
             None => UnitDir::default_for(manager)?.path().to_path_buf(),
