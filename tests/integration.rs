@@ -11,4 +11,5 @@ mod reload;
 mod render;
 mod sandbox;
 mod systemd_units;
+mod user_manager;
 mod worker_systemd;
