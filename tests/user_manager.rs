@@ -367,3 +367,46 @@ fn user_manager_generate_start_reload_and_delete() {
     let r = um.sysmgr(&["status", "web"]);
     assert_ne!(r.code, 0, "status of a deleted app: {}", r.stdout);
 }
+
+#[test]
+fn the_demo_uses_the_user_manager_where_systemd_runs() {
+    workspace_bin("sysmgr-hello");
+    let um = UserManager::boot();
+    let r = um.sysmgr(&[
+        "demo",
+        "--seconds",
+        "1",
+        "--instances",
+        "2",
+        "--connections",
+        "4",
+    ]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    assert!(
+        r.stdout.starts_with(
+            "== systemd runs this machine: the demo uses your user manager (systemctl --user)"
+        ),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        r.stdout.contains("\n$ sysmgr --user reload hello\n"),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        r.stdout
+            .contains("== every instance was replaced and no request failed\n"),
+        "{}",
+        r.stdout
+    );
+    // The demo deletes its app from the user's manager at the end.
+    assert!(
+        r.stdout
+            .trim_end()
+            .ends_with("$ sysmgr --user delete hello"),
+        "{}",
+        r.stdout
+    );
+    assert!(!um.unit_dir().join("hello@.service").exists());
+}
