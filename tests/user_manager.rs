@@ -23,15 +23,14 @@ use crate::support::{free_port, sysmgr_bin, tree, workspace_bin, write, Run};
 /// the shared root would make every `sysmgr` on the machine believe systemd is PID 1; so it
 /// goes on a tmpfs over `/run/systemd` in this namespace only. SIGTERM makes a user manager
 /// start `exit.target`, which stops every unit it runs (the workers included) before it
-/// exits; the SIGKILL after 30 s is a guard for a manager that hangs. The manager's own
-/// `dbus.socket` binds the bus address again once it starts, so the `dbus-daemon` started
-/// here serves only the manager's first moments; both are ours to end.
+/// exits; the SIGKILL after 30 s is a guard for a manager that hangs. The session bus is the
+/// manager's own `dbus.socket` (Debian's dbus-user-session), as in a login session: a second
+/// `dbus-daemon` on the same address would be replaced by it under a running test.
 const SCRIPT: &str = r#"
 set -eu
 dir=$1
 mount -t tmpfs tmpfs /run/systemd
 mkdir /run/systemd/system
-bus=$(dbus-daemon --session --address="$DBUS_SESSION_BUS_ADDRESS" --fork --print-pid)
 /lib/systemd/systemd --user >"$dir/manager.log" 2>&1 &
 manager=$!
 stop() {
@@ -45,7 +44,6 @@ stop() {
     done
     [ -n "$gone" ] || kill -KILL "$manager" 2>/dev/null || true
     wait "$manager" || true
-    kill "$bus" 2>/dev/null || true
 }
 trap stop EXIT
 trap 'exit 1' TERM INT HUP
@@ -81,10 +79,19 @@ struct UserManager {
     namespace_pid: u32,
     /// Closing it lets the script stop the manager.
     stdin: Option<ChildStdin>,
+    /// One user manager at a time: without cgroup delegation (cgroup v1 here) every manager's
+    /// units share the test process's cgroup, so one manager stopping its `dbus.service` at
+    /// teardown kills the bus of another. Dropped last.
+    _one_at_a_time: std::sync::MutexGuard<'static, ()>,
 }
+
+/// See [`UserManager::_one_at_a_time`].
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 impl UserManager {
     fn boot() -> Self {
+        // A test that panicked while holding it poisoned it; the lock itself is still good.
+        let one_at_a_time = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
         let dir = tempfile::Builder::new()
             .prefix("sysmgr-user-test")
             .tempdir()
@@ -116,6 +123,7 @@ impl UserManager {
             .strip_prefix("ready ")
             .and_then(|p| p.parse().ok());
         let um = UserManager {
+            _one_at_a_time: one_at_a_time,
             dir,
             shell,
             namespace_pid: namespace_pid.unwrap_or(0),
