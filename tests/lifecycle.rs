@@ -11,7 +11,9 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::support::{free_port, sandbox, sysmgr, sysmgr_in, workspace_bin, write_in};
+use crate::support::{
+    free_port, sandbox, status_instances, sysmgr, sysmgr_in, workspace_bin, write_in,
+};
 
 /// An app file for the reference worker with `n` instances on `port`.
 pub(crate) fn hello_app(name: &str, n: u32, port: u16, extra: &str) -> String {
@@ -40,27 +42,7 @@ pub(crate) fn http_get(port: u16, path: &str) -> Option<String> {
 
 /// `sysmgr status NAME --json` inside the sandbox: instance number -> (state, pid).
 pub(crate) fn instances(sb: &sysmgr_sandbox::Sandbox, app: &str) -> BTreeMap<u64, (String, u64)> {
-    let r = sysmgr_in(sb, &["status", app, "--json"]);
-    assert_eq!(r.code, 0, "status failed: {}", r.stderr);
-    let json: Value = serde_json::from_str(&r.stdout).unwrap();
-    json["instances"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|i| {
-            (
-                i["instance"].as_u64().unwrap(),
-                (
-                    format!(
-                        "{}/{}",
-                        i["active_state"].as_str().unwrap(),
-                        i["sub_state"].as_str().unwrap()
-                    ),
-                    i["pid"].as_u64().unwrap_or(0),
-                ),
-            )
-        })
-        .collect()
+    status_instances(&sysmgr_in(sb, &["status", app, "--json"]))
 }
 
 /// The instance numbers that are active/running.

@@ -12,10 +12,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
 use sysmgr_load::{get_blocking, Background, LoadConfig, Mode};
 
-use crate::support::{free_port, sysmgr_bin, tree, workspace_bin, write, Run};
+use crate::support::{free_port, status_instances, sysmgr_bin, tree, workspace_bin, write, Run};
 
 /// Sets up and keeps a user manager until its stdin closes, then stops it by PID.
 ///
@@ -192,25 +191,7 @@ impl UserManager {
 
     /// `sysmgr --user status NAME --json`: instance number -> (state, pid).
     fn instances(&self, app: &str) -> BTreeMap<u64, (String, u64)> {
-        let r = self.sysmgr(&["status", app, "--json"]);
-        assert_eq!(r.code, 0, "status failed: {}", r.stderr);
-        let json: Value = serde_json::from_str(&r.stdout).unwrap();
-        json["instances"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|i| {
-                let state = format!(
-                    "{}/{}",
-                    i["active_state"].as_str().unwrap(),
-                    i["sub_state"].as_str().unwrap()
-                );
-                (
-                    i["instance"].as_u64().unwrap(),
-                    (state, i["pid"].as_u64().unwrap_or(0)),
-                )
-            })
-            .collect()
+        status_instances(&self.sysmgr(&["status", app, "--json"]))
     }
 }
 

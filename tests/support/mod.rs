@@ -162,3 +162,41 @@ pub fn unit_state(sb: &sysmgr_sandbox::Sandbox, unit: &str) -> String {
         .unwrap();
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
+
+/// Parses `sysmgr status NAME --json` output: instance number -> (`active/sub` state, main PID,
+/// 0 when none).
+pub fn status_instances(r: &Run) -> std::collections::BTreeMap<u64, (String, u64)> {
+    assert_eq!(r.code, 0, "status failed: {}", r.stderr);
+    let json: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    json["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| {
+            let state = format!(
+                "{}/{}",
+                i["active_state"].as_str().unwrap(),
+                i["sub_state"].as_str().unwrap()
+            );
+            (
+                i["instance"].as_u64().unwrap(),
+                (state, i["pid"].as_u64().unwrap_or(0)),
+            )
+        })
+        .collect()
+}
+
+/// The `---DIR/NAME.target.wants/NAME@N.service---` headers of a successful
+/// `sysmgr generate --dry-run`, in order.
+pub fn dry_run_wants_links(out: &Output) -> Vec<String> {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.starts_with("---") && l.contains(".wants/"))
+        .map(str::to_string)
+        .collect()
+}
