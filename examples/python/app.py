@@ -170,8 +170,18 @@ def main():
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
+    # Python runs a signal handler in the main thread only, but the kernel may hand a signal to
+    # any thread that does not block it. Taken by a connection's thread, it only marks the
+    # handler as due, and the main thread, asleep in DRAINING.wait() below, never runs it: no
+    # drain, SIGKILL at kill_timeout, every keep-alive request in flight cut. So the signals
+    # are blocked in every other thread (threads inherit the mask of the thread that starts
+    # them: the serving thread here, the connection threads from it) and the main thread alone
+    # takes them.
+    stop_signals = {signal.SIGINT, signal.SIGTERM}
+    signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)
     serving = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
     serving.start()
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, stop_signals)
     # READY only once the server accepts (PM2's process.send('ready') with wait_ready).
     notify("READY=1")
     notify(f"STATUS=serving on {where}")
