@@ -4,6 +4,7 @@
 
 use crate::support::{sysmgr, workspace_bin};
 
+// soak: zero loss
 #[test]
 fn the_demo_reloads_under_load_without_a_failed_request() {
     workspace_bin("sysmgr-hello");

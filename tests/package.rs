@@ -115,6 +115,7 @@ fn answers(addr: SocketAddr, n: u64) -> BTreeMap<u64, u64> {
     seen
 }
 
+// soak: zero loss
 #[test]
 fn deb_installs_generates_serves_reloads_and_removes_cleanly() {
     let deb = deb();

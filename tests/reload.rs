@@ -29,6 +29,7 @@ fn pids(sb: &sysmgr_sandbox::Sandbox, name: &str) -> BTreeMap<u64, u64> {
         .collect()
 }
 
+// soak: zero loss
 #[test]
 fn reload_under_load_loses_no_request_and_replaces_every_process() {
     let sb = sandbox();

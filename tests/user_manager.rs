@@ -248,6 +248,7 @@ fn answering_pids(addr: SocketAddr, want: usize) -> Vec<u64> {
     pids
 }
 
+// soak: zero loss
 #[test]
 fn user_manager_generate_start_reload_and_delete() {
     let um = UserManager::boot();

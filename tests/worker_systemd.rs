@@ -245,11 +245,13 @@ fn hello_restart_loses_nothing(socket: &str) {
     );
 }
 
+// soak: zero loss
 #[test]
 fn restarting_a_hello_instance_on_a_shared_socket_fails_no_request() {
     hello_restart_loses_nothing("shared");
 }
 
+// soak: zero loss
 #[test]
 fn restarting_a_hello_instance_on_per_instance_sockets_fails_no_request() {
     hello_restart_loses_nothing("per-instance");
@@ -303,11 +305,13 @@ fn slow_requests_finish_across_a_restart(socket: &str) {
     );
 }
 
+// soak: zero loss
 #[test]
 fn slow_requests_in_flight_at_a_restart_finish_on_a_shared_socket() {
     slow_requests_finish_across_a_restart("shared");
 }
 
+// soak: zero loss
 #[test]
 fn slow_requests_in_flight_at_a_restart_finish_on_a_per_instance_socket() {
     slow_requests_finish_across_a_restart("per-instance");
@@ -404,6 +408,7 @@ fn example_restart_loses_nothing(name: &str, interpreter: &Path, script: &str) {
     );
 }
 
+// soak: zero loss
 #[test]
 fn restarting_an_instance_of_the_node_example_fails_no_request() {
     let Some(node) = find_program(&["/usr/bin/node", "/usr/local/bin/node"]) else {
@@ -416,6 +421,7 @@ fn restarting_an_instance_of_the_node_example_fails_no_request() {
     example_restart_loses_nothing("nodeapp", &node, &example("node", "app.js"));
 }
 
+// soak: zero loss
 #[test]
 fn restarting_an_instance_of_the_python_example_fails_no_request() {
     // The system's interpreter, not a shim from PATH: units run with systemd's environment.

@@ -57,6 +57,7 @@ struct Tally {
 
 /// Two workers accept from one shared socket, as in sysmgr's shared mode; keep-alive clients
 /// hammer it while worker `a` drains. Not one request may fail.
+// soak: zero loss
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keep_alive_load_through_a_drain_loses_no_request() {
     let (std_a, addr) = tcp_listener();
