@@ -6,8 +6,9 @@ use std::process::ExitCode;
 use clap::Args;
 
 use super::lifecycle::{self, LockArgs};
-use crate::render::{Manager, UnitNames};
+use crate::render::UnitNames;
 use crate::systemd::dbus::Systemd;
+use crate::systemd::Manager;
 
 #[derive(Debug, Args)]
 pub struct DeleteArgs {

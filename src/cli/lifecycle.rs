@@ -11,9 +11,10 @@ use clap::Args;
 
 use crate::install::{InstalledApp, UnitDir};
 use crate::reload::lock::{self, AppLock, Wait};
-use crate::render::{Manager, UnitNames};
+use crate::render::UnitNames;
 use crate::spec::{self, AppName, ParseOptions};
 use crate::systemd::dbus::{DbusError, JobMode, ServiceState, Systemd, UnitListing};
+use crate::systemd::Manager;
 
 /// An app named on the command line with no sysmgr units in the unit directory.
 #[derive(Debug, thiserror::Error)]
@@ -138,7 +139,7 @@ pub fn installed(dir: &UnitDir, manager: Manager, name: &str) -> anyhow::Result<
     if let Some(app) = dir.app(name)? {
         return Ok(app);
     }
-    if let Some(generated) = crate::install::generator_dir(manager) {
+    if let Some(generated) = manager.generator_dir() {
         if let Some(mut app) = UnitDir::new(generated).app(name)? {
             app.from_generator = true;
             return Ok(app);

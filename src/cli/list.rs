@@ -6,8 +6,8 @@ use std::process::ExitCode;
 use clap::Args;
 
 use super::lifecycle;
-use crate::render::Manager;
 use crate::systemd::dbus::Systemd;
+use crate::systemd::Manager;
 
 #[derive(Debug, Args)]
 pub struct ListArgs {

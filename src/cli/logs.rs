@@ -9,7 +9,7 @@ use anyhow::Context as _;
 use clap::Args;
 
 use super::lifecycle;
-use crate::render::Manager;
+use crate::systemd::Manager;
 
 #[derive(Debug, Args)]
 pub struct LogsArgs {

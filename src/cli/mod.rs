@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::render::Manager;
+use crate::systemd::Manager;
 
 mod assets;
 mod check;

@@ -16,8 +16,8 @@ use clap::Args;
 use super::lifecycle::{self, ControlError, LockArgs};
 use crate::reload::engine::human;
 use crate::reload::{self, Event, Options, Step, Summary};
-use crate::render::Manager;
 use crate::systemd::dbus::Systemd;
+use crate::systemd::Manager;
 
 #[derive(Debug, Args)]
 pub struct ReloadArgs {

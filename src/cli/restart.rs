@@ -9,8 +9,8 @@ use clap::Args;
 
 use super::lifecycle::{self, LockArgs};
 use crate::reload::{self, Options};
-use crate::render::Manager;
 use crate::systemd::dbus::Systemd;
+use crate::systemd::Manager;
 
 #[derive(Debug, Args)]
 pub struct RestartArgs {

@@ -11,9 +11,10 @@ use std::str::FromStr;
 use clap::Args;
 
 use super::lifecycle::{self, ControlError, LockArgs};
-use crate::render::{Manager, UnitNames};
+use crate::render::UnitNames;
 use crate::spec::types::MAX_INSTANCES;
 use crate::systemd::dbus::{JobMode, Systemd};
+use crate::systemd::Manager;
 
 /// The count asked for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

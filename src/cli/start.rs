@@ -7,8 +7,9 @@ use std::process::ExitCode;
 use clap::Args;
 
 use super::lifecycle::{self, ControlError, LockArgs};
-use crate::render::{Manager, UnitNames};
+use crate::render::UnitNames;
 use crate::systemd::dbus::{JobMode, Systemd};
+use crate::systemd::Manager;
 
 #[derive(Debug, Args)]
 pub struct StartArgs {

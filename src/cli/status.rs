@@ -12,8 +12,9 @@ use serde::Serialize;
 use super::lifecycle;
 use crate::install::InstalledApp;
 use crate::reload::engine::human;
-use crate::render::{Manager, UnitNames};
+use crate::render::UnitNames;
 use crate::systemd::dbus::{DbusError, ServiceState, Systemd};
+use crate::systemd::Manager;
 
 #[derive(Debug, Args)]
 pub struct StatusArgs {

@@ -8,8 +8,8 @@ use std::process::ExitCode;
 use clap::Args;
 
 use super::lifecycle::{self, LockArgs};
-use crate::render::Manager;
 use crate::systemd::dbus::Systemd;
+use crate::systemd::Manager;
 
 #[derive(Debug, Args)]
 pub struct StopArgs {

@@ -17,7 +17,7 @@ use std::os::fd::AsRawFd as _;
 use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 
-use crate::render::Manager;
+use crate::systemd::Manager;
 
 /// Why the lock could not be taken.
 #[derive(Debug, thiserror::Error)]
