@@ -7,6 +7,7 @@
 
 pub mod cli;
 pub mod install;
+pub mod lock;
 pub mod reload;
 pub mod render;
 pub mod spec;

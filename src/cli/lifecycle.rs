@@ -10,7 +10,7 @@ use anyhow::Context as _;
 use clap::Args;
 
 use crate::install::{InstalledApp, UnitDir};
-use crate::reload::lock::{self, AppLock, Wait};
+use crate::lock::{self, AppLock, Wait};
 use crate::render::UnitNames;
 use crate::spec::{self, AppName, ParseOptions};
 use crate::systemd::dbus::{DbusError, JobMode, ServiceState, Systemd, UnitListing};

@@ -149,8 +149,8 @@ fn exit_code(err: &anyhow::Error) -> ExitCode {
             .downcast_ref::<crate::systemd::dbus::DbusError>()
             .is_some_and(|e| e.is_systemd_unavailable())
             || matches!(
-                cause.downcast_ref::<crate::reload::LockError>(),
-                Some(crate::reload::LockError::Denied { .. })
+                cause.downcast_ref::<crate::lock::LockError>(),
+                Some(crate::lock::LockError::Denied { .. })
             )
         {
             return ExitCode::from(exit::SYSTEMD);
