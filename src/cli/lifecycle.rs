@@ -13,7 +13,7 @@ use crate::install::{InstalledApp, UnitDir};
 use crate::lock::{self, AppLock, Wait};
 use crate::render::UnitNames;
 use crate::spec::{self, AppName, ParseOptions};
-use crate::systemd::dbus::{DbusError, JobMode, ServiceState, Systemd, UnitListing};
+use crate::systemd::dbus::{DbusError, JobMode, JobResult, ServiceState, Systemd, UnitListing};
 use crate::systemd::Manager;
 
 /// An app named on the command line with no sysmgr units in the unit directory.
@@ -235,7 +235,7 @@ pub async fn loaded_instances(sd: &Systemd, app: &str) -> Result<Vec<UnitListing
 
 /// Whether a unit counts as running for scaling and reloading: anything but stopped.
 pub fn is_up(listing: &UnitListing) -> bool {
-    !matches!(listing.active_state.as_str(), "inactive" | "failed")
+    listing.active_state.is_up()
 }
 
 /// The instances that run now, sorted.
@@ -303,7 +303,7 @@ pub async fn stop_units(sd: &Systemd, units: &[String]) -> anyhow::Result<()> {
         jobs.push(sd.stop_unit(unit, JobMode::Replace).await?);
     }
     for removed in watch.wait_all(&jobs).await? {
-        if removed.result.as_str() != "done" {
+        if removed.result != JobResult::Done {
             return Err(ControlError::StopFailed {
                 unit: removed.unit,
                 result: removed.result.to_string(),

@@ -16,7 +16,7 @@ use clap::Args;
 use super::lifecycle::{self, ControlError, LockArgs};
 use crate::reload::engine::human;
 use crate::reload::{self, Event, Options, Step, Summary};
-use crate::systemd::dbus::Systemd;
+use crate::systemd::dbus::{ServiceResult, Systemd};
 use crate::systemd::Manager;
 
 #[derive(Debug, Args)]
@@ -119,8 +119,8 @@ pub(crate) fn printer(verb: &'static str) -> impl FnMut(&Event<'_>) {
                     report.unit,
                     human(report.total),
                     failure.reason,
-                    failure.service_result,
-                    status(&failure.service_result, failure.exit_status)
+                    result_text(failure.service_result.as_ref()),
+                    status(failure.service_result.as_ref(), failure.exit_status)
                 );
                 if failure.journal.is_empty() {
                     eprintln!(
@@ -147,12 +147,17 @@ fn pid(p: u32) -> String {
     }
 }
 
-fn status(result: &str, code: i32) -> String {
+fn status(result: Option<&ServiceResult>, code: i32) -> String {
     match result {
-        "exit-code" => format!(", exit status {code}"),
-        "signal" | "core-dump" => format!(", signal {code}"),
+        Some(ServiceResult::ExitCode) => format!(", exit status {code}"),
+        Some(ServiceResult::Signal | ServiceResult::CoreDump) => format!(", signal {code}"),
         _ => String::new(),
     }
+}
+
+/// systemd's word for a service's result; empty when it could not be read.
+fn result_text(result: Option<&ServiceResult>) -> &str {
+    result.map_or("", ServiceResult::as_str)
 }
 
 /// The closing line, or the halt report and its error. `running`: the instances that ran
@@ -215,7 +220,8 @@ pub(crate) fn report(
         unit: failed.unit.clone(),
         reason: format!(
             "{}; systemd's result: `{}`",
-            failure.reason, failure.service_result
+            failure.reason,
+            result_text(failure.service_result.as_ref())
         ),
     }
     .into())

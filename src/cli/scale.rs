@@ -13,7 +13,7 @@ use clap::Args;
 use super::lifecycle::{self, ControlError, LockArgs};
 use crate::render::UnitNames;
 use crate::spec::types::MAX_INSTANCES;
-use crate::systemd::dbus::{JobMode, Systemd};
+use crate::systemd::dbus::{ActiveState, JobMode, Systemd};
 use crate::systemd::Manager;
 
 /// The count asked for.
@@ -100,10 +100,10 @@ pub fn run(args: &ScaleArgs, manager: Manager) -> anyhow::Result<ExitCode> {
         // The target's Wants= changed on disk (or the generator will change it now).
         sd.reload().await?;
         let names = UnitNames::new(&name);
-        let (target_state, _) = sd.active_state(&names.target()).await?;
+        let target_state = sd.active_state(&names.target()).await?;
         let running = lifecycle::running_instances(&sd, &name).await?;
         let n = new.get();
-        if target_state != "active" && running.is_empty() {
+        if target_state != ActiveState::Active && running.is_empty() {
             eprintln!(
                 "scale {name}: {} from now on; `{name}` is stopped, `sysmgr start {name}` starts them",
                 lifecycle::instances_word(n as usize)

@@ -69,9 +69,9 @@ impl InstanceStatus {
             restarts: s.n_restarts,
             memory_bytes: s.memory_bytes,
             cpu_nsec: s.cpu_nsec,
-            result: s.result,
-            active_state: s.active_state,
-            sub_state: s.sub_state,
+            result: s.result.to_string(),
+            active_state: s.active_state.to_string(),
+            sub_state: s.sub_state.to_string(),
             unit: s.unit,
         }
     }
@@ -115,7 +115,7 @@ pub(crate) async fn collect(
             Ok::<_, DbusError>(AppStatus {
                 name: app.name.clone(),
                 source: app.source.as_ref().map(|p| p.display().to_string()),
-                target: target.0,
+                target: target.to_string(),
                 wanted: wanted.len(),
                 instances: states
                     .into_iter()

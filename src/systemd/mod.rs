@@ -3,6 +3,7 @@
 
 pub mod dbus;
 pub mod manager;
+pub mod state;
 pub mod syntax;
 
 pub use manager::Manager;
