@@ -1,6 +1,6 @@
 //! systemd's D-Bus API, narrowed to the calls sysmgr makes.
 //!
-//! The wire side is [`proxy`]: zbus proxy traits for exactly the methods called and structs
+//! The wire side is `proxy.rs`: zbus proxy traits for exactly the methods called and structs
 //! for exactly the properties read, so a misspelt method or property cannot pass silently.
 //! This file is the client on top: each method returns sysmgr's own named types (states as
 //! the enums of [`crate::systemd::state`], never raw tuples or strings to compare) and maps
