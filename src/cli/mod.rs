@@ -158,7 +158,7 @@ fn exit_code(err: &anyhow::Error) -> ExitCode {
     }
     for cause in err.chain() {
         if cause.is::<crate::spec::LoadError>()
-            || cause.is::<lifecycle::NotGenerated>()
+            || cause.is::<crate::controller::NotGenerated>()
             || cause.is::<crate::spec::Diagnostics>()
             || cause.is::<crate::Invalid>()
         {
