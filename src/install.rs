@@ -20,7 +20,8 @@ use std::num::NonZeroU32;
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
 
-use crate::render::{Link, Manager, Rendered, UnitNames, HEADER_MARK};
+use crate::render::{Link, Rendered, UnitNames, HEADER_MARK};
+use crate::systemd::manager::{user_config_dir, Manager};
 
 /// Why units could not be written or read.
 #[derive(Debug, thiserror::Error)]
@@ -98,33 +99,15 @@ pub struct InstalledApp {
     pub from_generator: bool,
 }
 
-/// Where systemd's generators write for `manager` (the "normal" directory), if known.
-pub fn generator_dir(manager: Manager) -> Option<PathBuf> {
-    match manager {
-        Manager::System => Some(PathBuf::from("/run/systemd/generator")),
-        Manager::User => std::env::var_os("XDG_RUNTIME_DIR")
-            .filter(|d| !d.is_empty())
-            .map(|d| PathBuf::from(d).join("systemd/generator")),
-    }
-}
-
-/// `$XDG_CONFIG_HOME` or `~/.config`.
-fn user_config_dir() -> Result<PathBuf, InstallError> {
-    match std::env::var_os("XDG_CONFIG_HOME") {
-        Some(dir) if !dir.is_empty() => Ok(PathBuf::from(dir)),
-        _ => Ok(
-            PathBuf::from(std::env::var_os("HOME").ok_or(InstallError::NoHome)?).join(".config"),
-        ),
-    }
-}
-
 /// The file that persists `sysmgr scale` for an app made by the generator: its wants links
 /// are rebuilt on every `daemon-reload`, so the count lives where the generator reads it,
 /// beside the admin's app files (`/etc/sysmgr/scale/NAME`, `~/.config/sysmgr/scale/NAME`).
 pub fn scale_file(manager: Manager, app: &str) -> Result<PathBuf, InstallError> {
     let base = match manager {
         Manager::System => PathBuf::from("/etc/sysmgr"),
-        Manager::User => user_config_dir()?.join("sysmgr"),
+        Manager::User => user_config_dir()
+            .ok_or(InstallError::NoHome)?
+            .join("sysmgr"),
     };
     Ok(base.join("scale").join(app))
 }
@@ -202,10 +185,10 @@ impl UnitDir {
     /// Where administrators' units live for `manager`: `/etc/systemd/system`, or
     /// `$XDG_CONFIG_HOME/systemd/user` (`~/.config/systemd/user`).
     pub fn default_for(manager: Manager) -> Result<Self, InstallError> {
-        match manager {
-            Manager::System => Ok(Self::new(PathBuf::from("/etc/systemd/system"))),
-            Manager::User => Ok(Self::new(user_config_dir()?.join("systemd/user"))),
-        }
+        manager
+            .unit_dir()
+            .map(Self::new)
+            .ok_or(InstallError::NoHome)
     }
 
     /// The directory.

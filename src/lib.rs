@@ -3,10 +3,13 @@
 //! The library is the binary's engine, split by layer: [`spec`] turns app.toml into a validated
 //! [`spec::AppSpec`], [`render`] turns that into unit texts (a pure function), [`install`]
 //! writes them atomically into a unit directory, and [`systemd`] speaks to systemd: its
-//! unit-file syntax and its D-Bus API. [`cli`] is the command line on top.
+//! unit-file syntax and its D-Bus API. [`controller`] is what can be done to an installed app
+//! (opened under its [`lock`]), and [`cli`] is the command line on top.
 
 pub mod cli;
+pub mod controller;
 pub mod install;
+pub mod lock;
 pub mod reload;
 pub mod render;
 pub mod spec;

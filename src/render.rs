@@ -10,6 +10,8 @@ use std::num::NonZeroU32;
 
 use crate::spec::{AppSpec, FdName, Listen, SocketMode};
 use crate::systemd::syntax;
+// Re-exported where callers found it before it moved down to `systemd/`.
+pub use crate::systemd::Manager;
 
 const SERVICE_TEMPLATE: &str = include_str!("../units/app@.service");
 const INSTANCE_SOCKET_TEMPLATE: &str = include_str!("../units/app@.socket");
@@ -18,25 +20,6 @@ const TARGET_TEMPLATE: &str = include_str!("../units/app.target");
 
 /// The line that marks a file as sysmgr's; the writer only replaces or removes such files.
 pub const HEADER_MARK: &str = "# sysmgr-app: ";
-
-/// Which service manager the units are for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Manager {
-    /// The system manager (`/etc/systemd/system`).
-    System,
-    /// A user manager (`~/.config/systemd/user`).
-    User,
-}
-
-impl Manager {
-    /// The target a booted system reaches, which `NAME.target` hooks into.
-    pub fn default_target(self) -> &'static str {
-        match self {
-            Self::System => "multi-user.target",
-            Self::User => "default.target",
-        }
-    }
-}
 
 /// How the units will be installed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -30,8 +30,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
 use sysmgr::reload::{InstanceReport, Options, Summary};
-use sysmgr::render::Manager;
 use sysmgr::systemd::dbus::Systemd;
+use sysmgr::systemd::Manager;
 use sysmgr_load::{Background, LoadConfig, Mode, Report};
 use sysmgr_sandbox::Sandbox;
 

@@ -6,8 +6,8 @@ use std::process::ExitCode;
 use clap::Args;
 
 use super::lifecycle::{self, LockArgs};
-use crate::render::{Manager, UnitNames};
 use crate::systemd::dbus::Systemd;
+use crate::systemd::Manager;
 
 #[derive(Debug, Args)]
 pub struct DeleteArgs {
@@ -20,10 +20,9 @@ pub struct DeleteArgs {
 
 pub fn run(args: &DeleteArgs, manager: Manager) -> anyhow::Result<ExitCode> {
     let name = lifecycle::app_name(&args.name)?;
-    let dir = lifecycle::unit_dir(manager)?;
-    let app = lifecycle::installed(&dir, manager, &name)?;
-    if app.from_generator {
-        let source = app.source.map_or_else(
+    let app = lifecycle::open(manager, &name, &args.lock)?;
+    if app.installed().from_generator {
+        let source = app.installed().source.as_ref().map_or_else(
             || "its app file".to_string(),
             |s| format!("`{}`", s.display()),
         );
@@ -32,23 +31,14 @@ pub fn run(args: &DeleteArgs, manager: Manager) -> anyhow::Result<ExitCode> {
         ))
         .into());
     }
-    let _lock = lifecycle::lock(manager, &name, &args.lock)?;
     lifecycle::runtime()?.block_on(async {
         let sd = Systemd::connect(manager).await?;
-        let stopped = super::stop::stop_app(&sd, &name).await?;
-        let names = UnitNames::new(&name);
-        // Failed instances stay in systemd's memory after their files are gone; clear them.
-        for unit in lifecycle::loaded_instances(&sd, &name).await? {
-            sd.reset_failed_unit(&unit.name).await?;
-        }
-        sd.disable_unit_files(&[names.target()]).await?;
-        let removed = dir.remove_app(&name)?;
-        sd.reload().await?;
+        let deleted = app.delete(&sd).await?;
         eprintln!(
             "deleted `{name}`: stopped {}, removed {} files and links from `{}`",
-            lifecycle::instances_word(stopped),
-            removed.len(),
-            dir.path().display()
+            lifecycle::instances_word(deleted.stopped),
+            deleted.removed.len(),
+            deleted.dir.display()
         );
         Ok(ExitCode::SUCCESS)
     })

@@ -8,8 +8,9 @@ use anyhow::Context as _;
 use clap::Args;
 
 use crate::install::{UnitDir, WriteReport};
-use crate::render::{self, Flavor, Manager, Rendered};
+use crate::render::{self, Flavor, Rendered};
 use crate::spec::{self, ParseOptions};
+use crate::systemd::Manager;
 
 #[derive(Debug, Args)]
 pub struct GenerateArgs {

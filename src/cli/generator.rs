@@ -22,8 +22,9 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use crate::install::UnitDir;
-use crate::render::{self, Flavor, Manager};
+use crate::render::{self, Flavor};
 use crate::spec::{self, ParseOptions};
+use crate::systemd::Manager;
 
 /// Where the system generator looks for app files, most important first.
 pub const SEARCH_DIRS: &[&str] = &["/etc/sysmgr", "/run/sysmgr", "/usr/lib/sysmgr"];
@@ -35,17 +36,11 @@ pub const USER_SEARCH_DIRS: &[&str] = &["/etc/sysmgr/user", "/usr/lib/sysmgr/use
 pub fn search_dirs(manager: Manager) -> Vec<PathBuf> {
     match manager {
         Manager::System => SEARCH_DIRS.iter().map(PathBuf::from).collect(),
-        Manager::User => {
-            let config = std::env::var_os("XDG_CONFIG_HOME")
-                .filter(|d| !d.is_empty())
-                .map(PathBuf::from)
-                .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")));
-            config
-                .map(|c| c.join("sysmgr"))
-                .into_iter()
-                .chain(USER_SEARCH_DIRS.iter().map(PathBuf::from))
-                .collect()
-        }
+        Manager::User => crate::systemd::manager::user_config_dir()
+            .map(|c| c.join("sysmgr"))
+            .into_iter()
+            .chain(USER_SEARCH_DIRS.iter().map(PathBuf::from))
+            .collect(),
     }
 }
 

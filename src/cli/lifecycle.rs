@@ -1,68 +1,17 @@
 //! What the lifecycle commands (start, stop, restart, delete, scale, list, status, reload,
-//! logs) share: telling an app file from an app name, finding an app's units, the per-app
-//! lock, the async runtime, and the operations several commands perform (stopping units,
-//! reading the state of every instance).
+//! logs) share on the command line: telling an app file from an app name, the `--no-wait`
+//! flag and the message while waiting for the lock, opening the app, the async runtime, and
+//! printing. The operations themselves are the controller's ([`crate::controller`]).
 
-use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 use clap::Args;
 
-use crate::install::{InstalledApp, UnitDir};
-use crate::reload::lock::{self, AppLock, Wait};
-use crate::render::{Manager, UnitNames};
+use crate::controller::App;
+use crate::lock::{self, AppLock, Wait};
 use crate::spec::{self, AppName, ParseOptions};
-use crate::systemd::dbus::{DbusError, JobMode, ServiceState, Systemd, UnitListing};
-
-/// An app named on the command line with no sysmgr units in the unit directory.
-#[derive(Debug, thiserror::Error)]
-#[error("app `{name}` is not generated: `{}` holds no units of sysmgr's for it{known}; start it from its app file with `sysmgr start FILE` (or write its units with `sysmgr generate FILE`)", dir.display())]
-pub struct NotGenerated {
-    /// The name given.
-    pub name: String,
-    /// The directory looked in.
-    pub dir: PathBuf,
-    /// ` (apps there: a, b)` or empty.
-    pub known: String,
-}
-
-/// A lifecycle command ran but its outcome failed.
-#[derive(Debug, thiserror::Error)]
-pub enum ControlError {
-    /// Some instances are not running after a start.
-    #[error("{failed} of {total} instances of `{app}` are not running: {units}; see `sysmgr logs {app}`")]
-    NotRunning {
-        /// The app.
-        app: String,
-        /// How many failed.
-        failed: usize,
-        /// How many there are.
-        total: usize,
-        /// The failed units.
-        units: String,
-    },
-    /// The rolling reload (or restart) stopped at a failed instance.
-    #[error("{verb} of `{app}` halted: `{unit}` failed ({reason}); the instances not yet restarted still run the previous version; fix the app and run `sysmgr {verb} {app}` again")]
-    Halted {
-        /// `reload` or `restart`.
-        verb: &'static str,
-        /// The app.
-        app: String,
-        /// The failed unit.
-        unit: String,
-        /// Why, in words.
-        reason: String,
-    },
-    /// A stop job did not end with `done`.
-    #[error("systemd could not stop `{unit}`: the job ended with `{result}`")]
-    StopFailed {
-        /// The unit.
-        unit: String,
-        /// The job result.
-        result: String,
-    },
-}
+use crate::systemd::Manager;
 
 /// The `--no-wait` flag of commands that change an app.
 #[derive(Debug, Clone, Args)]
@@ -127,66 +76,29 @@ pub fn app_name(name: &str) -> anyhow::Result<String> {
         .map_err(|e| crate::Invalid(format!("`{name}` is not a valid app name: it {e}")).into())
 }
 
-/// The unit directory of `manager`.
-pub fn unit_dir(manager: Manager) -> anyhow::Result<UnitDir> {
-    Ok(UnitDir::default_for(manager)?)
+/// Takes the lock of the app named `name` and opens it: what `stop`, `restart`, `scale` and
+/// `delete` begin with.
+pub fn open(manager: Manager, name: &str, lock_args: &LockArgs) -> anyhow::Result<App> {
+    let lock = lock(manager, name, lock_args)?;
+    App::open(manager, name, lock)
 }
 
-/// The installed app `name`: generated into `dir` by `sysmgr generate`, or by sysmgr's
-/// systemd generator into the manager's generator directory; else [`NotGenerated`].
-pub fn installed(dir: &UnitDir, manager: Manager, name: &str) -> anyhow::Result<InstalledApp> {
-    if let Some(app) = dir.app(name)? {
-        return Ok(app);
-    }
-    if let Some(generated) = crate::install::generator_dir(manager) {
-        if let Some(mut app) = UnitDir::new(generated).app(name)? {
-            app.from_generator = true;
-            return Ok(app);
-        }
-    }
-    let apps = dir.installed_apps()?;
-    let known = if apps.is_empty() {
-        String::new()
-    } else {
-        let names: Vec<&str> = apps.iter().map(|a| a.name.as_str()).collect();
-        format!(" (apps there: {})", names.join(", "))
-    };
-    Err(NotGenerated {
-        name: name.to_string(),
-        dir: dir.path().to_path_buf(),
-        known,
-    }
-    .into())
-}
-
-/// What `start` and `reload` begin with: the app named by NAME or FILE, locked, its units
-/// (re)generated from FILE first when a file was given, and found installed.
-pub struct Prepared {
-    /// The app name.
-    pub name: String,
-    /// The app's units as found.
-    pub app: InstalledApp,
-    /// Held until the command ends.
-    pub lock: AppLock,
-}
-
-/// Resolves `arg` (an app name or an app file), takes the lock, generates from the file (which
-/// reloads systemd when anything changed), and finds the app.
+/// What `start` and `reload` begin with: resolves `arg` (an app name or an app file), takes
+/// the lock, generates from the file (which reloads systemd when anything changed), and opens
+/// the app.
 pub fn prepare(
     arg: &str,
     profile: Option<&str>,
     manager: Manager,
     lock_args: &LockArgs,
-) -> anyhow::Result<Prepared> {
+) -> anyhow::Result<App> {
     let target = Target::parse(arg);
     let name = target.app_name(profile, manager)?;
     let lock = lock(manager, &name, lock_args)?;
-    let dir = unit_dir(manager)?;
     if let Target::File(file) = &target {
         super::generate::generate_files(std::slice::from_ref(file), None, profile, manager, true)?;
     }
-    let app = installed(&dir, manager, &name)?;
-    Ok(Prepared { name, app, lock })
+    App::open(manager, &name, lock)
 }
 
 /// Takes the app's lock, waiting (with a message) unless `--no-wait`.
@@ -212,105 +124,6 @@ pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")
-}
-
-/// The instance number of `NAME@N.service`.
-pub fn instance_of(app: &str, unit: &str) -> Option<u32> {
-    unit.strip_prefix(app)?
-        .strip_prefix('@')?
-        .strip_suffix(".service")?
-        .parse()
-        .ok()
-}
-
-/// The app's instance units systemd has loaded (running, failed, or merely referenced).
-pub async fn loaded_instances(sd: &Systemd, app: &str) -> Result<Vec<UnitListing>, DbusError> {
-    let units = sd.list_units(&[format!("{app}@*.service")]).await?;
-    Ok(units
-        .into_iter()
-        .filter(|u| instance_of(app, &u.name).is_some())
-        .collect())
-}
-
-/// Whether a unit counts as running for scaling and reloading: anything but stopped.
-pub fn is_up(listing: &UnitListing) -> bool {
-    !matches!(listing.active_state.as_str(), "inactive" | "failed")
-}
-
-/// The instances that run now, sorted.
-pub async fn running_instances(sd: &Systemd, app: &str) -> Result<BTreeSet<u32>, DbusError> {
-    Ok(loaded_instances(sd, app)
-        .await?
-        .iter()
-        .filter(|u| is_up(u))
-        .filter_map(|u| instance_of(app, &u.name))
-        .collect())
-}
-
-/// The states of `instances` of `app`, read concurrently.
-pub async fn instance_states(
-    sd: &Systemd,
-    app: &str,
-    instances: &[u32],
-) -> Result<Vec<ServiceState>, DbusError> {
-    let names = UnitNames::new(app);
-    futures_util::future::try_join_all(
-        instances
-            .iter()
-            .map(|&i| names.instance(i))
-            .map(|unit| async move { sd.service_state(&unit).await }),
-    )
-    .await
-}
-
-/// Stops `instances` of `app` and the sockets that belong to them alone (per-instance
-/// sockets, `NAME@N.socket`; a shared socket keeps serving the others), and waits for every
-/// stop job. With `target`, stops `NAME.target` too (and through `PartOf=`, every unit of
-/// the app, shared sockets included).
-pub async fn stop_instances(
-    sd: &Systemd,
-    app: &str,
-    instances: &[u32],
-    target: bool,
-) -> anyhow::Result<()> {
-    let names = UnitNames::new(app);
-    let states = instance_states(sd, app, instances).await?;
-    let mut units: Vec<String> = Vec::new();
-    if target {
-        units.push(names.target());
-    }
-    for (state, &i) in states.iter().zip(instances) {
-        units.push(state.unit.clone());
-        let suffix = format!("@{i}.socket");
-        // Stopping the whole app stops shared sockets too (they are `PartOf=` the target;
-        // naming them here makes us wait for them).
-        for socket in &state.triggered_by {
-            if (target || socket.ends_with(&suffix)) && !units.contains(socket) {
-                units.push(socket.clone());
-            }
-        }
-    }
-    stop_units(sd, &units).await
-}
-
-/// Stops `units` and waits for all their jobs. A stop that systemd merged into a stop
-/// already queued (e.g. propagated by `PartOf=`) is waited for once.
-pub async fn stop_units(sd: &Systemd, units: &[String]) -> anyhow::Result<()> {
-    let mut watch = sd.watch_jobs().await?;
-    let mut jobs = Vec::with_capacity(units.len());
-    for unit in units {
-        jobs.push(sd.stop_unit(unit, JobMode::Replace).await?);
-    }
-    for removed in watch.wait_all(&jobs).await? {
-        if removed.result.as_str() != "done" {
-            return Err(ControlError::StopFailed {
-                unit: removed.unit,
-                result: removed.result.to_string(),
-            }
-            .into());
-        }
-    }
-    Ok(())
 }
 
 /// Prints to stdout; a reader that went away (`sysmgr list | head`) is not an error.
@@ -343,13 +156,5 @@ mod tests {
             Target::parse("/srv/web/app.toml"),
             Target::File(_)
         ));
-    }
-
-    #[test]
-    fn instance_numbers_come_from_the_unit_name_of_this_app_only() {
-        assert_eq!(instance_of("web", "web@12.service"), Some(12));
-        assert_eq!(instance_of("web", "web-admin@1.service"), None);
-        assert_eq!(instance_of("web", "web@.service"), None);
-        assert_eq!(instance_of("web", "web@1.socket"), None);
     }
 }

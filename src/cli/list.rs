@@ -1,13 +1,14 @@
 //! `sysmgr list [--json]`: every app sysmgr generated, with the state of each instance, like
-//! `pm2 list`. The rows come from [`super::status::collect`].
+//! `pm2 list`. The rows come from
+//! [`crate::controller::status::collect`].
 
 use std::process::ExitCode;
 
 use clap::Args;
 
 use super::lifecycle;
-use crate::render::Manager;
 use crate::systemd::dbus::Systemd;
+use crate::systemd::Manager;
 
 #[derive(Debug, Args)]
 pub struct ListArgs {
@@ -17,11 +18,11 @@ pub struct ListArgs {
 }
 
 pub fn run(args: &ListArgs, manager: Manager) -> anyhow::Result<ExitCode> {
-    let dir = lifecycle::unit_dir(manager)?;
+    let dir = crate::controller::unit_dir(manager)?;
     let apps = dir.installed_apps()?;
     let status = lifecycle::runtime()?.block_on(async {
         let sd = Systemd::connect(manager).await?;
-        super::status::collect(&sd, &apps).await
+        crate::controller::status::collect(&sd, &apps).await
     })?;
     if args.json {
         lifecycle::print_stdout(&(serde_json::to_string_pretty(&status)? + "\n"))?;

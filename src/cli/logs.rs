@@ -9,7 +9,7 @@ use anyhow::Context as _;
 use clap::Args;
 
 use super::lifecycle;
-use crate::render::Manager;
+use crate::systemd::Manager;
 
 #[derive(Debug, Args)]
 pub struct LogsArgs {
@@ -41,8 +41,8 @@ pub(crate) fn journalctl(args: &LogsArgs, name: &str, manager: Manager) -> Comma
 
 pub fn run(args: &LogsArgs, manager: Manager) -> anyhow::Result<ExitCode> {
     let name = lifecycle::app_name(&args.name)?;
-    let dir = lifecycle::unit_dir(manager)?;
-    lifecycle::installed(&dir, manager, &name)?;
+    let dir = crate::controller::unit_dir(manager)?;
+    crate::controller::find(&dir, manager, &name)?;
     let err = journalctl(args, &name, manager).exec();
     Err(err).context("cannot run `journalctl`; is systemd's journal installed?")
 }

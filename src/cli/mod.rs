@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::render::Manager;
+use crate::systemd::Manager;
 
 mod assets;
 mod check;
@@ -149,8 +149,8 @@ fn exit_code(err: &anyhow::Error) -> ExitCode {
             .downcast_ref::<crate::systemd::dbus::DbusError>()
             .is_some_and(|e| e.is_systemd_unavailable())
             || matches!(
-                cause.downcast_ref::<crate::reload::LockError>(),
-                Some(crate::reload::LockError::Denied { .. })
+                cause.downcast_ref::<crate::lock::LockError>(),
+                Some(crate::lock::LockError::Denied { .. })
             )
         {
             return ExitCode::from(exit::SYSTEMD);
@@ -158,7 +158,7 @@ fn exit_code(err: &anyhow::Error) -> ExitCode {
     }
     for cause in err.chain() {
         if cause.is::<crate::spec::LoadError>()
-            || cause.is::<lifecycle::NotGenerated>()
+            || cause.is::<crate::controller::NotGenerated>()
             || cause.is::<crate::spec::Diagnostics>()
             || cause.is::<crate::Invalid>()
         {

@@ -13,11 +13,12 @@ use std::time::Duration;
 
 use clap::Args;
 
-use super::lifecycle::{self, ControlError, LockArgs};
+use super::lifecycle::{self, LockArgs};
+use crate::controller::ControlError;
 use crate::reload::engine::human;
 use crate::reload::{self, Event, Options, Step, Summary};
-use crate::render::Manager;
-use crate::systemd::dbus::Systemd;
+use crate::systemd::dbus::{ServiceResult, Systemd};
+use crate::systemd::Manager;
 
 #[derive(Debug, Args)]
 pub struct ReloadArgs {
@@ -38,11 +39,8 @@ pub struct ReloadArgs {
 }
 
 pub fn run(args: &ReloadArgs, manager: Manager) -> anyhow::Result<ExitCode> {
-    let lifecycle::Prepared {
-        name,
-        app,
-        lock: _lock,
-    } = lifecycle::prepare(&args.app, args.env.as_deref(), manager, &args.lock)?;
+    let app = lifecycle::prepare(&args.app, args.env.as_deref(), manager, &args.lock)?;
+    let name = app.name();
     let opts = Options {
         parallel: args.parallel,
         min_ready: Duration::from_millis(args.min_ready),
@@ -50,23 +48,16 @@ pub fn run(args: &ReloadArgs, manager: Manager) -> anyhow::Result<ExitCode> {
     };
     lifecycle::runtime()?.block_on(async {
         let sd = Systemd::connect(manager).await?;
-        let wanted: BTreeSet<u32> = app.instances.iter().copied().collect();
-        let running = lifecycle::running_instances(&sd, &name).await?;
-        // Units changed on disk but not re-read (e.g. `generate --no-reload`): restarting
-        // would bring back the old version, so reload systemd first.
-        let plan: Vec<u32> = wanted.iter().copied().collect();
-        let states = lifecycle::instance_states(&sd, &name, &plan).await?;
-        if states.iter().any(|s| s.need_daemon_reload) {
-            sd.reload().await?;
+        let running = app.running(&sd).await?;
+        if app.reload_systemd_if_stale(&sd).await? {
             eprintln!("reload {name}: the unit files changed on disk; reloaded systemd first");
         }
-        let summary = reload::rollout(&sd, &name, &plan, &opts, &mut printer("reload")).await;
+        let summary = app.reload(&sd, &opts, &mut printer("reload")).await;
         report("reload", &summary, &running)?;
         // Scale down to the count in the unit directory: instances beyond it still run the
         // previous version and are stopped only now, after the new ones proved ready.
-        let extra: Vec<u32> = running.difference(&wanted).copied().collect();
+        let extra = app.stop_unwanted(&sd, &running).await?;
         if !extra.is_empty() {
-            lifecycle::stop_instances(&sd, &name, &extra, false).await?;
             eprintln!(
                 "reload {name}: stopped {} beyond the app's count: {}",
                 lifecycle::instances_word(extra.len()),
@@ -119,8 +110,8 @@ pub(crate) fn printer(verb: &'static str) -> impl FnMut(&Event<'_>) {
                     report.unit,
                     human(report.total),
                     failure.reason,
-                    failure.service_result,
-                    status(&failure.service_result, failure.exit_status)
+                    result_text(failure.service_result.as_ref()),
+                    status(failure.service_result.as_ref(), failure.exit_status)
                 );
                 if failure.journal.is_empty() {
                     eprintln!(
@@ -147,12 +138,17 @@ fn pid(p: u32) -> String {
     }
 }
 
-fn status(result: &str, code: i32) -> String {
+fn status(result: Option<&ServiceResult>, code: i32) -> String {
     match result {
-        "exit-code" => format!(", exit status {code}"),
-        "signal" | "core-dump" => format!(", signal {code}"),
+        Some(ServiceResult::ExitCode) => format!(", exit status {code}"),
+        Some(ServiceResult::Signal | ServiceResult::CoreDump) => format!(", signal {code}"),
         _ => String::new(),
     }
+}
+
+/// systemd's word for a service's result; empty when it could not be read.
+fn result_text(result: Option<&ServiceResult>) -> &str {
+    result.map_or("", ServiceResult::as_str)
 }
 
 /// The closing line, or the halt report and its error. `running`: the instances that ran
@@ -215,7 +211,8 @@ pub(crate) fn report(
         unit: failed.unit.clone(),
         reason: format!(
             "{}; systemd's result: `{}`",
-            failure.reason, failure.service_result
+            failure.reason,
+            result_text(failure.service_result.as_ref())
         ),
     }
     .into())

@@ -2,15 +2,13 @@
 //! `systemctl restart NAME.target`, the sockets stay open (systemd queues connections while
 //! the workers restart) and each instance is verified like in a reload.
 
-use std::num::NonZeroUsize;
 use std::process::ExitCode;
 
 use clap::Args;
 
 use super::lifecycle::{self, LockArgs};
-use crate::reload::{self, Options};
-use crate::render::Manager;
 use crate::systemd::dbus::Systemd;
+use crate::systemd::Manager;
 
 #[derive(Debug, Args)]
 pub struct RestartArgs {
@@ -23,24 +21,14 @@ pub struct RestartArgs {
 
 pub fn run(args: &RestartArgs, manager: Manager) -> anyhow::Result<ExitCode> {
     let name = lifecycle::app_name(&args.name)?;
-    let dir = lifecycle::unit_dir(manager)?;
-    let app = lifecycle::installed(&dir, manager, &name)?;
-    let _lock = lifecycle::lock(manager, &name, &args.lock)?;
+    // The instance list is read under the lock, so a concurrent scale cannot change it.
+    let app = lifecycle::open(manager, &name, &args.lock)?;
     lifecycle::runtime()?.block_on(async {
         let sd = Systemd::connect(manager).await?;
-        let running = lifecycle::running_instances(&sd, &name).await?;
-        let opts = Options {
-            parallel: NonZeroUsize::new(app.instances.len()).unwrap_or(NonZeroUsize::MIN),
-            ..Options::default()
-        };
-        let summary = reload::rollout(
-            &sd,
-            &name,
-            &app.instances,
-            &opts,
-            &mut super::reload::printer("restart"),
-        )
-        .await;
+        let running = app.running(&sd).await?;
+        let summary = app
+            .restart(&sd, &mut super::reload::printer("restart"))
+            .await;
         super::reload::report("restart", &summary, &running)?;
         Ok(ExitCode::SUCCESS)
     })

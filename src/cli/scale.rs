@@ -10,10 +10,11 @@ use std::str::FromStr;
 
 use clap::Args;
 
-use super::lifecycle::{self, ControlError, LockArgs};
-use crate::render::{Manager, UnitNames};
+use super::lifecycle::{self, LockArgs};
+use crate::controller::Scaled;
 use crate::spec::types::MAX_INSTANCES;
-use crate::systemd::dbus::{JobMode, Systemd};
+use crate::systemd::dbus::Systemd;
+use crate::systemd::Manager;
 
 /// The count asked for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,69 +82,25 @@ pub struct ScaleArgs {
 
 pub fn run(args: &ScaleArgs, manager: Manager) -> anyhow::Result<ExitCode> {
     let name = lifecycle::app_name(&args.name)?;
-    let dir = lifecycle::unit_dir(manager)?;
-    lifecycle::installed(&dir, manager, &name)?;
-    let _lock = lifecycle::lock(manager, &name, &args.lock)?;
-    // Read again under the lock: another command may have changed it meanwhile.
-    let app = lifecycle::installed(&dir, manager, &name)?;
-    let current = app.instances.len() as u32;
+    // Opened under the lock: the current count cannot change between reading and writing it.
+    let app = lifecycle::open(manager, &name, &args.lock)?;
+    let current = app.instances().len() as u32;
     let new = args.count.apply(&name, current)?;
-    if app.from_generator {
-        // The generator rebuilds its links on every reload; it reads the count from here.
-        crate::install::write_scale(manager, &name, new)?;
-    } else {
-        dir.set_instances(&name, new)?;
-    }
+    app.persist_count(new)?;
     lifecycle::runtime()?.block_on(async {
         let sd = Systemd::connect(manager).await?;
-        // The target's Wants= changed on disk (or the generator will change it now).
-        sd.reload().await?;
-        let names = UnitNames::new(&name);
-        let (target_state, _) = sd.active_state(&names.target()).await?;
-        let running = lifecycle::running_instances(&sd, &name).await?;
-        let n = new.get();
-        if target_state != "active" && running.is_empty() {
-            eprintln!(
+        match app.scale(&sd, new).await? {
+            Scaled::CountOnly { to } => eprintln!(
                 "scale {name}: {} from now on; `{name}` is stopped, `sysmgr start {name}` starts them",
-                lifecycle::instances_word(n as usize)
-            );
-            return Ok(ExitCode::SUCCESS);
+                lifecycle::instances_word(to as usize)
+            ),
+            Scaled::Now {
+                from,
+                to,
+                started,
+                stopped,
+            } => eprintln!("scaled `{name}` from {from} to {to}: started {started}, stopped {stopped}"),
         }
-        let to_stop: Vec<u32> = running.iter().copied().filter(|&i| i > n).collect();
-        let to_start: Vec<u32> = (1..=n).filter(|i| !running.contains(i)).collect();
-        if !to_stop.is_empty() {
-            lifecycle::stop_instances(&sd, &name, &to_stop, false).await?;
-        }
-        if !to_start.is_empty() {
-            let mut watch = sd.watch_jobs().await?;
-            let mut jobs = Vec::new();
-            for &i in &to_start {
-                let unit = names.instance(i);
-                sd.reset_failed_unit(&unit).await?;
-                jobs.push(sd.start_unit(&unit, JobMode::Replace).await?);
-            }
-            watch.wait_all(&jobs).await?;
-            let states = lifecycle::instance_states(&sd, &name, &to_start).await?;
-            let failed: Vec<String> = states
-                .iter()
-                .filter(|s| !s.is_running())
-                .map(|s| format!("{} (`{}`)", s.unit, s.result))
-                .collect();
-            if !failed.is_empty() {
-                return Err(ControlError::NotRunning {
-                    app: name.clone(),
-                    failed: failed.len(),
-                    total: to_start.len(),
-                    units: failed.join(", "),
-                }
-                .into());
-            }
-        }
-        eprintln!(
-            "scaled `{name}` from {current} to {n}: started {}, stopped {}",
-            to_start.len(),
-            to_stop.len()
-        );
         Ok(ExitCode::SUCCESS)
     })
 }

@@ -6,9 +6,10 @@ use std::process::ExitCode;
 
 use clap::Args;
 
-use super::lifecycle::{self, ControlError, LockArgs};
-use crate::render::{Manager, UnitNames};
-use crate::systemd::dbus::{JobMode, Systemd};
+use super::lifecycle::{self, LockArgs};
+use crate::controller::ControlError;
+use crate::systemd::dbus::Systemd;
+use crate::systemd::Manager;
 
 #[derive(Debug, Args)]
 pub struct StartArgs {
@@ -23,36 +24,16 @@ pub struct StartArgs {
 }
 
 pub fn run(args: &StartArgs, manager: Manager) -> anyhow::Result<ExitCode> {
-    let lifecycle::Prepared {
-        name,
-        app,
-        lock: _lock,
-    } = lifecycle::prepare(&args.app, args.env.as_deref(), manager, &args.lock)?;
+    let app = lifecycle::prepare(&args.app, args.env.as_deref(), manager, &args.lock)?;
+    let name = app.name();
     lifecycle::runtime()?.block_on(async {
         let sd = Systemd::connect(manager).await?;
-        let names = UnitNames::new(&name);
-        let target_unit = names.target();
-        // A generator's units cannot be enabled; the generator links the target into the
-        // default target itself.
-        if !app.from_generator
-            && sd
-                .enable_unit_files(std::slice::from_ref(&target_unit))
-                .await?
-        {
-            eprintln!("start {name}: enabled `{target_unit}`, so it starts at boot");
+        if let Some(target) = app.enable(&sd).await? {
+            eprintln!("start {name}: enabled `{target}`, so it starts at boot");
         }
-        // Clear failures left from earlier runs, so the start limit does not refuse the start.
-        for &i in &app.instances {
-            sd.reset_failed_unit(&names.instance(i)).await?;
-        }
-        let mut watch = sd.watch_jobs().await?;
-        let job = sd.start_unit(&target_unit, JobMode::Replace).await?;
-        // The target is ordered after its instances, so its job ends once they started
-        // (or failed: `Wants=` does not propagate failure, the states below tell).
-        watch.wait(&job).await?;
-        let states = lifecycle::instance_states(&sd, &name, &app.instances).await?;
+        let states = app.start(&sd).await?;
         let mut failed = Vec::new();
-        for (state, i) in states.iter().zip(&app.instances) {
+        for (i, state) in &states {
             if state.is_running() {
                 eprintln!(
                     "start {name}: instance {i} ({}) {}/{}, pid {}",
@@ -68,7 +49,7 @@ pub fn run(args: &StartArgs, manager: Manager) -> anyhow::Result<ExitCode> {
         }
         if !failed.is_empty() {
             return Err(ControlError::NotRunning {
-                app: name.clone(),
+                app: name.to_string(),
                 failed: failed.len(),
                 total: states.len(),
                 units: failed.join(", "),

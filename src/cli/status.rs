@@ -1,19 +1,17 @@
 //! `sysmgr status NAME [--json]`: per instance its state, PID, uptime, restarts, memory and
-//! CPU time, read from systemd's unit properties. [`collect`] is shared with `sysmgr list`:
-//! one `ListUnitsByPatterns` for all apps, then two `GetAll` per instance, all concurrent.
+//! CPU time, read from systemd's unit properties by [`crate::controller::status::collect`]
+//! (shared with `sysmgr list`); this file prints them.
 
-use std::collections::BTreeSet;
 use std::process::ExitCode;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use clap::Args;
-use serde::Serialize;
 
 use super::lifecycle;
-use crate::install::InstalledApp;
+use crate::controller::{self, status::AppStatus};
 use crate::reload::engine::human;
-use crate::render::{Manager, UnitNames};
-use crate::systemd::dbus::{DbusError, ServiceState, Systemd};
+use crate::systemd::dbus::Systemd;
+use crate::systemd::Manager;
 
 #[derive(Debug, Args)]
 pub struct StatusArgs {
@@ -23,108 +21,6 @@ pub struct StatusArgs {
     /// Print JSON for scripts instead of a table.
     #[arg(long)]
     pub json: bool,
-}
-
-/// One app's state.
-#[derive(Debug, Serialize)]
-pub(crate) struct AppStatus {
-    pub name: String,
-    /// The app file the units were generated from.
-    pub source: Option<String>,
-    /// `ActiveState` of `NAME.target`.
-    pub target: String,
-    /// How many instances the target starts (the persisted scale).
-    pub wanted: usize,
-    pub instances: Vec<InstanceStatus>,
-}
-
-/// One instance's state.
-#[derive(Debug, Serialize)]
-pub(crate) struct InstanceStatus {
-    pub instance: u32,
-    pub unit: String,
-    /// Linked into `NAME.target.wants/` (false: running beyond the persisted count).
-    pub wanted: bool,
-    pub active_state: String,
-    pub sub_state: String,
-    pub pid: Option<u32>,
-    pub uptime_secs: Option<u64>,
-    pub restarts: u32,
-    pub memory_bytes: Option<u64>,
-    pub cpu_nsec: Option<u64>,
-    /// systemd's `Result` of the last run: success, exit-code, signal, timeout...
-    pub result: String,
-}
-
-impl InstanceStatus {
-    fn new(instance: u32, wanted: bool, s: ServiceState, now_usec: u64) -> Self {
-        let running = s.is_running();
-        Self {
-            instance,
-            wanted,
-            pid: (s.main_pid != 0).then_some(s.main_pid),
-            uptime_secs: (running && s.active_enter_usec != 0)
-                .then(|| now_usec.saturating_sub(s.active_enter_usec) / 1_000_000),
-            restarts: s.n_restarts,
-            memory_bytes: s.memory_bytes,
-            cpu_nsec: s.cpu_nsec,
-            result: s.result,
-            active_state: s.active_state,
-            sub_state: s.sub_state,
-            unit: s.unit,
-        }
-    }
-}
-
-/// The state of every instance of `apps`: the wanted ones and any other that runs.
-pub(crate) async fn collect(
-    sd: &Systemd,
-    apps: &[InstalledApp],
-) -> Result<Vec<AppStatus>, DbusError> {
-    let patterns: Vec<String> = apps
-        .iter()
-        .map(|a| format!("{}@*.service", a.name))
-        .collect();
-    let loaded = if patterns.is_empty() {
-        Vec::new()
-    } else {
-        sd.list_units(&patterns).await?
-    };
-    let now_usec = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_micros() as u64;
-    let per_app = apps.iter().map(|app| {
-        let wanted: BTreeSet<u32> = app.instances.iter().copied().collect();
-        let mut all = wanted.clone();
-        all.extend(
-            loaded
-                .iter()
-                .filter(|u| lifecycle::is_up(u))
-                .filter_map(|u| lifecycle::instance_of(&app.name, &u.name)),
-        );
-        let all: Vec<u32> = all.into_iter().collect();
-        async move {
-            let target = UnitNames::new(&app.name).target();
-            let (target, states) = futures_util::future::try_join(
-                sd.active_state(&target),
-                lifecycle::instance_states(sd, &app.name, &all),
-            )
-            .await?;
-            Ok::<_, DbusError>(AppStatus {
-                name: app.name.clone(),
-                source: app.source.as_ref().map(|p| p.display().to_string()),
-                target: target.0,
-                wanted: wanted.len(),
-                instances: states
-                    .into_iter()
-                    .zip(&all)
-                    .map(|(s, &i)| InstanceStatus::new(i, wanted.contains(&i), s, now_usec))
-                    .collect(),
-            })
-        }
-    });
-    futures_util::future::try_join_all(per_app).await
 }
 
 /// The instances as a table, one row each.
@@ -190,11 +86,11 @@ fn bytes(n: u64) -> String {
 
 pub fn run(args: &StatusArgs, manager: Manager) -> anyhow::Result<ExitCode> {
     let name = lifecycle::app_name(&args.name)?;
-    let dir = lifecycle::unit_dir(manager)?;
-    let app = lifecycle::installed(&dir, manager, &name)?;
+    let dir = controller::unit_dir(manager)?;
+    let app = controller::find(&dir, manager, &name)?;
     let status = lifecycle::runtime()?.block_on(async {
         let sd = Systemd::connect(manager).await?;
-        collect(&sd, std::slice::from_ref(&app)).await
+        controller::status::collect(&sd, std::slice::from_ref(&app)).await
     })?;
     let status = status
         .into_iter()

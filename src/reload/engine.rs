@@ -26,7 +26,9 @@ use futures_util::FutureExt as _;
 use super::plan::{Phase, Planner, Step};
 use super::units::{JobOutcome, Units};
 use crate::render::UnitNames;
-use crate::systemd::dbus::{DbusError, JobResult, ServiceState};
+use crate::systemd::dbus::{
+    ActiveState, DbusError, JobResult, ServiceResult, ServiceState, SubState,
+};
 
 /// How a rollout runs.
 #[derive(Debug, Clone)]
@@ -62,9 +64,9 @@ pub enum FailureReason {
     /// The job was done but the unit is not active.
     NotRunning {
         /// `ActiveState` after the job.
-        active_state: String,
+        active_state: ActiveState,
         /// `SubState` after the job.
-        sub_state: String,
+        sub_state: SubState,
     },
     /// The job was done but the same process still runs.
     NotRestarted,
@@ -110,7 +112,8 @@ pub struct Failure {
     /// What the controller saw.
     pub reason: FailureReason,
     /// The service's `Result` afterwards: exit-code, signal, timeout, start-limit-hit...
-    pub service_result: String,
+    /// (`None` when its state could not be read).
+    pub service_result: Option<ServiceResult>,
     /// `ExecMainStatus`: the exit status or signal of the last main process.
     pub exit_status: i32,
     /// The unit's last journal lines.
@@ -520,7 +523,7 @@ async fn describe_failure<U: Units>(
     let _ = units.stop(unit).await;
     let failure = Failure {
         reason,
-        service_result: state.as_ref().map(|s| s.result.clone()).unwrap_or_default(),
+        service_result: state.as_ref().map(|s| s.result.clone()),
         exit_status: state.as_ref().map_or(0, |s| s.exec_main_status),
         journal,
     };

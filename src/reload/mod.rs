@@ -3,13 +3,12 @@
 //! Split like zincati's update agent: [`plan`] is the pure state machine (which instance
 //! next, when to halt), [`engine`] drives it against a [`Units`] implementation and measures
 //! each instance, [`units`] is that small trait with the zbus client as its implementation,
-//! and [`lock`] keeps two changes of one app from interleaving.
+//! and the caller holds [`crate::lock`] so two changes of one app never interleave.
 //!
 //! A benchmark calls [`rollout`] with a connected [`crate::systemd::dbus::Systemd`] and reads
 //! the per-instance timings from the returned [`Summary`].
 
 pub mod engine;
-pub mod lock;
 pub mod plan;
 pub mod units;
 
@@ -17,6 +16,5 @@ pub mod units;
 mod tests;
 
 pub use engine::{rollout, Event, Failure, FailureReason, InstanceReport, Options, Summary};
-pub use lock::{AppLock, LockError, Wait};
 pub use plan::{Phase, Planner, Step};
 pub use units::{JobOutcome, Units};

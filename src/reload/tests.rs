@@ -7,7 +7,9 @@ use std::num::NonZeroUsize;
 use std::time::Duration;
 
 use super::*;
-use crate::systemd::dbus::{DbusError, JobResult, ServiceState};
+use crate::systemd::dbus::{
+    ActiveState, DbusError, JobResult, LoadState, ServiceResult, ServiceState, SubState,
+};
 
 /// What the fake does when an instance is restarted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -94,14 +96,26 @@ impl Units for Fake {
         let (stop, start) = self.timeouts.unzip();
         Ok(ServiceState {
             unit: unit.to_string(),
-            load_state: "loaded".into(),
-            active_state: if u.active { "active" } else { "failed" }.into(),
-            sub_state: if u.active { "running" } else { "failed" }.into(),
+            load_state: LoadState::Loaded,
+            active_state: if u.active {
+                ActiveState::Active
+            } else {
+                ActiveState::Failed
+            },
+            sub_state: if u.active {
+                SubState::Running
+            } else {
+                SubState::Failed
+            },
             invocation_id: format!("{:032x}", u.invocation),
             main_pid: u.pid,
             timeout_stop: stop,
             timeout_start: start,
-            result: if u.active { "success" } else { "exit-code" }.into(),
+            result: if u.active {
+                ServiceResult::Success
+            } else {
+                ServiceResult::ExitCode
+            },
             exec_main_status: if u.active { 0 } else { 1 },
             ..Default::default()
         })
@@ -274,7 +288,7 @@ async fn a_failed_job_halts_the_rollout_and_leaves_the_rest_untouched() {
         failure.reason.to_string(),
         "the restart job ended with `failed`"
     );
-    assert_eq!(failure.service_result, "exit-code");
+    assert_eq!(failure.service_result, Some(ServiceResult::ExitCode));
     assert_eq!(failure.exit_status, 1);
     assert_eq!(failure.journal, ["web@2.service: last 5 lines"]);
     let skipped: Vec<u32> = summary.skipped().map(|r| r.instance).collect();

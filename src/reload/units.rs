@@ -8,8 +8,8 @@
 use std::process::Command;
 use std::time::Duration;
 
-use crate::render::Manager;
 use crate::systemd::dbus::{DbusError, JobMode, JobResult, ServiceState, Systemd};
+use crate::systemd::Manager;
 
 /// How a restart job ended, as far as the controller saw.
 #[derive(Debug, Clone, PartialEq, Eq)]

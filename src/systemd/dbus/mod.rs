@@ -1,31 +1,37 @@
 //! systemd's D-Bus API, narrowed to the calls sysmgr makes.
 //!
-//! Hand-written on top of [`zbus::Connection::call_method`] rather than generated proxies: each
-//! method sysmgr calls is one small function here that returns a named struct, never a raw
-//! tuple, and maps D-Bus errors to [`DbusError`] variants a person can act on (systemd not
-//! reachable, permission denied, no such unit). No property caching happens behind our back:
-//! unit state is read with one `Properties.GetAll` per interface, and the two interfaces of a
+//! The wire side is `proxy.rs`: zbus proxy traits for exactly the methods called and structs
+//! for exactly the properties read, so a misspelt method or property cannot pass silently.
+//! This file is the client on top: each method returns sysmgr's own named types (states as
+//! the enums of [`crate::systemd::state`], never raw tuples or strings to compare) and maps
+//! D-Bus errors to [`DbusError`] variants a person can act on (systemd not reachable,
+//! permission denied, no such unit). No property caching happens behind our back: unit
+//! state is read with one `Properties.GetAll` per interface, and the two interfaces of a
 //! service are read concurrently, so a whole app's status costs one round trip of latency.
 //!
 //! Jobs are watched the race-free way: [`Systemd::connect`] calls `Subscribe`, and a
 //! [`JobWatch`] (the `JobRemoved` signal stream) is opened *before* the job is enqueued, so
 //! the signal cannot slip past between the reply carrying the job path and the stream opening.
 
+mod proxy;
+
 use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
 
 use futures_util::StreamExt as _;
 use zbus::message::Type as MessageType;
-use zbus::{Connection, MatchRule, MessageStream, OwnedObjectPath, OwnedVariant};
+use zbus::proxy::CacheProperties;
+use zbus::{Connection, MatchRule, MessageStream, OwnedObjectPath};
 
-use crate::render::Manager;
+use self::proxy::{
+    ServiceProps, SystemdManagerProxy, UnitPropertiesProxy, UnitProps, SERVICE_IFACE, UNIT_IFACE,
+};
+use super::Manager;
+pub use crate::systemd::state::{ActiveState, JobResult, LoadState, ServiceResult, SubState};
 
 const DESTINATION: &str = "org.freedesktop.systemd1";
 const MANAGER_PATH: &str = "/org/freedesktop/systemd1";
 const MANAGER_IFACE: &str = "org.freedesktop.systemd1.Manager";
-const UNIT_IFACE: &str = "org.freedesktop.systemd1.Unit";
-const SERVICE_IFACE: &str = "org.freedesktop.systemd1.Service";
-const PROPERTIES_IFACE: &str = "org.freedesktop.DBus.Properties";
 const UNIT_PATH_PREFIX: &str = "/org/freedesktop/systemd1/unit";
 
 /// How many signals a job stream buffers. Every job on the machine emits `JobRemoved`; a busy
@@ -123,56 +129,9 @@ impl JobMode {
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct JobPath(pub String);
 
-/// How a job ended, from the `JobRemoved` signal.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum JobResult {
-    /// It did what was asked.
-    Done,
-    /// Another job replaced it.
-    Canceled,
-    /// Its job timeout passed.
-    Timeout,
-    /// The unit failed (the service's own `Result` says why).
-    Failed,
-    /// A unit it depends on failed.
-    Dependency,
-    /// Nothing to do (e.g. a reload of an inactive unit).
-    Skipped,
-    /// Anything newer systemd versions add.
-    Other(String),
-}
-
-impl JobResult {
-    /// Parses systemd's result string.
-    pub fn parse(s: &str) -> Self {
-        match s {
-            "done" => Self::Done,
-            "canceled" => Self::Canceled,
-            "timeout" => Self::Timeout,
-            "failed" => Self::Failed,
-            "dependency" => Self::Dependency,
-            "skipped" => Self::Skipped,
-            other => Self::Other(other.to_string()),
-        }
-    }
-
-    /// systemd's name for it.
-    pub fn as_str(&self) -> &str {
-        match self {
-            Self::Done => "done",
-            Self::Canceled => "canceled",
-            Self::Timeout => "timeout",
-            Self::Failed => "failed",
-            Self::Dependency => "dependency",
-            Self::Skipped => "skipped",
-            Self::Other(s) => s,
-        }
-    }
-}
-
-impl std::fmt::Display for JobResult {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
+impl From<OwnedObjectPath> for JobPath {
+    fn from(path: OwnedObjectPath) -> Self {
+        Self(path.as_str().to_string())
     }
 }
 
@@ -194,12 +153,23 @@ pub struct JobRemoved {
 pub struct UnitListing {
     /// Unit name, e.g. `web@1.service`.
     pub name: String,
-    /// `LoadState`: loaded, not-found, masked...
-    pub load_state: String,
-    /// `ActiveState`: active, inactive, failed, activating, deactivating.
-    pub active_state: String,
-    /// `SubState`: running, dead, auto-restart...
-    pub sub_state: String,
+    /// `LoadState`.
+    pub load_state: LoadState,
+    /// `ActiveState`.
+    pub active_state: ActiveState,
+    /// `SubState` (sysmgr lists services only).
+    pub sub_state: SubState,
+}
+
+impl From<proxy::UnitRow> for UnitListing {
+    fn from(row: proxy::UnitRow) -> Self {
+        Self {
+            load_state: LoadState::parse(&row.load_state),
+            active_state: ActiveState::parse(&row.active_state),
+            sub_state: SubState::parse(&row.sub_state),
+            name: row.name,
+        }
+    }
 }
 
 /// What sysmgr reads of a service unit: its `Unit` and `Service` properties, by name.
@@ -211,11 +181,11 @@ pub struct ServiceState {
     /// Unit name.
     pub unit: String,
     /// `LoadState`.
-    pub load_state: String,
+    pub load_state: LoadState,
     /// `ActiveState`.
-    pub active_state: String,
+    pub active_state: ActiveState,
     /// `SubState`.
-    pub sub_state: String,
+    pub sub_state: SubState,
     /// `InvocationID` in hex; empty when the unit never ran. New for every start.
     pub invocation_id: String,
     /// `ActiveEnterTimestamp`, µs since the epoch; 0 when never active.
@@ -236,8 +206,8 @@ pub struct ServiceState {
     pub timeout_start: Option<Duration>,
     /// `TimeoutStopUSec` (`TimeoutStopSec=`, sysmgr's `kill_timeout`).
     pub timeout_stop: Option<Duration>,
-    /// The service's `Result`: success, exit-code, signal, timeout, start-limit-hit...
-    pub result: String,
+    /// The service's `Result` of its last run.
+    pub result: ServiceResult,
     /// `ExecMainStatus`: exit status or signal number of the last main process.
     pub exec_main_status: i32,
 }
@@ -245,8 +215,34 @@ pub struct ServiceState {
 impl ServiceState {
     /// Active and running (for `Type=notify`, after `READY=1`).
     pub fn is_running(&self) -> bool {
-        self.active_state == "active"
+        self.active_state == ActiveState::Active
     }
+
+    fn from_props(unit: &str, u: UnitProps, s: ServiceProps) -> Self {
+        Self {
+            unit: unit.to_string(),
+            load_state: LoadState::parse(&u.load_state),
+            active_state: ActiveState::parse(&u.active_state),
+            sub_state: SubState::parse(&u.sub_state),
+            invocation_id: u.invocation_id.iter().map(|b| format!("{b:02x}")).collect(),
+            active_enter_usec: u.active_enter_timestamp,
+            need_daemon_reload: u.need_daemon_reload,
+            triggered_by: u.triggered_by,
+            main_pid: s.main_pid,
+            n_restarts: s.n_restarts,
+            memory_bytes: set(s.memory_current),
+            cpu_nsec: set(s.cpu_usage_nsec),
+            timeout_start: set(s.timeout_start_usec).map(Duration::from_micros),
+            timeout_stop: set(s.timeout_stop_usec).map(Duration::from_micros),
+            result: ServiceResult::parse(&s.result),
+            exec_main_status: s.exec_main_status,
+        }
+    }
+}
+
+/// systemd's "unset" for counters and "infinity" for timeouts are both `UINT64_MAX`.
+fn set(value: u64) -> Option<u64> {
+    (value != u64::MAX).then_some(value)
 }
 
 /// A connection to one service manager.
@@ -256,6 +252,8 @@ pub struct Systemd {
     manager: Manager,
     /// systemd's unique bus name, so job signals are only taken from systemd itself.
     owner: String,
+    /// The manager object (`/org/freedesktop/systemd1`).
+    proxy: SystemdManagerProxy<'static>,
 }
 
 impl Systemd {
@@ -268,27 +266,33 @@ impl Systemd {
             Manager::User => Connection::session().await,
         }
         .map_err(unreachable)?;
-        let reply = conn
-            .call_method(
-                Some("org.freedesktop.DBus"),
-                "/org/freedesktop/DBus",
-                Some("org.freedesktop.DBus"),
-                "GetNameOwner",
-                &(DESTINATION,),
-            )
+        let bus = zbus::fdo::DBusProxy::builder(&conn)
+            .cache_properties(CacheProperties::No)
+            .build()
             .await
             .map_err(unreachable)?;
-        let owner: String = reply.body().deserialize().map_err(unreachable)?;
+        let destination = zbus::names::BusName::try_from(DESTINATION).map_err(unreachable)?;
+        let owner = bus
+            .get_name_owner(destination)
+            .await
+            .map_err(|e| unreachable(zbus::Error::from(e)))?
+            .to_string();
+        let proxy = SystemdManagerProxy::builder(&conn)
+            .cache_properties(CacheProperties::No)
+            .build()
+            .await
+            .map_err(unreachable)?;
         let me = Self {
             conn,
             manager,
             owner,
+            proxy,
         };
         // systemd only emits job signals while some client is subscribed.
-        me.call(MANAGER_PATH, MANAGER_IFACE, "Subscribe", &(), None, || {
-            "subscribe to job signals".into()
-        })
-        .await?;
+        me.proxy
+            .subscribe()
+            .await
+            .map_err(|e| me.classify(e, None, || "subscribe to job signals".into()))?;
         Ok(me)
     }
 
@@ -297,221 +301,133 @@ impl Systemd {
         self.manager
     }
 
-    async fn call<B>(
+    fn classify(
         &self,
-        path: &str,
-        iface: &str,
-        method: &str,
-        body: &B,
+        e: zbus::Error,
         unit: Option<&str>,
         action: impl FnOnce() -> String,
-    ) -> Result<zbus::Message, DbusError>
-    where
-        B: serde::Serialize + zbus::DynamicType,
-    {
-        self.conn
-            .call_method(Some(DESTINATION), path, Some(iface), method, body)
-            .await
-            .map_err(|e| classify(self.manager, e, unit, action))
+    ) -> DbusError {
+        classify(self.manager, e, unit, action)
     }
 
     /// `daemon-reload`: re-reads unit files. systemd replies once the reload is complete.
     pub async fn reload(&self) -> Result<(), DbusError> {
-        self.call(MANAGER_PATH, MANAGER_IFACE, "Reload", &(), None, || {
-            "reload its unit files".into()
-        })
-        .await?;
-        Ok(())
-    }
-
-    async fn job_call(
-        &self,
-        method: &str,
-        unit: &str,
-        mode: JobMode,
-    ) -> Result<JobPath, DbusError> {
-        let verb = match method {
-            "StartUnit" => "start",
-            "StopUnit" => "stop",
-            "RestartUnit" => "restart",
-            _ => method,
-        };
-        let reply = self
-            .call(
-                MANAGER_PATH,
-                MANAGER_IFACE,
-                method,
-                &(unit, mode.as_str()),
-                Some(unit),
-                || format!("{verb} `{unit}`"),
-            )
-            .await?;
-        let path: OwnedObjectPath = reply
-            .body()
-            .deserialize()
-            .map_err(|e| classify(self.manager, e, Some(unit), || format!("{verb} `{unit}`")))?;
-        Ok(JobPath(path.as_str().to_string()))
+        self.proxy
+            .reload()
+            .await
+            .map_err(|e| self.classify(e, None, || "reload its unit files".into()))
     }
 
     /// Enqueues a start job. Open a [`JobWatch`] first to learn when it ends.
     pub async fn start_unit(&self, unit: &str, mode: JobMode) -> Result<JobPath, DbusError> {
-        self.job_call("StartUnit", unit, mode).await
+        self.proxy
+            .start_unit(unit, mode.as_str())
+            .await
+            .map(JobPath::from)
+            .map_err(|e| self.classify(e, Some(unit), || format!("start `{unit}`")))
     }
 
     /// Enqueues a stop job.
     pub async fn stop_unit(&self, unit: &str, mode: JobMode) -> Result<JobPath, DbusError> {
-        self.job_call("StopUnit", unit, mode).await
+        self.proxy
+            .stop_unit(unit, mode.as_str())
+            .await
+            .map(JobPath::from)
+            .map_err(|e| self.classify(e, Some(unit), || format!("stop `{unit}`")))
     }
 
     /// Enqueues a restart job (stop, then start; a stopped unit is just started).
     pub async fn restart_unit(&self, unit: &str, mode: JobMode) -> Result<JobPath, DbusError> {
-        self.job_call("RestartUnit", unit, mode).await
+        self.proxy
+            .restart_unit(unit, mode.as_str())
+            .await
+            .map(JobPath::from)
+            .map_err(|e| self.classify(e, Some(unit), || format!("restart `{unit}`")))
     }
 
     /// Clears a unit's failed state and its start-rate counter (`systemctl reset-failed`).
     /// A unit that is not loaded has nothing to clear and is not an error.
     pub async fn reset_failed_unit(&self, unit: &str) -> Result<(), DbusError> {
-        match self
-            .call(
-                MANAGER_PATH,
-                MANAGER_IFACE,
-                "ResetFailedUnit",
-                &(unit,),
-                Some(unit),
-                || format!("reset the failed state of `{unit}`"),
-            )
-            .await
-        {
-            Ok(_) | Err(DbusError::NoSuchUnit { .. }) => Ok(()),
+        match self.proxy.reset_failed_unit(unit).await.map_err(|e| {
+            self.classify(e, Some(unit), || {
+                format!("reset the failed state of `{unit}`")
+            })
+        }) {
+            Ok(()) | Err(DbusError::NoSuchUnit { .. }) => Ok(()),
             Err(e) => Err(e),
         }
     }
 
     /// `systemctl enable` for unit files in the unit path; returns whether anything changed.
     pub async fn enable_unit_files(&self, units: &[String]) -> Result<bool, DbusError> {
-        let reply = self
-            .call(
-                MANAGER_PATH,
-                MANAGER_IFACE,
-                "EnableUnitFiles",
-                &(units, false, false),
-                None,
-                || format!("enable `{}`", units.join(" ")),
-            )
-            .await?;
-        let (_install_info, changes): (bool, Vec<(String, String, String)>) =
-            reply.body().deserialize().map_err(|e| {
-                classify(self.manager, e, None, || {
-                    format!("enable `{}`", units.join(" "))
-                })
-            })?;
+        let (_carries_install_info, changes) = self
+            .proxy
+            .enable_unit_files(units, false, false)
+            .await
+            .map_err(|e| self.classify(e, None, || format!("enable `{}`", units.join(" "))))?;
         Ok(!changes.is_empty())
     }
 
     /// `systemctl disable`; returns whether anything changed.
     pub async fn disable_unit_files(&self, units: &[String]) -> Result<bool, DbusError> {
-        let reply = self
-            .call(
-                MANAGER_PATH,
-                MANAGER_IFACE,
-                "DisableUnitFiles",
-                &(units, false),
-                None,
-                || format!("disable `{}`", units.join(" ")),
-            )
-            .await?;
-        let changes: Vec<(String, String, String)> = reply.body().deserialize().map_err(|e| {
-            classify(self.manager, e, None, || {
-                format!("disable `{}`", units.join(" "))
-            })
-        })?;
+        let changes = self
+            .proxy
+            .disable_unit_files(units, false)
+            .await
+            .map_err(|e| self.classify(e, None, || format!("disable `{}`", units.join(" "))))?;
         Ok(!changes.is_empty())
     }
 
     /// The loaded units whose names match any of the shell-style `patterns`.
     pub async fn list_units(&self, patterns: &[String]) -> Result<Vec<UnitListing>, DbusError> {
-        let states: &[&str] = &[];
-        let reply = self
-            .call(
-                MANAGER_PATH,
-                MANAGER_IFACE,
-                "ListUnitsByPatterns",
-                &(states, patterns),
-                None,
-                || "list units".into(),
-            )
-            .await?;
-        type Row = (
-            String,
-            String,
-            String,
-            String,
-            String,
-            String,
-            OwnedObjectPath,
-            u32,
-            String,
-            OwnedObjectPath,
-        );
-        let rows: Vec<Row> = reply
-            .body()
-            .deserialize()
-            .map_err(|e| classify(self.manager, e, None, || "list units".into()))?;
-        Ok(rows
-            .into_iter()
-            .map(|r| UnitListing {
-                name: r.0,
-                load_state: r.2,
-                active_state: r.3,
-                sub_state: r.4,
-            })
-            .collect())
+        let rows = self
+            .proxy
+            .list_units_by_patterns(&[], patterns)
+            .await
+            .map_err(|e| self.classify(e, None, || "list units".into()))?;
+        Ok(rows.into_iter().map(UnitListing::from).collect())
     }
 
-    async fn get_all(
-        &self,
-        unit: &str,
-        iface: &str,
-    ) -> Result<HashMap<String, OwnedVariant>, DbusError> {
-        let path = unit_path(unit);
-        let reply = self
-            .call(
-                &path,
-                PROPERTIES_IFACE,
-                "GetAll",
-                &(iface,),
-                Some(unit),
-                || format!("read the properties of `{unit}`"),
-            )
-            .await?;
-        reply.body().deserialize().map_err(|e| {
-            classify(self.manager, e, Some(unit), || {
-                format!("read the properties of `{unit}`")
-            })
-        })
+    /// The `Properties` proxy of one unit's object.
+    async fn properties(&self, unit: &str) -> Result<UnitPropertiesProxy<'static>, DbusError> {
+        UnitPropertiesProxy::builder(&self.conn)
+            .path(unit_path(unit))
+            .cache_properties(CacheProperties::No)
+            .build()
+            .await
+            .map_err(|e| self.classify(e, Some(unit), || read_action(unit)))
     }
 
     /// The state of a service unit: its `Unit` and `Service` properties, read with two
     /// concurrent `GetAll` calls. A unit systemd does not know yet is loaded by the lookup
     /// (its `load_state` then says `not-found` if there is no such file).
     pub async fn service_state(&self, unit: &str) -> Result<ServiceState, DbusError> {
+        let props = self.properties(unit).await?;
         let (unit_props, service_props) = futures_util::future::try_join(
-            self.get_all(unit, UNIT_IFACE),
-            self.get_all(unit, SERVICE_IFACE),
+            props.get_all_unit(UNIT_IFACE),
+            props.get_all_service(SERVICE_IFACE),
         )
-        .await?;
-        Ok(service_state_from(unit, &unit_props, &service_props))
+        .await
+        .map_err(|e| self.classify(e, Some(unit), || read_action(unit)))?;
+        Ok(ServiceState::from_props(unit, unit_props, service_props))
     }
 
     /// The `ActiveState` of any unit (sockets, targets), with one `GetAll`.
-    pub async fn active_state(&self, unit: &str) -> Result<(String, String), DbusError> {
-        let props = self.get_all(unit, UNIT_IFACE).await?;
-        Ok((string(&props, "ActiveState"), string(&props, "SubState")))
+    pub async fn active_state(&self, unit: &str) -> Result<ActiveState, DbusError> {
+        let props = self
+            .properties(unit)
+            .await?
+            .get_all_unit(UNIT_IFACE)
+            .await
+            .map_err(|e| self.classify(e, Some(unit), || read_action(unit)))?;
+        Ok(ActiveState::parse(&props.active_state))
     }
 
     /// Opens the `JobRemoved` stream. Do this before enqueuing the jobs to wait for.
     pub async fn watch_jobs(&self) -> Result<JobWatch, DbusError> {
         let action = || "watch job signals".to_string();
+        // A match rule of our own rather than the proxy's `receive_job_removed`: it names
+        // systemd's unique name and gets a deep queue (see `JOB_STREAM_QUEUE`).
         let rule = MatchRule::builder()
             .msg_type(MessageType::Signal)
             .sender(self.owner.as_str())
@@ -519,20 +435,24 @@ impl Systemd {
             .interface(MANAGER_IFACE)
             .member("JobRemoved")
             .build()
-            .map_err(|e| classify(self.manager, e, None, action))?;
+            .map_err(|e| self.classify(e, None, action))?;
         let stream = MessageStream::for_match_rule(
             rule,
             &self.conn,
             std::num::NonZeroUsize::new(JOB_STREAM_QUEUE),
         )
         .await
-        .map_err(|e| classify(self.manager, e, None, action))?;
+        .map_err(|e| self.classify(e, None, action))?;
         Ok(JobWatch {
             stream,
             manager: self.manager,
             seen: HashMap::new(),
         })
     }
+}
+
+fn read_action(unit: &str) -> String {
+    format!("read the properties of `{unit}`")
 }
 
 /// The `JobRemoved` signals since it was opened.
@@ -565,17 +485,18 @@ impl JobWatch {
             };
             let msg =
                 msg.map_err(|e| classify(self.manager, e, None, || "read job signals".into()))?;
-            let parsed: Result<(u32, OwnedObjectPath, String, String), _> =
-                msg.body().deserialize();
             // A malformed signal is not ours to fail on; systemd's own are well-formed.
-            let Ok((id, path, unit, result)) = parsed else {
+            let Some(signal) = proxy::JobRemoved::from_message(msg) else {
+                continue;
+            };
+            let Ok(args) = signal.args() else {
                 continue;
             };
             let removed = JobRemoved {
-                id,
-                job: JobPath(path.as_str().to_string()),
-                unit,
-                result: JobResult::parse(&result),
+                id: args.id,
+                job: JobPath::from(args.job),
+                unit: args.unit,
+                result: JobResult::parse(&args.result),
             };
             if &removed.job == job {
                 return Ok(removed);
@@ -679,78 +600,6 @@ pub fn unit_path(unit: &str) -> String {
     out
 }
 
-fn string(props: &HashMap<String, OwnedVariant>, key: &str) -> String {
-    props
-        .get(key)
-        .and_then(|v| <&str>::try_from(v).ok())
-        .unwrap_or_default()
-        .to_string()
-}
-
-fn u64_prop(props: &HashMap<String, OwnedVariant>, key: &str) -> Option<u64> {
-    props.get(key).and_then(|v| u64::try_from(v).ok())
-}
-
-fn u32_prop(props: &HashMap<String, OwnedVariant>, key: &str) -> u32 {
-    props
-        .get(key)
-        .and_then(|v| u32::try_from(v).ok())
-        .unwrap_or_default()
-}
-
-/// systemd's "unset" for counters and "infinity" for timeouts are both `UINT64_MAX`.
-fn set_u64(props: &HashMap<String, OwnedVariant>, key: &str) -> Option<u64> {
-    u64_prop(props, key).filter(|&v| v != u64::MAX)
-}
-
-fn strings(props: &HashMap<String, OwnedVariant>, key: &str) -> Vec<String> {
-    props
-        .get(key)
-        .and_then(|v| v.try_clone().ok())
-        .and_then(|v| Vec::<String>::try_from(v).ok())
-        .unwrap_or_default()
-}
-
-fn bytes_hex(props: &HashMap<String, OwnedVariant>, key: &str) -> String {
-    let bytes = props
-        .get(key)
-        .and_then(|v| v.try_clone().ok())
-        .and_then(|v| Vec::<u8>::try_from(v).ok())
-        .unwrap_or_default();
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn service_state_from(
-    unit: &str,
-    unit_props: &HashMap<String, OwnedVariant>,
-    service: &HashMap<String, OwnedVariant>,
-) -> ServiceState {
-    ServiceState {
-        unit: unit.to_string(),
-        load_state: string(unit_props, "LoadState"),
-        active_state: string(unit_props, "ActiveState"),
-        sub_state: string(unit_props, "SubState"),
-        invocation_id: bytes_hex(unit_props, "InvocationID"),
-        active_enter_usec: u64_prop(unit_props, "ActiveEnterTimestamp").unwrap_or_default(),
-        need_daemon_reload: unit_props
-            .get("NeedDaemonReload")
-            .and_then(|v| bool::try_from(v).ok())
-            .unwrap_or_default(),
-        triggered_by: strings(unit_props, "TriggeredBy"),
-        main_pid: u32_prop(service, "MainPID"),
-        n_restarts: u32_prop(service, "NRestarts"),
-        memory_bytes: set_u64(service, "MemoryCurrent"),
-        cpu_nsec: set_u64(service, "CPUUsageNSec"),
-        timeout_start: set_u64(service, "TimeoutStartUSec").map(Duration::from_micros),
-        timeout_stop: set_u64(service, "TimeoutStopUSec").map(Duration::from_micros),
-        result: string(service, "Result"),
-        exec_main_status: service
-            .get("ExecMainStatus")
-            .and_then(|v| i32::try_from(v).ok())
-            .unwrap_or_default(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -774,18 +623,17 @@ mod tests {
     }
 
     #[test]
-    fn job_results_round_trip() {
-        for s in [
-            "done",
-            "canceled",
-            "timeout",
-            "failed",
-            "dependency",
-            "skipped",
-            "new",
-        ] {
-            assert_eq!(JobResult::parse(s).as_str(), s);
-        }
-        assert_eq!(JobResult::parse("done"), JobResult::Done);
+    fn a_misspelt_or_missing_property_is_an_error_not_a_default() {
+        use zbus::wire::{serialized::Context, to_bytes, LE};
+        let ctxt = Context::new(LE, 0);
+        // systemd's reply, but for a property sysmgr reads that is missing (or misspelt here).
+        let mut props: HashMap<&str, zbus::Variant<'_>> = HashMap::new();
+        props.insert("ActiveState", zbus::Variant::from("active"));
+        let bytes = to_bytes(ctxt, &props).unwrap();
+        let err = bytes
+            .deserialize::<UnitProps>()
+            .map(|(p, _)| p)
+            .unwrap_err();
+        assert!(err.to_string().contains("LoadState"), "{err}");
     }
 }

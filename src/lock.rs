@@ -1,5 +1,8 @@
 //! One change at a time per app: an advisory lock file per app.
 //!
+//! At the top level because every command that changes an app takes it, not only the
+//! rolling reload.
+//!
 //! Two reloads of the same app must never interleave (the second would restart instances the
 //! first has not verified yet, and a halt would stop neither). Every command that changes an
 //! app (start, stop, restart, scale, reload, delete) takes an exclusive `flock(2)` on
@@ -17,7 +20,7 @@ use std::os::fd::AsRawFd as _;
 use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 
-use crate::render::Manager;
+use crate::systemd::manager::{user_runtime_dir, Manager};
 
 /// Why the lock could not be taken.
 #[derive(Debug, thiserror::Error)]
@@ -64,10 +67,9 @@ pub enum Wait {
 pub fn lock_dir(manager: Manager) -> Result<PathBuf, LockError> {
     match manager {
         Manager::System => Ok(PathBuf::from("/run/sysmgr")),
-        Manager::User => match std::env::var_os("XDG_RUNTIME_DIR") {
-            Some(dir) if !dir.is_empty() => Ok(PathBuf::from(dir).join("sysmgr")),
-            _ => Err(LockError::NoRuntimeDir),
-        },
+        Manager::User => user_runtime_dir()
+            .map(|dir| dir.join("sysmgr"))
+            .ok_or(LockError::NoRuntimeDir),
     }
 }
 

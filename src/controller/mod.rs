@@ -1,0 +1,468 @@
+//! The controller: an installed app and what can be done to it, as a library.
+//!
+//! The command line used to hold these operations (`cli/lifecycle.rs` and one file per
+//! command); now `cli/` parses, calls and prints, and this layer does the work, so a deploy
+//! tool or a test can call it too. It prints nothing: operations return what happened, and the
+//! caller words it.
+//!
+//! An [`App`] is *opened* with the app's [`AppLock`] already held, and reads the installed
+//! app (its units, its instance list) only then: whatever it read cannot change under it
+//! until it is dropped. Read-only views ([`find`], [`status::collect`]) take no lock, so an
+//! unprivileged user can still look.
+
+pub mod status;
+
+use std::collections::BTreeSet;
+use std::num::NonZeroU32;
+use std::path::PathBuf;
+
+use crate::install::{InstalledApp, UnitDir};
+use crate::lock::AppLock;
+use crate::reload::{self, Event, Options, Summary};
+use crate::render::UnitNames;
+use crate::systemd::dbus::{
+    ActiveState, DbusError, JobMode, JobResult, ServiceState, Systemd, UnitListing,
+};
+use crate::systemd::Manager;
+
+/// An app named on the command line with no sysmgr units in the unit directory.
+#[derive(Debug, thiserror::Error)]
+#[error("app `{name}` is not generated: `{}` holds no units of sysmgr's for it{known}; start it from its app file with `sysmgr start FILE` (or write its units with `sysmgr generate FILE`)", dir.display())]
+pub struct NotGenerated {
+    /// The name given.
+    pub name: String,
+    /// The directory looked in.
+    pub dir: PathBuf,
+    /// ` (apps there: a, b)` or empty.
+    pub known: String,
+}
+
+/// An operation ran but its outcome failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    /// Some instances are not running after a start.
+    #[error("{failed} of {total} instances of `{app}` are not running: {units}; see `sysmgr logs {app}`")]
+    NotRunning {
+        /// The app.
+        app: String,
+        /// How many failed.
+        failed: usize,
+        /// How many there are.
+        total: usize,
+        /// The failed units.
+        units: String,
+    },
+    /// The rolling reload (or restart) stopped at a failed instance.
+    #[error("{verb} of `{app}` halted: `{unit}` failed ({reason}); the instances not yet restarted still run the previous version; fix the app and run `sysmgr {verb} {app}` again")]
+    Halted {
+        /// `reload` or `restart`.
+        verb: &'static str,
+        /// The app.
+        app: String,
+        /// The failed unit.
+        unit: String,
+        /// Why, in words.
+        reason: String,
+    },
+    /// A stop job did not end with `done`.
+    #[error("systemd could not stop `{unit}`: the job ended with `{result}`")]
+    StopFailed {
+        /// The unit.
+        unit: String,
+        /// The job result.
+        result: String,
+    },
+}
+
+/// The unit directory of `manager`.
+pub fn unit_dir(manager: Manager) -> anyhow::Result<UnitDir> {
+    Ok(UnitDir::default_for(manager)?)
+}
+
+/// The installed app `name`, read without the lock (for looking only): generated into
+/// `dir` by `sysmgr generate`, or by sysmgr's systemd generator into the manager's
+/// generator directory; else [`NotGenerated`].
+pub fn find(dir: &UnitDir, manager: Manager, name: &str) -> anyhow::Result<InstalledApp> {
+    if let Some(app) = dir.app(name)? {
+        return Ok(app);
+    }
+    if let Some(generated) = manager.generator_dir() {
+        if let Some(mut app) = UnitDir::new(generated).app(name)? {
+            app.from_generator = true;
+            return Ok(app);
+        }
+    }
+    let apps = dir.installed_apps()?;
+    let known = if apps.is_empty() {
+        String::new()
+    } else {
+        let names: Vec<&str> = apps.iter().map(|a| a.name.as_str()).collect();
+        format!(" (apps there: {})", names.join(", "))
+    };
+    Err(NotGenerated {
+        name: name.to_string(),
+        dir: dir.path().to_path_buf(),
+        known,
+    }
+    .into())
+}
+
+/// An installed app, opened under its lock.
+#[derive(Debug)]
+pub struct App {
+    manager: Manager,
+    dir: UnitDir,
+    installed: InstalledApp,
+    names: UnitNames,
+    _lock: AppLock,
+}
+
+/// What [`App::scale`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scaled {
+    /// The app is stopped: only the persisted count changed.
+    CountOnly {
+        /// The new count.
+        to: u32,
+    },
+    /// Instances were started or stopped to match the new count.
+    Now {
+        /// The count before.
+        from: u32,
+        /// The new count.
+        to: u32,
+        /// How many were started.
+        started: usize,
+        /// How many were stopped.
+        stopped: usize,
+    },
+}
+
+/// What [`App::delete`] did.
+#[derive(Debug, Clone)]
+pub struct Deleted {
+    /// How many instances were up and are now stopped.
+    pub stopped: usize,
+    /// The files and links removed.
+    pub removed: Vec<PathBuf>,
+    /// The directory they were removed from.
+    pub dir: PathBuf,
+}
+
+impl App {
+    /// Opens the installed app `name`. Takes the held `lock` as proof that nothing else
+    /// changes the app while it is read and acted on.
+    pub fn open(manager: Manager, name: &str, lock: AppLock) -> anyhow::Result<Self> {
+        let dir = unit_dir(manager)?;
+        let installed = find(&dir, manager, name)?;
+        Ok(Self {
+            manager,
+            dir,
+            names: UnitNames::new(name),
+            installed,
+            _lock: lock,
+        })
+    }
+
+    /// The app's name.
+    pub fn name(&self) -> &str {
+        &self.installed.name
+    }
+
+    /// The app as found installed.
+    pub fn installed(&self) -> &InstalledApp {
+        &self.installed
+    }
+
+    /// The instances the target starts (the persisted count), sorted.
+    pub fn instances(&self) -> &[u32] {
+        &self.installed.instances
+    }
+
+    /// Enables `NAME.target` so the app starts at boot; returns the target's name if that
+    /// changed anything. A generator's units cannot be enabled (the generator links the
+    /// target into the default target itself): nothing to do.
+    pub async fn enable(&self, sd: &Systemd) -> Result<Option<String>, DbusError> {
+        let target = self.names.target();
+        if self.installed.from_generator {
+            return Ok(None);
+        }
+        let changed = sd.enable_unit_files(std::slice::from_ref(&target)).await?;
+        Ok(changed.then_some(target))
+    }
+
+    /// Starts `NAME.target` and returns the state of every wanted instance afterwards
+    /// (with its instance number); the caller tells which ones run.
+    pub async fn start(&self, sd: &Systemd) -> Result<Vec<(u32, ServiceState)>, DbusError> {
+        // Clear failures left from earlier runs, so the start limit does not refuse the start.
+        for &i in self.instances() {
+            sd.reset_failed_unit(&self.names.instance(i)).await?;
+        }
+        let mut watch = sd.watch_jobs().await?;
+        let job = sd
+            .start_unit(&self.names.target(), JobMode::Replace)
+            .await?;
+        // The target is ordered after its instances, so its job ends once they started
+        // (or failed: `Wants=` does not propagate failure, the states tell).
+        watch.wait(&job).await?;
+        let states = instance_states(sd, self.name(), self.instances()).await?;
+        Ok(self.instances().iter().copied().zip(states).collect())
+    }
+
+    /// Stops the target and every loaded instance with its sockets; returns how many
+    /// instances were up.
+    pub async fn stop(&self, sd: &Systemd) -> anyhow::Result<usize> {
+        let name = self.name();
+        let loaded: Vec<u32> = loaded_instances(sd, name)
+            .await?
+            .iter()
+            .filter_map(|u| instance_of(name, &u.name))
+            .collect();
+        let up = running_instances(sd, name).await?.len();
+        stop_instances(sd, name, &loaded, true).await?;
+        Ok(up)
+    }
+
+    /// The instances that run now.
+    pub async fn running(&self, sd: &Systemd) -> Result<BTreeSet<u32>, DbusError> {
+        running_instances(sd, self.name()).await
+    }
+
+    /// Restarts every wanted instance at once, verified like in a reload.
+    pub async fn restart(&self, sd: &Systemd, on_event: &mut dyn FnMut(&Event<'_>)) -> Summary {
+        let opts = Options {
+            parallel: std::num::NonZeroUsize::new(self.instances().len())
+                .unwrap_or(std::num::NonZeroUsize::MIN),
+            ..Options::default()
+        };
+        reload::rollout(sd, self.name(), self.instances(), &opts, on_event).await
+    }
+
+    /// Reloads systemd if any wanted instance's unit files changed on disk since systemd
+    /// read them (e.g. `generate --no-reload`): restarting would bring back the old
+    /// version. Returns whether it did.
+    pub async fn reload_systemd_if_stale(&self, sd: &Systemd) -> Result<bool, DbusError> {
+        let states = instance_states(sd, self.name(), self.instances()).await?;
+        if states.iter().any(|s| s.need_daemon_reload) {
+            sd.reload().await?;
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
+    /// The rolling reload of every wanted instance.
+    pub async fn reload(
+        &self,
+        sd: &Systemd,
+        opts: &Options,
+        on_event: &mut dyn FnMut(&Event<'_>),
+    ) -> Summary {
+        reload::rollout(sd, self.name(), self.instances(), opts, on_event).await
+    }
+
+    /// Stops the instances of `running` beyond the app's count (with their own sockets);
+    /// returns them.
+    pub async fn stop_unwanted(
+        &self,
+        sd: &Systemd,
+        running: &BTreeSet<u32>,
+    ) -> anyhow::Result<Vec<u32>> {
+        let wanted: BTreeSet<u32> = self.instances().iter().copied().collect();
+        let extra: Vec<u32> = running.difference(&wanted).copied().collect();
+        if !extra.is_empty() {
+            stop_instances(sd, self.name(), &extra, false).await?;
+        }
+        Ok(extra)
+    }
+
+    /// Persists a new count: the links in `NAME.target.wants/`, or the generator's scale
+    /// file. Then [`Self::scale`] applies it.
+    pub fn persist_count(&self, new: NonZeroU32) -> anyhow::Result<()> {
+        if self.installed.from_generator {
+            // The generator rebuilds its links on every reload; it reads the count from here.
+            crate::install::write_scale(self.manager, self.name(), new)?;
+        } else {
+            self.dir.set_instances(self.name(), new)?;
+        }
+        Ok(())
+    }
+
+    /// Applies the count [`Self::persist_count`] wrote: reloads systemd, then starts the new
+    /// instances or stops the ones beyond the count with their per-instance sockets. A
+    /// stopped app only has its count changed.
+    pub async fn scale(&self, sd: &Systemd, new: NonZeroU32) -> anyhow::Result<Scaled> {
+        let name = self.name().to_string();
+        let current = self.installed.instances.len() as u32;
+        // The target's Wants= changed on disk (or the generator will change it now).
+        sd.reload().await?;
+        let target_state = sd.active_state(&self.names.target()).await?;
+        let running = running_instances(sd, &name).await?;
+        let n = new.get();
+        if target_state != ActiveState::Active && running.is_empty() {
+            return Ok(Scaled::CountOnly { to: n });
+        }
+        let to_stop: Vec<u32> = running.iter().copied().filter(|&i| i > n).collect();
+        let to_start: Vec<u32> = (1..=n).filter(|i| !running.contains(i)).collect();
+        if !to_stop.is_empty() {
+            stop_instances(sd, &name, &to_stop, false).await?;
+        }
+        if !to_start.is_empty() {
+            let mut watch = sd.watch_jobs().await?;
+            let mut jobs = Vec::new();
+            for &i in &to_start {
+                let unit = self.names.instance(i);
+                sd.reset_failed_unit(&unit).await?;
+                jobs.push(sd.start_unit(&unit, JobMode::Replace).await?);
+            }
+            watch.wait_all(&jobs).await?;
+            let states = instance_states(sd, &name, &to_start).await?;
+            let failed: Vec<String> = states
+                .iter()
+                .filter(|s| !s.is_running())
+                .map(|s| format!("{} (`{}`)", s.unit, s.result))
+                .collect();
+            if !failed.is_empty() {
+                return Err(ControlError::NotRunning {
+                    app: name,
+                    failed: failed.len(),
+                    total: to_start.len(),
+                    units: failed.join(", "),
+                }
+                .into());
+            }
+        }
+        Ok(Scaled::Now {
+            from: current,
+            to: n,
+            started: to_start.len(),
+            stopped: to_stop.len(),
+        })
+    }
+
+    /// Stops the app, disables it, removes the units sysmgr generated for it and reloads
+    /// systemd. The caller refuses apps made by the generator first (their files are not
+    /// sysmgr's to remove).
+    pub async fn delete(self, sd: &Systemd) -> anyhow::Result<Deleted> {
+        let stopped = self.stop(sd).await?;
+        let name = self.name();
+        // Failed instances stay in systemd's memory after their files are gone; clear them.
+        for unit in loaded_instances(sd, name).await? {
+            sd.reset_failed_unit(&unit.name).await?;
+        }
+        sd.disable_unit_files(&[self.names.target()]).await?;
+        let removed = self.dir.remove_app(name)?;
+        sd.reload().await?;
+        Ok(Deleted {
+            stopped,
+            removed,
+            dir: self.dir.path().to_path_buf(),
+        })
+    }
+}
+
+/// The instance number of `NAME@N.service`.
+pub fn instance_of(app: &str, unit: &str) -> Option<u32> {
+    unit.strip_prefix(app)?
+        .strip_prefix('@')?
+        .strip_suffix(".service")?
+        .parse()
+        .ok()
+}
+
+/// The app's instance units systemd has loaded (running, failed, or merely referenced).
+pub async fn loaded_instances(sd: &Systemd, app: &str) -> Result<Vec<UnitListing>, DbusError> {
+    let units = sd.list_units(&[format!("{app}@*.service")]).await?;
+    Ok(units
+        .into_iter()
+        .filter(|u| instance_of(app, &u.name).is_some())
+        .collect())
+}
+
+/// The instances that run now (anything but stopped), sorted.
+pub async fn running_instances(sd: &Systemd, app: &str) -> Result<BTreeSet<u32>, DbusError> {
+    Ok(loaded_instances(sd, app)
+        .await?
+        .iter()
+        .filter(|u| u.active_state.is_up())
+        .filter_map(|u| instance_of(app, &u.name))
+        .collect())
+}
+
+/// The states of `instances` of `app`, read concurrently.
+pub async fn instance_states(
+    sd: &Systemd,
+    app: &str,
+    instances: &[u32],
+) -> Result<Vec<ServiceState>, DbusError> {
+    let names = UnitNames::new(app);
+    futures_util::future::try_join_all(
+        instances
+            .iter()
+            .map(|&i| names.instance(i))
+            .map(|unit| async move { sd.service_state(&unit).await }),
+    )
+    .await
+}
+
+/// Stops `instances` of `app` and the sockets that belong to them alone (per-instance
+/// sockets, `NAME@N.socket`; a shared socket keeps serving the others), and waits for every
+/// stop job. With `target`, stops `NAME.target` too (and through `PartOf=`, every unit of
+/// the app, shared sockets included).
+pub async fn stop_instances(
+    sd: &Systemd,
+    app: &str,
+    instances: &[u32],
+    target: bool,
+) -> anyhow::Result<()> {
+    let names = UnitNames::new(app);
+    let states = instance_states(sd, app, instances).await?;
+    let mut units: Vec<String> = Vec::new();
+    if target {
+        units.push(names.target());
+    }
+    for (state, &i) in states.iter().zip(instances) {
+        units.push(state.unit.clone());
+        let suffix = format!("@{i}.socket");
+        // Stopping the whole app stops shared sockets too (they are `PartOf=` the target;
+        // naming them here makes us wait for them).
+        for socket in &state.triggered_by {
+            if (target || socket.ends_with(&suffix)) && !units.contains(socket) {
+                units.push(socket.clone());
+            }
+        }
+    }
+    stop_units(sd, &units).await
+}
+
+/// Stops `units` and waits for all their jobs. A stop that systemd merged into a stop
+/// already queued (e.g. propagated by `PartOf=`) is waited for once.
+pub async fn stop_units(sd: &Systemd, units: &[String]) -> anyhow::Result<()> {
+    let mut watch = sd.watch_jobs().await?;
+    let mut jobs = Vec::with_capacity(units.len());
+    for unit in units {
+        jobs.push(sd.stop_unit(unit, JobMode::Replace).await?);
+    }
+    for removed in watch.wait_all(&jobs).await? {
+        if removed.result != JobResult::Done {
+            return Err(ControlError::StopFailed {
+                unit: removed.unit,
+                result: removed.result.to_string(),
+            }
+            .into());
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn instance_numbers_come_from_the_unit_name_of_this_app_only() {
+        assert_eq!(instance_of("web", "web@12.service"), Some(12));
+        assert_eq!(instance_of("web", "web-admin@1.service"), None);
+        assert_eq!(instance_of("web", "web@.service"), None);
+        assert_eq!(instance_of("web", "web@1.socket"), None);
+    }
+}
