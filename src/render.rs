@@ -8,7 +8,7 @@
 use std::fmt::Write as _;
 use std::num::NonZeroU32;
 
-use crate::spec::{AppSpec, FdName, Listen, SocketMode};
+use crate::config::{AppSpec, FdName, Listen, SocketMode};
 use crate::systemd::syntax;
 
 const SERVICE_TEMPLATE: &str = include_str!("../units/app@.service");

@@ -6,8 +6,8 @@ use std::process::ExitCode;
 
 use clap::Args;
 
+use crate::config::{AppSpec, ParseOptions, SocketMode};
 use crate::render::Manager;
-use crate::spec::{AppSpec, ParseOptions, SocketMode};
 
 #[derive(Debug, Args)]
 pub struct CheckArgs {

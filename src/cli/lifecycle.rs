@@ -9,10 +9,10 @@ use std::path::{Path, PathBuf};
 use anyhow::Context as _;
 use clap::Args;
 
+use crate::config::{self, AppName, ParseOptions};
 use crate::install::{InstalledApp, UnitDir};
 use crate::reload::lock::{self, AppLock, Wait};
 use crate::render::{Manager, UnitNames};
-use crate::spec::{self, AppName, ParseOptions};
 use crate::systemd::dbus::{DbusError, JobMode, ServiceState, Systemd, UnitListing};
 
 /// An app named on the command line with no sysmgr units in the unit directory.
@@ -104,7 +104,7 @@ impl Target {
                     profile: profile.map(str::to_string),
                     user_manager: manager == Manager::User,
                 };
-                match spec::load(path, &opts) {
+                match config::load(path, &opts) {
                     Ok(parsed) => Ok(parsed.spec.name.as_str().to_string()),
                     Err(e) => {
                         eprintln!("{e}");

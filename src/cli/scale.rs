@@ -11,8 +11,8 @@ use std::str::FromStr;
 use clap::Args;
 
 use super::lifecycle::{self, ControlError, LockArgs};
+use crate::config::types::MAX_INSTANCES;
 use crate::render::{Manager, UnitNames};
-use crate::spec::types::MAX_INSTANCES;
 use crate::systemd::dbus::{JobMode, Systemd};
 
 /// The count asked for.
