@@ -8,6 +8,7 @@
 pub mod cli;
 pub mod config;
 pub mod install;
+pub mod names;
 pub mod reload;
 pub mod render;
 pub mod systemd;

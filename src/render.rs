@@ -9,6 +9,7 @@ use std::fmt::Write as _;
 use std::num::NonZeroU32;
 
 use crate::config::{AppSpec, FdName, Listen, SocketMode};
+use crate::names::{Link, UnitNames};
 use crate::systemd::syntax;
 
 const SERVICE_TEMPLATE: &str = include_str!("../units/app@.service");
@@ -57,15 +58,6 @@ pub struct UnitFile {
     pub contents: String,
 }
 
-/// One symlink, relative to the output directory.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Link {
-    /// Where the link lives, e.g. `web.target.wants/web@1.service`.
-    pub path: String,
-    /// What it points to, e.g. `../web@.service`.
-    pub target: String,
-}
-
 /// Everything generated for one app.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rendered {
@@ -75,46 +67,6 @@ pub struct Rendered {
     pub files: Vec<UnitFile>,
     /// Wants links.
     pub links: Vec<Link>,
-}
-
-/// Names of the units of an app, so the controller and the renderer agree.
-#[derive(Debug, Clone)]
-pub struct UnitNames {
-    name: String,
-}
-
-impl UnitNames {
-    /// Names for app `name`.
-    pub fn new(name: &str) -> Self {
-        Self {
-            name: name.to_string(),
-        }
-    }
-
-    /// `NAME.target`.
-    pub fn target(&self) -> String {
-        format!("{}.target", self.name)
-    }
-
-    /// `NAME@.service`.
-    pub fn service_template(&self) -> String {
-        format!("{}@.service", self.name)
-    }
-
-    /// `NAME@N.service`.
-    pub fn instance(&self, n: u32) -> String {
-        format!("{}@{n}.service", self.name)
-    }
-
-    /// The socket unit stem for fd name group `index` (0 is the primary one): `NAME` or
-    /// `NAME-FDNAME`.
-    fn socket_stem(&self, index: usize, fd_name: &FdName) -> String {
-        if index == 0 {
-            self.name.clone()
-        } else {
-            format!("{}-{fd_name}", self.name)
-        }
-    }
 }
 
 /// Listen entries grouped by fd name, in order of first appearance: one socket unit each,
@@ -185,14 +137,7 @@ pub fn render(spec: &AppSpec, instances: NonZeroU32, manager: Manager, flavor: F
     let socket_units: Vec<String> = groups
         .iter()
         .enumerate()
-        .map(|(i, (fd, _))| {
-            let stem = names.socket_stem(i, fd);
-            if per_instance {
-                format!("{stem}@%i.socket")
-            } else {
-                format!("{stem}.socket")
-            }
-        })
+        .map(|(i, (fd, _))| names.socket_unit(i, fd, per_instance))
         .collect();
 
     let common = |key: &str| -> Option<String> {
@@ -212,20 +157,20 @@ pub fn render(spec: &AppSpec, instances: NonZeroU32, manager: Manager, flavor: F
         }),
     });
     for (i, (fd, members)) in groups.iter().enumerate() {
-        let stem = names.socket_stem(i, fd);
         let listen: String = members
             .iter()
             .map(|l| format!("ListenStream={}\n", l.address.systemd_value()))
             .collect();
-        let (file_name, template) = if per_instance {
-            (format!("{stem}@.socket"), INSTANCE_SOCKET_TEMPLATE)
+        let file_name = names.socket_file(i, fd, per_instance);
+        let template = if per_instance {
+            INSTANCE_SOCKET_TEMPLATE
         } else {
-            (format!("{stem}.socket"), SHARED_SOCKET_TEMPLATE)
+            SHARED_SOCKET_TEMPLATE
         };
         // A per-instance socket named like its service activates it without `Service=`;
         // extra sockets (`NAME-admin@.socket`) must name it.
         let service = if per_instance && i > 0 {
-            format!("Service={name}@%i.service")
+            format!("Service={}", names.instance_template_ref())
         } else {
             String::new()
         };
@@ -250,17 +195,9 @@ pub fn render(spec: &AppSpec, instances: NonZeroU32, manager: Manager, flavor: F
         }),
     });
 
-    let mut links: Vec<Link> = (1..=instances.get())
-        .map(|n| Link {
-            path: format!("{}.wants/{}", names.target(), names.instance(n)),
-            target: format!("../{}", names.service_template()),
-        })
-        .collect();
+    let mut links = names.instance_links(instances);
     if flavor == Flavor::Generator {
-        links.push(Link {
-            path: format!("{}.wants/{}", manager.default_target(), names.target()),
-            target: format!("../{}", names.target()),
-        });
+        links.push(names.target_link(manager.default_target()));
     }
     Rendered {
         app: name.to_string(),

@@ -6,7 +6,8 @@ use std::process::ExitCode;
 use clap::Args;
 
 use super::lifecycle::{self, LockArgs};
-use crate::render::{Manager, UnitNames};
+use crate::names::UnitNames;
+use crate::render::Manager;
 use crate::systemd::dbus::Systemd;
 
 #[derive(Debug, Args)]

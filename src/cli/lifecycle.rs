@@ -11,8 +11,9 @@ use clap::Args;
 
 use crate::config::{self, AppName, ParseOptions};
 use crate::install::{InstalledApp, UnitDir};
+use crate::names::UnitNames;
 use crate::reload::lock::{self, AppLock, Wait};
-use crate::render::{Manager, UnitNames};
+use crate::render::Manager;
 use crate::systemd::dbus::{DbusError, JobMode, ServiceState, Systemd, UnitListing};
 
 /// An app named on the command line with no sysmgr units in the unit directory.
@@ -216,16 +217,14 @@ pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 
 /// The instance number of `NAME@N.service`.
 pub fn instance_of(app: &str, unit: &str) -> Option<u32> {
-    unit.strip_prefix(app)?
-        .strip_prefix('@')?
-        .strip_suffix(".service")?
-        .parse()
-        .ok()
+    UnitNames::new(app).instance_of(unit)
 }
 
 /// The app's instance units systemd has loaded (running, failed, or merely referenced).
 pub async fn loaded_instances(sd: &Systemd, app: &str) -> Result<Vec<UnitListing>, DbusError> {
-    let units = sd.list_units(&[format!("{app}@*.service")]).await?;
+    let units = sd
+        .list_units(&[UnitNames::new(app).instance_pattern()])
+        .await?;
     Ok(units
         .into_iter()
         .filter(|u| instance_of(app, &u.name).is_some())
@@ -343,13 +342,5 @@ mod tests {
             Target::parse("/srv/web/app.toml"),
             Target::File(_)
         ));
-    }
-
-    #[test]
-    fn instance_numbers_come_from_the_unit_name_of_this_app_only() {
-        assert_eq!(instance_of("web", "web@12.service"), Some(12));
-        assert_eq!(instance_of("web", "web-admin@1.service"), None);
-        assert_eq!(instance_of("web", "web@.service"), None);
-        assert_eq!(instance_of("web", "web@1.socket"), None);
     }
 }

@@ -12,7 +12,8 @@ use clap::Args;
 
 use super::lifecycle::{self, ControlError, LockArgs};
 use crate::config::types::MAX_INSTANCES;
-use crate::render::{Manager, UnitNames};
+use crate::names::UnitNames;
+use crate::render::Manager;
 use crate::systemd::dbus::{JobMode, Systemd};
 
 /// The count asked for.

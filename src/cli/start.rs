@@ -7,7 +7,8 @@ use std::process::ExitCode;
 use clap::Args;
 
 use super::lifecycle::{self, ControlError, LockArgs};
-use crate::render::{Manager, UnitNames};
+use crate::names::UnitNames;
+use crate::render::Manager;
 use crate::systemd::dbus::{JobMode, Systemd};
 
 #[derive(Debug, Args)]

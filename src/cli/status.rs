@@ -11,8 +11,9 @@ use serde::Serialize;
 
 use super::lifecycle;
 use crate::install::InstalledApp;
+use crate::names::UnitNames;
 use crate::reload::engine::human;
-use crate::render::{Manager, UnitNames};
+use crate::render::Manager;
 use crate::systemd::dbus::{DbusError, ServiceState, Systemd};
 
 #[derive(Debug, Args)]
@@ -83,7 +84,7 @@ pub(crate) async fn collect(
 ) -> Result<Vec<AppStatus>, DbusError> {
     let patterns: Vec<String> = apps
         .iter()
-        .map(|a| format!("{}@*.service", a.name))
+        .map(|a| UnitNames::new(&a.name).instance_pattern())
         .collect();
     let loaded = if patterns.is_empty() {
         Vec::new()
