@@ -1,11 +1,11 @@
 //! app.toml: from text to a validated [`AppSpec`], in three stages (as zincati's config).
 //!
-//! 1. [`raw`]: the TOML document, parsed with spans on every key and value
+//! 1. `raw.rs`: the TOML document, parsed with spans on every key and value
 //!    (`toml::de::DeTable`), its top-level keys sorted into known keys, `[env_PROFILE]` tables
 //!    and errors that say why (PM2 keys sysmgr does not carry get their own explanation).
-//! 2. [`validate`]: each known key checked into a small validated type ([`types`]).
-//! 3. [`derive`]: what follows from the validated values (the `--env` profile merged over
-//!    `[env]`, the instance count on this machine).
+//! 2. `validate.rs`: each known key checked into a small validated type ([`types`]).
+//! 3. [`derive`](mod@derive): what follows from the validated values (the `--env` profile
+//!    merged over `[env]`, the instance count on this machine).
 //!
 //! [`keys`] is the one table of keys: what each becomes in the units, read by the renderer
 //! and by `sysmgr check`. The renderer and the D-Bus code accept only the resulting
@@ -13,6 +13,7 @@
 
 pub mod derive;
 pub mod diag;
+pub mod keys;
 mod raw;
 pub mod types;
 mod validate;
@@ -32,32 +33,6 @@ pub const DEFAULT_LISTEN_TIMEOUT: Millis = Millis::new(30_000);
 pub const DEFAULT_MAX_RESTARTS: u32 = 16;
 /// The oldest systemd the generated units target unless `systemd_version` says otherwise.
 pub const MIN_SYSTEMD: u32 = 239;
-
-/// Every key sysmgr understands, in the order `sysmgr check` prints them.
-pub const KEYS: &[&str] = &[
-    "name",
-    "description",
-    "command",
-    "cwd",
-    "user",
-    "group",
-    "instances",
-    "instance_var",
-    "listen",
-    "socket",
-    "wait_ready",
-    "listen_timeout",
-    "kill_timeout",
-    "kill_signal",
-    "autorestart",
-    "restart_delay",
-    "max_restarts",
-    "max_memory_restart",
-    "stop_exit_codes",
-    "watchdog",
-    "systemd_version",
-    "env",
-];
 
 /// One socket the app listens on.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -11,7 +11,7 @@ use toml::de::{DeTable, DeValue};
 use toml::Spanned;
 
 use super::diag::{Reporter, Severity};
-use super::KEYS;
+use super::keys::{self, KEYS};
 
 /// A value with its span in the file.
 pub(super) type Value<'i> = Spanned<DeValue<'i>>;
@@ -55,7 +55,7 @@ pub(super) fn sort<'d, 'i>(doc: &'d DeTable<'i>, rep: &mut Reporter<'_>) -> Foun
     let mut found = Found::default();
     for (k, v) in doc.iter() {
         let key: &str = k.get_ref();
-        if KEYS.contains(&key) {
+        if keys::by_name(key).is_some() {
             found.keys.push((key, k.span(), v));
         } else if let Some(profile) = key.strip_prefix("env_") {
             found.profiles.push((profile, k.span(), v));
@@ -134,7 +134,7 @@ fn suggestion(key: &str) -> Option<&'static str> {
         prev[b.len()]
     }
     KEYS.iter()
-        .map(|k| (distance(key, k), *k))
+        .map(|k| (distance(key, k.name), k.name))
         .filter(|(d, k)| *d <= 2.max(k.len() / 4))
         .min()
         .map(|(_, k)| k)
