@@ -20,7 +20,8 @@ use std::num::NonZeroU32;
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
 
-use crate::render::{Link, Rendered, UnitNames, HEADER_MARK};
+use crate::names::{Link, UnitNames};
+use crate::render::{Rendered, HEADER_MARK};
 use crate::systemd::manager::{user_config_dir, Manager};
 
 /// Why units could not be written or read.
@@ -134,11 +135,12 @@ pub struct UnitDir {
     path: PathBuf,
 }
 
-/// What the directory holds now for one app: its files (name -> contents) and wants links.
+/// What the directory holds now for one app: its files (name -> contents) and wants links
+/// (path -> the instance it starts).
 #[derive(Debug, Default)]
 struct Existing {
     files: BTreeMap<String, String>,
-    links: BTreeMap<String, PathBuf>,
+    links: BTreeMap<String, u32>,
 }
 
 /// The app a unit file belongs to, from its header, if sysmgr wrote it.
@@ -219,19 +221,16 @@ impl UnitDir {
         }
         for (app, existing) in &mut apps {
             let names = UnitNames::new(app);
-            let wants = self.path.join(format!("{}.wants", names.target()));
+            let wants = self.path.join(names.wants_dir());
             let Ok(entries) = fs::read_dir(&wants) else {
                 continue;
             };
-            let template = format!("../{}", names.service_template());
             for entry in entries.flatten() {
                 let name = entry.file_name().to_string_lossy().into_owned();
+                let path = format!("{}/{name}", names.wants_dir());
                 if let Ok(target) = fs::read_link(entry.path()) {
-                    if target == Path::new(&template) || target.ends_with(names.service_template())
-                    {
-                        existing
-                            .links
-                            .insert(format!("{}.wants/{name}", names.target()), target);
+                    if let Some(n) = names.linked_instance(&path, &target.to_string_lossy()) {
+                        existing.links.insert(path, n);
                     }
                 }
             }
@@ -359,14 +358,8 @@ impl UnitDir {
     /// Sets how many instances `NAME.target` wants (the persisted scale): links `1..=n` exist,
     /// the others are removed.
     pub fn set_instances(&self, app: &str, n: NonZeroU32) -> Result<WriteReport, InstallError> {
-        let names = UnitNames::new(app);
         let existing = self.scan()?.remove(app).unwrap_or_default();
-        let links: Vec<Link> = (1..=n.get())
-            .map(|i| Link {
-                path: format!("{}.wants/{}", names.target(), names.instance(i)),
-                target: format!("../{}", names.service_template()),
-            })
-            .collect();
+        let links = UnitNames::new(app).instance_links(n);
         let mut report = WriteReport::default();
         let mut staged = Vec::new();
         let result = self
@@ -407,17 +400,7 @@ impl UnitDir {
 
 fn installed(name: String, existing: &Existing) -> InstalledApp {
     let names = UnitNames::new(&name);
-    let prefix = format!("{}.wants/{}@", names.target(), name);
-    let mut instances: Vec<u32> = existing
-        .links
-        .keys()
-        .filter_map(|p| {
-            p.strip_prefix(&prefix)?
-                .strip_suffix(".service")?
-                .parse()
-                .ok()
-        })
-        .collect();
+    let mut instances: Vec<u32> = existing.links.values().copied().collect();
     instances.sort_unstable();
     let source = existing
         .files
@@ -529,7 +512,7 @@ fn unstage(staged: &[Staged]) {
 
 fn remove_empty_wants(dir: &Path, names: &UnitNames) {
     // Fails harmlessly when the directory still holds links (ours or the admin's).
-    let _ = fs::remove_dir(dir.join(format!("{}.wants", names.target())));
+    let _ = fs::remove_dir(dir.join(names.wants_dir()));
 }
 
 #[cfg(test)]

@@ -2,16 +2,21 @@
 //!
 //! A pure function, like quadlet's `ConvertContainer`: no filesystem, environment or clock.
 //! The unit skeletons are the files in `units/` (readable by a sysadmin, comments included);
-//! this module only fills their `@KEY@` placeholders. A placeholder alone on a line expands to
-//! a block of zero or more lines.
+//! this module only fills their `@KEY@` placeholders. A placeholder named after an app.toml
+//! key is filled from that key's entry in the key table ([`crate::config::keys`]): alone on
+//! a line it expands to the key's settings (zero or more lines), inside a line to its value.
+//! The few other placeholders ([`STRUCTURE`]) are the units' structure: the header, and the
+//! sockets that `listen` and `socket` make, which tie several units together.
 
 use std::fmt::Write as _;
 use std::num::NonZeroU32;
 
-use crate::spec::{AppSpec, FdName, Listen, SocketMode};
+use crate::config::keys;
+use crate::config::{AppSpec, FdName, Listen, SocketMode};
+use crate::names::{Link, UnitNames};
 use crate::systemd::syntax;
 // Re-exported where callers found it before it moved down to `systemd/`.
-pub use crate::systemd::Manager;
+use crate::systemd::Manager;
 
 const SERVICE_TEMPLATE: &str = include_str!("../units/app@.service");
 const INSTANCE_SOCKET_TEMPLATE: &str = include_str!("../units/app@.socket");
@@ -40,15 +45,6 @@ pub struct UnitFile {
     pub contents: String,
 }
 
-/// One symlink, relative to the output directory.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Link {
-    /// Where the link lives, e.g. `web.target.wants/web@1.service`.
-    pub path: String,
-    /// What it points to, e.g. `../web@.service`.
-    pub target: String,
-}
-
 /// Everything generated for one app.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rendered {
@@ -58,46 +54,6 @@ pub struct Rendered {
     pub files: Vec<UnitFile>,
     /// Wants links.
     pub links: Vec<Link>,
-}
-
-/// Names of the units of an app, so the controller and the renderer agree.
-#[derive(Debug, Clone)]
-pub struct UnitNames {
-    name: String,
-}
-
-impl UnitNames {
-    /// Names for app `name`.
-    pub fn new(name: &str) -> Self {
-        Self {
-            name: name.to_string(),
-        }
-    }
-
-    /// `NAME.target`.
-    pub fn target(&self) -> String {
-        format!("{}.target", self.name)
-    }
-
-    /// `NAME@.service`.
-    pub fn service_template(&self) -> String {
-        format!("{}@.service", self.name)
-    }
-
-    /// `NAME@N.service`.
-    pub fn instance(&self, n: u32) -> String {
-        format!("{}@{n}.service", self.name)
-    }
-
-    /// The socket unit stem for fd name group `index` (0 is the primary one): `NAME` or
-    /// `NAME-FDNAME`.
-    fn socket_stem(&self, index: usize, fd_name: &FdName) -> String {
-        if index == 0 {
-            self.name.clone()
-        } else {
-            format!("{}-{fd_name}", self.name)
-        }
-    }
 }
 
 /// Listen entries grouped by fd name, in order of first appearance: one socket unit each,
@@ -113,14 +69,63 @@ fn socket_groups(listen: &[Listen]) -> Vec<(&FdName, Vec<&Listen>)> {
     groups
 }
 
+/// The placeholders that are not keys but the structure of the units, filled by [`render`].
+pub const STRUCTURE: &[&str] = &[
+    "HEADER",
+    "SOCKET_DEPS",
+    "SOCKETS",
+    "LISTEN_STREAMS",
+    "FD_NAME",
+    "SERVICE",
+    "WANTED_BY",
+];
+
+/// The unit templates, by the file name they have in `units/`.
+pub const TEMPLATES: &[(&str, &str)] = &[
+    ("app@.service", SERVICE_TEMPLATE),
+    ("app@.socket", INSTANCE_SOCKET_TEMPLATE),
+    ("app.socket", SHARED_SOCKET_TEMPLATE),
+    ("app.target", TARGET_TEMPLATE),
+];
+
+/// How a placeholder stands in a template.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Form {
+    /// Alone on its line: replaced by a block of lines, or dropped when the block is empty.
+    Block,
+    /// Inside a line: replaced by a value.
+    Inline,
+}
+
+/// A key's text for `spec`, when the key has the placeholder in that form.
+fn key_text(spec: &AppSpec, placeholder: &str, form: Form) -> Option<String> {
+    let key = keys::by_placeholder(placeholder)?;
+    match form {
+        Form::Block => key.block_text(spec),
+        Form::Inline => key.inline.map(|f| f(spec)),
+    }
+}
+
+/// Every placeholder of `template`, in order, with its form.
+pub fn placeholders(template: &str) -> Vec<(String, Form)> {
+    let found = std::cell::RefCell::new(Vec::new());
+    fill(template, &|key, form| {
+        found.borrow_mut().push((key.to_string(), form));
+        Some(String::new())
+    });
+    found.into_inner()
+}
+
 /// Fills `@KEY@` placeholders. A line holding only a placeholder is replaced by the block
-/// (dropped when empty); elsewhere the value is inserted inline. An unknown key is a bug.
-fn fill(template: &str, lookup: &dyn Fn(&str) -> Option<String>) -> String {
+/// (dropped when empty); elsewhere the value is inserted inline. An unknown key is a bug,
+/// which the template tests catch.
+fn fill(template: &str, lookup: &dyn Fn(&str, Form) -> Option<String>) -> String {
     let mut out = String::with_capacity(template.len() * 2);
     for line in template.lines() {
         let trimmed = line.trim();
         if let Some(key) = placeholder(trimmed).filter(|k| k.len() + 2 == trimmed.len()) {
-            let block = lookup(key).unwrap_or_else(|| panic!("bug: unknown template key {key}"));
+            let block = lookup(key, Form::Block)
+                .unwrap_or_else(|| panic!("bug: unknown template key {key}"));
             if !block.is_empty() {
                 out.push_str(block.trim_end_matches('\n'));
                 out.push('\n');
@@ -132,8 +137,8 @@ fn fill(template: &str, lookup: &dyn Fn(&str) -> Option<String>) -> String {
             out.push_str(&rest[..at]);
             match placeholder(&rest[at..]) {
                 Some(key) => {
-                    let value =
-                        lookup(key).unwrap_or_else(|| panic!("bug: unknown template key {key}"));
+                    let value = lookup(key, Form::Inline)
+                        .unwrap_or_else(|| panic!("bug: unknown template key {key}"));
                     out.push_str(&value);
                     rest = &rest[at + key.len() + 2..];
                 }
@@ -161,63 +166,53 @@ fn placeholder(s: &str) -> Option<&str> {
 pub fn render(spec: &AppSpec, instances: NonZeroU32, manager: Manager, flavor: Flavor) -> Rendered {
     let names = UnitNames::new(spec.name.as_str());
     let name = spec.name.as_str();
-    let description = syntax::free_text(spec.description.as_deref().unwrap_or(name));
     let header = header(spec);
     let groups = socket_groups(&spec.listen);
     let per_instance = spec.socket_mode == SocketMode::PerInstance;
     let socket_units: Vec<String> = groups
         .iter()
         .enumerate()
-        .map(|(i, (fd, _))| {
-            let stem = names.socket_stem(i, fd);
-            if per_instance {
-                format!("{stem}@%i.socket")
-            } else {
-                format!("{stem}.socket")
-            }
-        })
+        .map(|(i, (fd, _))| names.socket_unit(i, fd, per_instance))
         .collect();
 
-    let common = |key: &str| -> Option<String> {
-        Some(match key {
-            "HEADER" => header.clone(),
-            "NAME" => name.to_string(),
-            "DESCRIPTION" => description.clone(),
-            _ => return None,
-        })
+    let common = |key: &str, form: Form| -> Option<String> {
+        match key {
+            "HEADER" => Some(header.clone()),
+            _ => key_text(spec, key, form),
+        }
     };
 
     let mut files = Vec::new();
     files.push(UnitFile {
         name: names.service_template(),
-        contents: fill(SERVICE_TEMPLATE, &|key| {
-            common(key).or_else(|| service_value(spec, key, &socket_units))
+        contents: fill(SERVICE_TEMPLATE, &|key, form| {
+            common(key, form).or_else(|| sockets_of_service(spec, key, &socket_units))
         }),
     });
     for (i, (fd, members)) in groups.iter().enumerate() {
-        let stem = names.socket_stem(i, fd);
         let listen: String = members
             .iter()
             .map(|l| format!("ListenStream={}\n", l.address.systemd_value()))
             .collect();
-        let (file_name, template) = if per_instance {
-            (format!("{stem}@.socket"), INSTANCE_SOCKET_TEMPLATE)
+        let file_name = names.socket_file(i, fd, per_instance);
+        let template = if per_instance {
+            INSTANCE_SOCKET_TEMPLATE
         } else {
-            (format!("{stem}.socket"), SHARED_SOCKET_TEMPLATE)
+            SHARED_SOCKET_TEMPLATE
         };
         // A per-instance socket named like its service activates it without `Service=`;
         // extra sockets (`NAME-admin@.socket`) must name it.
         let service = if per_instance && i > 0 {
-            format!("Service={name}@%i.service")
+            format!("Service={}", names.instance_template_ref())
         } else {
             String::new()
         };
         files.push(UnitFile {
             name: file_name,
-            contents: fill(template, &|key| {
-                common(key).or_else(|| {
+            contents: fill(template, &|key, form| {
+                common(key, form).or_else(|| {
                     Some(match key {
-                        "LISTEN" => listen.clone(),
+                        "LISTEN_STREAMS" => listen.clone(),
                         "FD_NAME" => fd.to_string(),
                         "SERVICE" => service.clone(),
                         _ => return None,
@@ -228,22 +223,15 @@ pub fn render(spec: &AppSpec, instances: NonZeroU32, manager: Manager, flavor: F
     }
     files.push(UnitFile {
         name: names.target(),
-        contents: fill(TARGET_TEMPLATE, &|key| {
-            common(key).or_else(|| (key == "WANTED_BY").then(|| manager.default_target().into()))
+        contents: fill(TARGET_TEMPLATE, &|key, form| {
+            common(key, form)
+                .or_else(|| (key == "WANTED_BY").then(|| manager.default_target().into()))
         }),
     });
 
-    let mut links: Vec<Link> = (1..=instances.get())
-        .map(|n| Link {
-            path: format!("{}.wants/{}", names.target(), names.instance(n)),
-            target: format!("../{}", names.service_template()),
-        })
-        .collect();
+    let mut links = names.instance_links(instances);
     if flavor == Flavor::Generator {
-        links.push(Link {
-            path: format!("{}.wants/{}", manager.default_target(), names.target()),
-            target: format!("../{}", names.target()),
-        });
+        links.push(names.target_link(manager.default_target()));
     }
     Rendered {
         app: name.to_string(),
@@ -269,8 +257,8 @@ fn header(spec: &AppSpec) -> String {
     )
 }
 
-/// The placeholders of the service template that depend on the spec.
-fn service_value(spec: &AppSpec, key: &str, socket_units: &[String]) -> Option<String> {
+/// The socket placeholders of the service template: which sockets the instances get.
+fn sockets_of_service(spec: &AppSpec, key: &str, socket_units: &[String]) -> Option<String> {
     let mut out = String::new();
     match key {
         "SOCKET_DEPS" if !socket_units.is_empty() => {
@@ -288,70 +276,6 @@ fn service_value(spec: &AppSpec, key: &str, socket_units: &[String]) -> Option<S
             out.push_str("NonBlocking=yes");
         }
         "SOCKET_DEPS" | "SOCKETS" => {}
-        "MAX_RESTARTS" => out = spec.max_restarts.to_string(),
-        "TYPE" => {
-            if spec.wait_ready {
-                out.push_str("# PM2's wait_ready: the instance counts as started once it sends READY=1,\n# from its main process or a helper it runs.\nType=notify\nNotifyAccess=all");
-            } else if spec.systemd_version >= 240 {
-                out.push_str(
-                    "# wait_ready = false: started as soon as the program is running.\nType=exec",
-                );
-            } else {
-                out.push_str(
-                    "# wait_ready = false: started as soon as the process is forked.\nType=simple",
-                );
-            }
-        }
-        "EXEC_START" => {
-            out = syntax::exec_line(&spec.command).expect("command was checked by the spec");
-        }
-        "CWD" => out = syntax::path_value(&spec.cwd.to_string_lossy()),
-        "ACCOUNT" => {
-            if let Some(user) = &spec.user {
-                let _ = writeln!(out, "User={user}");
-            }
-            if let Some(group) = &spec.group {
-                let _ = writeln!(out, "Group={group}");
-            }
-        }
-        "INSTANCE_VAR" => out = spec.instance_var.clone(),
-        "KILL_TIMEOUT_MS" => out = spec.kill_timeout.as_millis().to_string(),
-        "ENVIRONMENT" => {
-            for (k, v) in &spec.env {
-                let assignment =
-                    syntax::env_assignment(k, v).expect("environment was checked by the spec");
-                let _ = writeln!(out, "Environment={assignment}");
-            }
-        }
-        "LISTEN_TIMEOUT" => out = spec.listen_timeout.to_string(),
-        "KILL_TIMEOUT" => out = spec.kill_timeout.to_string(),
-        "KILL_SIGNAL" => out = spec.kill_signal.name().to_string(),
-        "RESTART" => {
-            if spec.autorestart {
-                out.push_str("# PM2's autorestart: restart after any exit that systemctl or sysmgr did not ask for.\nRestart=always");
-            } else {
-                out.push_str("Restart=no");
-            }
-            if let Some(delay) = spec.restart_delay {
-                let _ = write!(out, "\nRestartSec={delay}");
-            }
-            if !spec.stop_exit_codes.is_empty() {
-                let codes: Vec<String> = spec.stop_exit_codes.iter().map(u8::to_string).collect();
-                let _ = write!(
-                    out,
-                    "\n# PM2's stop_exit_codes: exiting with these does not restart the instance.\nRestartPreventExitStatus={}",
-                    codes.join(" ")
-                );
-            }
-        }
-        "LIMITS" => {
-            if let Some(max) = spec.max_memory_restart {
-                let _ = writeln!(out, "# PM2's max_memory_restart: past this the kernel kills the instance and it restarts.\nMemoryMax={}", max.get());
-            }
-            if let Some(watchdog) = spec.watchdog {
-                let _ = writeln!(out, "# The worker must send WATCHDOG=1 at least this often, or it is restarted.\nWatchdogSec={watchdog}");
-            }
-        }
         _ => return None,
     }
     Some(out)
@@ -363,7 +287,7 @@ mod tests {
 
     #[test]
     fn fill_handles_blocks_inline_values_and_literal_at_signs() {
-        let lookup = |k: &str| match k {
+        let lookup = |k: &str, _: Form| match k {
             "A" => Some("x".to_string()),
             "B" => Some(String::new()),
             "C" => Some("l1\nl2\n".to_string()),
@@ -375,9 +299,55 @@ mod tests {
         );
     }
 
+    /// A placeholder spelt differently in a template and in the key table fails here, not
+    /// in production.
+    #[test]
+    fn every_placeholder_is_known_and_every_key_is_placed() {
+        let mut used: Vec<(String, Form)> = Vec::new();
+        for (file, template) in TEMPLATES {
+            for (name, form) in placeholders(template) {
+                let known = match keys::by_placeholder(&name) {
+                    Some(key) => match form {
+                        Form::Block => key.block.is_some(),
+                        Form::Inline => key.inline.is_some(),
+                    },
+                    None => STRUCTURE.contains(&name.as_str()),
+                };
+                assert!(
+                    known,
+                    "units/{file}: `@{name}@` ({form:?}) is not filled by the renderer"
+                );
+                used.push((name, form));
+            }
+        }
+        for key in keys::KEYS {
+            for (form, has) in [
+                (Form::Block, key.block.is_some()),
+                (Form::Inline, key.inline.is_some()),
+            ] {
+                assert!(
+                    !has || used.contains(&(key.placeholder(), form)),
+                    "key `{}` has a {form:?} rendering but no template has `@{}@` that way",
+                    key.name,
+                    key.placeholder()
+                );
+            }
+        }
+        for name in STRUCTURE {
+            assert!(
+                keys::by_placeholder(name).is_none(),
+                "`@{name}@` is both a key and the renderer's own"
+            );
+            assert!(
+                used.iter().any(|(n, _)| n == name),
+                "`@{name}@` is in no template"
+            );
+        }
+    }
+
     #[test]
     #[should_panic(expected = "bug: unknown template key NOPE")]
     fn fill_refuses_unknown_keys() {
-        fill("@NOPE@\n", &|_| None);
+        fill("@NOPE@\n", &|_, _| None);
     }
 }

@@ -259,7 +259,7 @@ fn the_generator_writes_units_for_every_good_file_and_fails_for_bad_ones() {
     let ok = sysmgr::cli::generator::run(
         &files,
         &out,
-        sysmgr::render::Manager::System,
+        sysmgr::systemd::Manager::System,
         &mut |p, m| logged.push(format!("<{p}>{m}")),
     );
     assert!(!ok);
@@ -391,4 +391,97 @@ fn one_instance_per_core_honours_a_cgroup_cpu_quota() {
     drop(group);
     let links = crate::support::dry_run_wants_links(&out);
     assert_eq!(links, ["---/x/max.target.wants/max@1.service---"]);
+}
+
+/// An app file that sets every key, so every key has a row in `sysmgr check`.
+fn every_key(version: u32, wait_ready: bool, autorestart: bool, socket: &str) -> String {
+    let text = format!(
+        "name = \"every\"\ndescription = \"Every key\"\ncommand = [\"/bin/app\", \"--flag\"]\n\
+         cwd = \"/srv\"\nuser = \"www-data\"\ngroup = \"www-data\"\ninstances = 2\n\
+         instance_var = \"WORKER_ID\"\nsocket = \"{socket}\"\nlisten = [\"127.0.0.1:3000\"]\n\
+         wait_ready = {wait_ready}\nlisten_timeout = \"20s\"\nkill_timeout = 5000\n\
+         kill_signal = \"SIGTERM\"\nautorestart = {autorestart}\nrestart_delay = \"1s\"\n\
+         max_restarts = 5\nmax_memory_restart = \"300M\"\nstop_exit_codes = [3]\n\
+         watchdog = \"10s\"\nsystemd_version = {version}\n[env]\nA = \"1\"\n"
+    );
+    // With `socket` but no `listen`, no socket unit is made, and check must not name one.
+    match socket {
+        "none" => text
+            .replace("socket = \"none\"", "socket = \"shared\"")
+            .replace("listen = [\"127.0.0.1:3000\"]\n", ""),
+        _ => text,
+    }
+}
+
+/// Whether the dry-run output holds what `check` says one setting becomes.
+fn dry_run_has(dry_run: &str, setting: &str) -> bool {
+    let lines: Vec<&str> = dry_run.lines().collect();
+    if let Some((unit, count)) = setting.split_once("@1..") {
+        // `NAME.target.wants/NAME@1..N.service`: one link per instance.
+        let (n, suffix) = count.split_once('.').unwrap();
+        let n: u32 = n.parse().unwrap();
+        return (1..=n).all(|i| dry_run.contains(&format!("/{unit}@{i}.{suffix}---")));
+    }
+    if setting.ends_with('=') {
+        lines.iter().any(|l| l.starts_with(setting))
+    } else if setting.contains('=') {
+        lines.contains(&setting)
+    } else {
+        dry_run.contains(&format!("/{setting}---"))
+    }
+}
+
+#[test]
+fn check_and_generate_dry_run_agree_for_every_key_and_systemd_version() {
+    use sysmgr::config::{self, keys::KEYS, ParseOptions};
+    let tmp = tempfile::tempdir().unwrap();
+    for version in [239, 240, 255] {
+        for (wait_ready, autorestart, socket) in [
+            (true, true, "shared"),
+            (false, false, "per-instance"),
+            (true, false, "none"),
+        ] {
+            let text = every_key(version, wait_ready, autorestart, socket);
+            let file = write(tmp.path(), "every.toml", &text);
+            let check = run_in(tmp.path(), &["check", "every.toml"]);
+            assert_eq!(check.code, 0, "{}", check.stderr);
+            let dry_run = run_in(
+                tmp.path(),
+                &["generate", "--dry-run", "--output", "units", "every.toml"],
+            );
+            assert_eq!(dry_run.code, 0, "{}", dry_run.stderr);
+            let spec = config::parse(&text, "every.toml", &file, &ParseOptions::default())
+                .unwrap()
+                .spec;
+            let n = spec.instances.resolve(std::num::NonZeroUsize::MIN);
+            let printed = squeezed(&check.stdout);
+            for key in KEYS {
+                let rows = key.check_rows(&spec, n);
+                let unset = socket == "none" && key.name == "listen";
+                assert!(
+                    unset || !rows.is_empty(),
+                    "`{}` has no row in check",
+                    key.name
+                );
+                for (value, becomes) in rows {
+                    let row = format!("{} {value} {becomes}", key.name);
+                    let row = row.split_whitespace().collect::<Vec<_>>().join(" ");
+                    assert!(
+                        printed.contains(&row),
+                        "check does not print `{row}`:\n{}",
+                        check.stdout
+                    );
+                    for setting in becomes.split_whitespace() {
+                        assert!(
+                            dry_run_has(&dry_run.stdout, setting),
+                            "systemd_version {version}: check says `{}` becomes `{setting}`, \
+                             which generate --dry-run does not write:\n{}",
+                            key.name,
+                            dry_run.stdout
+                        );
+                    }
+                }
+            }
+        }
+    }
 }

@@ -9,8 +9,9 @@ use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use sysmgr::render::{self, Flavor, Manager, Rendered};
-use sysmgr::spec::{self, AppSpec, ParseOptions};
+use sysmgr::config::{self, AppSpec, ParseOptions};
+use sysmgr::render::{self, Flavor, Rendered};
+use sysmgr::systemd::Manager;
 
 fn golden_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden")
@@ -22,7 +23,7 @@ fn spec_of(text: &str, file: &str, profile: Option<&str>) -> AppSpec {
         user_manager: false,
     };
     let source = Path::new("/etc/sysmgr").join(file);
-    match spec::parse(text, file, &source, &opts) {
+    match config::parse(text, file, &source, &opts) {
         Ok(p) => p.spec,
         Err(d) => panic!("{file} is invalid:\n{d}"),
     }

@@ -7,9 +7,9 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::Args;
 
+use crate::config::{self, ParseOptions};
 use crate::install::{UnitDir, WriteReport};
 use crate::render::{self, Flavor, Rendered};
-use crate::spec::{self, ParseOptions};
 use crate::systemd::Manager;
 
 #[derive(Debug, Args)]
@@ -50,11 +50,11 @@ pub(crate) fn load_all(
     files: &[PathBuf],
     opts: &ParseOptions,
     consequence: &str,
-) -> anyhow::Result<Vec<spec::AppSpec>> {
+) -> anyhow::Result<Vec<config::AppSpec>> {
     let mut specs = Vec::new();
     let mut failed = Vec::new();
     for file in files {
-        match spec::load(file, opts) {
+        match config::load(file, opts) {
             Ok(parsed) => {
                 for w in parsed.warnings.warnings() {
                     eprintln!("{w}");
@@ -93,7 +93,7 @@ pub(crate) fn load_all(
 
 /// Renders validated specs for `manager`, resolving per-core instance counts on this machine.
 pub(crate) fn render_all(
-    specs: &[spec::AppSpec],
+    specs: &[config::AppSpec],
     manager: Manager,
     flavor: Flavor,
 ) -> Vec<Rendered> {

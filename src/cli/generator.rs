@@ -21,9 +21,9 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use crate::config::{self, ParseOptions};
 use crate::install::UnitDir;
 use crate::render::{self, Flavor};
-use crate::spec::{self, ParseOptions};
 use crate::systemd::Manager;
 
 /// Where the system generator looks for app files, most important first.
@@ -147,7 +147,7 @@ pub fn run(files: &[PathBuf], out: &Path, manager: Manager, log: &mut dyn FnMut(
     let mut ok = true;
     let mut seen: BTreeMap<String, PathBuf> = BTreeMap::new();
     for file in files {
-        let parsed = match spec::load(file, &opts) {
+        let parsed = match config::load(file, &opts) {
             Ok(parsed) => parsed,
             Err(e) => {
                 log(

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::Args;
 
-use crate::spec::AppName;
+use crate::config::AppName;
 
 /// The skeleton; `@NAME@` is the app name. Every key is shown, the optional ones commented.
 const SKELETON: &str = include_str!("init.toml");

@@ -8,9 +8,9 @@ use std::path::{Path, PathBuf};
 use anyhow::Context as _;
 use clap::Args;
 
+use crate::config::{self, AppName, ParseOptions};
 use crate::controller::App;
 use crate::lock::{self, AppLock, Wait};
-use crate::spec::{self, AppName, ParseOptions};
 use crate::systemd::Manager;
 
 /// The `--no-wait` flag of commands that change an app.
@@ -53,7 +53,7 @@ impl Target {
                     profile: profile.map(str::to_string),
                     user_manager: manager == Manager::User,
                 };
-                match spec::load(path, &opts) {
+                match config::load(path, &opts) {
                     Ok(parsed) => Ok(parsed.spec.name.as_str().to_string()),
                     Err(e) => {
                         eprintln!("{e}");

@@ -9,6 +9,7 @@ use anyhow::Context as _;
 use clap::Args;
 
 use super::lifecycle;
+use crate::names::UnitNames;
 use crate::systemd::Manager;
 
 #[derive(Debug, Args)]
@@ -27,7 +28,7 @@ pub struct LogsArgs {
 /// The journalctl command for the app's instances.
 pub(crate) fn journalctl(args: &LogsArgs, name: &str, manager: Manager) -> Command {
     let mut cmd = Command::new("journalctl");
-    let pattern = format!("{name}@*.service");
+    let pattern = UnitNames::new(name).instance_pattern();
     match manager {
         Manager::System => cmd.args(["--unit", &pattern]),
         Manager::User => cmd.args(["--user-unit", &pattern]),

@@ -157,9 +157,9 @@ fn exit_code(err: &anyhow::Error) -> ExitCode {
         }
     }
     for cause in err.chain() {
-        if cause.is::<crate::spec::LoadError>()
+        if cause.is::<crate::config::LoadError>()
             || cause.is::<crate::controller::NotGenerated>()
-            || cause.is::<crate::spec::Diagnostics>()
+            || cause.is::<crate::config::Diagnostics>()
             || cause.is::<crate::Invalid>()
         {
             return ExitCode::from(exit::INVALID);

@@ -11,8 +11,8 @@ use std::str::FromStr;
 use clap::Args;
 
 use super::lifecycle::{self, LockArgs};
+use crate::config::types::MAX_INSTANCES;
 use crate::controller::Scaled;
-use crate::spec::types::MAX_INSTANCES;
 use crate::systemd::dbus::Systemd;
 use crate::systemd::Manager;
 

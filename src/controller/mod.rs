@@ -18,8 +18,8 @@ use std::path::PathBuf;
 
 use crate::install::{InstalledApp, UnitDir};
 use crate::lock::AppLock;
+use crate::names::UnitNames;
 use crate::reload::{self, Event, Options, Summary};
-use crate::render::UnitNames;
 use crate::systemd::dbus::{
     ActiveState, DbusError, JobMode, JobResult, ServiceState, Systemd, UnitListing,
 };
@@ -362,16 +362,14 @@ impl App {
 
 /// The instance number of `NAME@N.service`.
 pub fn instance_of(app: &str, unit: &str) -> Option<u32> {
-    unit.strip_prefix(app)?
-        .strip_prefix('@')?
-        .strip_suffix(".service")?
-        .parse()
-        .ok()
+    UnitNames::new(app).instance_of(unit)
 }
 
 /// The app's instance units systemd has loaded (running, failed, or merely referenced).
 pub async fn loaded_instances(sd: &Systemd, app: &str) -> Result<Vec<UnitListing>, DbusError> {
-    let units = sd.list_units(&[format!("{app}@*.service")]).await?;
+    let units = sd
+        .list_units(&[UnitNames::new(app).instance_pattern()])
+        .await?;
     Ok(units
         .into_iter()
         .filter(|u| instance_of(app, &u.name).is_some())

@@ -8,7 +8,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::Serialize;
 
 use crate::install::InstalledApp;
-use crate::render::UnitNames;
+use crate::names::UnitNames;
 use crate::systemd::dbus::{DbusError, ServiceState, Systemd};
 
 /// One app's state.

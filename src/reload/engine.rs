@@ -25,7 +25,7 @@ use futures_util::FutureExt as _;
 
 use super::plan::{Phase, Planner, Step};
 use super::units::{JobOutcome, Units};
-use crate::render::UnitNames;
+use crate::names::UnitNames;
 use crate::systemd::dbus::{
     ActiveState, DbusError, JobResult, ServiceResult, ServiceState, SubState,
 };

@@ -1,35 +1,23 @@
-//! app.toml: from text to a validated [`AppSpec`].
+//! Stage 2 of reading app.toml: each known key checked into a small validated type.
 //!
-//! Three stages, as in zincati's config: the TOML document is parsed with spans on every key
-//! and value (`toml::de::DeTable`); each known key is checked into a small validated type
-//! ([`types`]) and unknown keys are errors that say why (PM2 keys sysmgr does not carry get
-//! their own explanation); the renderer and the D-Bus code accept only the resulting
-//! [`AppSpec`]. Parsing is pure: text in, spec and diagnostics out.
-
-pub mod diag;
-pub mod types;
+//! One method per key (or per group of keys that depend on each other, like `socket` and
+//! `listen`); every problem is reported with the key and the span of the offending value, and
+//! checking goes on after an error so that a file's problems are all reported at once.
 
 use std::num::NonZeroU32;
 use std::ops::Range;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use toml::de::{DeTable, DeValue};
-use toml::Spanned;
+use toml::de::DeValue;
 
+use super::diag::{Reporter, Severity};
+use super::raw::{int_of, type_name, Found, Value};
+use super::types::{
+    self, AppName, Bytes, FdName, Instances, ListenAddress, Millis, Signal, SocketMode,
+};
+use super::{derive, AppSpec, Listen, ParseOptions};
+use super::{DEFAULT_KILL_TIMEOUT, DEFAULT_LISTEN_TIMEOUT, DEFAULT_MAX_RESTARTS, MIN_SYSTEMD};
 use crate::systemd::syntax::{self, SyntaxError};
-use diag::Reporter;
-pub use diag::{Diagnostic, Diagnostics, Severity};
-pub use types::{AppName, Bytes, FdName, Instances, ListenAddress, Millis, Signal, SocketMode};
-
-/// PM2's default `kill_timeout`: how long a worker gets to drain before SIGKILL.
-pub const DEFAULT_KILL_TIMEOUT: Millis = Millis::new(1600);
-/// How long a new instance gets to send `READY=1`. PM2 waits 3 s and then carries on as if
-/// ready; sysmgr fails the start instead, so it allows longer by default.
-pub const DEFAULT_LISTEN_TIMEOUT: Millis = Millis::new(30_000);
-/// PM2's default `max_restarts`.
-pub const DEFAULT_MAX_RESTARTS: u32 = 16;
-/// The oldest systemd the generated units target unless `systemd_version` says otherwise.
-pub const MIN_SYSTEMD: u32 = 239;
 
 /// Variables sysmgr or systemd set for every instance; app.toml may not set them.
 const RESERVED_ENV: &[&str] = &[
@@ -47,257 +35,15 @@ const RESERVED_ENV: &[&str] = &[
     "INVOCATION_ID",
 ];
 
-/// Every key sysmgr understands, in the order `sysmgr check` prints them.
-pub const KEYS: &[&str] = &[
-    "name",
-    "description",
-    "command",
-    "cwd",
-    "user",
-    "group",
-    "instances",
-    "instance_var",
-    "listen",
-    "socket",
-    "wait_ready",
-    "listen_timeout",
-    "kill_timeout",
-    "kill_signal",
-    "autorestart",
-    "restart_delay",
-    "max_restarts",
-    "max_memory_restart",
-    "stop_exit_codes",
-    "watchdog",
-    "systemd_version",
-    "env",
-];
-
-/// One socket the app listens on.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Listen {
-    /// Where.
-    pub address: ListenAddress,
-    /// The `FileDescriptorName=` workers look it up by.
-    pub name: FdName,
-}
-
-/// A validated app: everything the renderer and the controller need, nothing unchecked.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AppSpec {
-    /// The app.toml it came from, absolute.
-    pub source: PathBuf,
-    /// Unit-name prefix.
-    pub name: AppName,
-    /// Human description; defaults to the name.
-    pub description: Option<String>,
-    /// argv, non-empty, argv\[0\] absolute or a bare name looked up in `PATH`.
-    pub command: Vec<String>,
-    /// Working directory, absolute (relative paths are taken from the app.toml's directory,
-    /// which is also the default).
-    pub cwd: PathBuf,
-    /// `User=`.
-    pub user: Option<String>,
-    /// `Group=`.
-    pub group: Option<String>,
-    /// How many instances, as declared.
-    pub instances: Instances,
-    /// The variable that carries the instance number (PM2's `instance_var`).
-    pub instance_var: String,
-    /// Listening sockets; empty means the app is not socket-activated.
-    pub listen: Vec<Listen>,
-    /// Shared or per-instance sockets.
-    pub socket_mode: SocketMode,
-    /// `Type=notify` when true.
-    pub wait_ready: bool,
-    /// `TimeoutStartSec=`.
-    pub listen_timeout: Millis,
-    /// `TimeoutStopSec=`.
-    pub kill_timeout: Millis,
-    /// `KillSignal=`.
-    pub kill_signal: Signal,
-    /// `Restart=always` when true.
-    pub autorestart: bool,
-    /// `RestartSec=`, systemd's default when `None`.
-    pub restart_delay: Option<Millis>,
-    /// `StartLimitBurst=`.
-    pub max_restarts: u32,
-    /// `MemoryMax=`.
-    pub max_memory_restart: Option<Bytes>,
-    /// `RestartPreventExitStatus=`.
-    pub stop_exit_codes: Vec<u8>,
-    /// `WatchdogSec=`.
-    pub watchdog: Option<Millis>,
-    /// The oldest systemd the units must work on.
-    pub systemd_version: u32,
-    /// `[env]` merged with the selected `[env_<profile>]`, in declaration order.
-    pub env: Vec<(String, String)>,
-    /// The profile that was merged, if any.
-    pub profile: Option<String>,
-}
-
-/// What parsing needs besides the text.
-#[derive(Debug, Clone, Default)]
-pub struct ParseOptions {
-    /// `--env PROFILE`: merge `[env_PROFILE]` over `[env]`.
-    pub profile: Option<String>,
-    /// Units for the user manager: `user` and `group` cannot apply.
-    pub user_manager: bool,
-}
-
-/// A spec and the warnings found on the way.
-#[derive(Debug, Clone)]
-pub struct Parsed {
-    /// The validated app.
-    pub spec: AppSpec,
-    /// Warnings only (errors make [`parse`] fail).
-    pub warnings: Diagnostics,
-}
-
-/// Reads and parses an app.toml from disk. `display` is how the file is named in messages.
-pub fn load(path: &Path, opts: &ParseOptions) -> Result<Parsed, LoadError> {
-    let text = std::fs::read_to_string(path).map_err(|source| LoadError::Read {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
-    parse(&text, &path.display().to_string(), &absolute, opts).map_err(LoadError::Invalid)
-}
-
-/// Why an app.toml could not be loaded.
-#[derive(Debug, thiserror::Error)]
-pub enum LoadError {
-    /// The file could not be read.
-    #[error("cannot read `{}`: {source}", path.display())]
-    Read {
-        /// The file.
-        path: PathBuf,
-        /// The I/O error.
-        source: std::io::Error,
-    },
-    /// The file has errors (and maybe warnings).
-    #[error("{0}")]
-    Invalid(Diagnostics),
-}
-
-/// Parses app.toml text. `file` names it in messages; `source` is its absolute path, whose
-/// directory relative `cwd` values and the default working directory are taken from.
-pub fn parse(
-    text: &str,
-    file: &str,
+/// Checks the keys `found` in a document into an [`AppSpec`], reporting into `rep`; `None`
+/// when a required value is missing or wrong.
+pub(super) fn validate(
+    found: &Found<'_, '_>,
+    rep: &mut Reporter<'_>,
     source: &Path,
     opts: &ParseOptions,
-) -> Result<Parsed, Diagnostics> {
-    let mut rep = Reporter::new(file, text);
-    let doc = match DeTable::parse(text) {
-        Ok(doc) => doc,
-        Err(e) => {
-            let span = e.span().unwrap_or(0..0);
-            let message = e.message().trim_end().replace('\n', "; ");
-            rep.push(
-                Severity::Error,
-                span,
-                None,
-                format!("is not valid TOML: {message}"),
-            );
-            return Err(rep.finish());
-        }
-    };
-    let spec = Checker {
-        rep: &mut rep,
-        source,
-        opts,
-    }
-    .check(doc.get_ref());
-    let diagnostics = rep.finish();
-    match spec {
-        Some(spec) if !diagnostics.has_errors() => Ok(Parsed {
-            spec,
-            warnings: diagnostics,
-        }),
-        _ => Err(diagnostics),
-    }
-}
-
-type Value<'i> = Spanned<DeValue<'i>>;
-
-/// Why a PM2 ecosystem key has no place in app.toml, and what to do instead.
-fn pm2_key_advice(key: &str) -> Option<&'static str> {
-    Some(match key {
-        "script" | "args" | "interpreter" | "interpreter_args" | "node_args" | "exec_interpreter" => {
-            "is a PM2 key; sysmgr runs `command` directly: write `command = [\"node\", \"app.js\"]`"
-        }
-        "watch" | "ignore_watch" | "watch_options" | "watch_delay" => {
-            "is not supported: sysmgr does not watch files; run `sysmgr reload NAME` after a deploy"
-        }
-        "out_file" | "error_file" | "log_file" | "log" | "output" | "error" | "log_date_format"
-        | "merge_logs" | "combine_logs" | "log_type" | "time" | "disable_logs" => {
-            "is not supported: output goes to the journal, with timestamps and rotation; read it with `journalctl -u 'NAME@*'`"
-        }
-        "pid_file" => "is not supported: systemd tracks the main PID; see `sysmgr status NAME`",
-        "min_uptime" => {
-            "is not supported: sysmgr's crash-loop brake is `max_restarts` starts within 10 s"
-        }
-        "cron_restart" | "cron" => {
-            "is not supported: use a systemd timer that runs `sysmgr reload NAME`"
-        }
-        "exp_backoff_restart_delay" => "is not supported: use `restart_delay`",
-        "increment_var" => "is not supported: each instance gets `SYSMGR_INSTANCE` and `instance_var`",
-        "apps" => {
-            "is not supported: app.toml describes one app; write one file per app of your ecosystem file"
-        }
-        "env" => return None,
-        "port" | "PORT" => "is not a key; declare the sockets with `listen = [\"127.0.0.1:3000\"]`",
-        "namespace" | "vizion" | "autostart" | "force" | "treekill" | "shutdown_with_message"
-        | "source_map_support" | "instance_id_env" | "filter_env" | "append_env_name"
-        | "disable_trace" | "trace" | "deep_monitoring" | "automation" | "pmx" | "post_update"
-        | "cwd_relative" | "max_memory_restart_check_interval" | "deploy" => {
-            "is a PM2 key that sysmgr does not support; remove it"
-        }
-        _ => return None,
-    })
-}
-
-/// The closest known key, for "did you mean".
-fn suggestion(key: &str) -> Option<&'static str> {
-    fn distance(a: &str, b: &str) -> usize {
-        let b: Vec<char> = b.chars().collect();
-        let mut prev: Vec<usize> = (0..=b.len()).collect();
-        for (i, ca) in a.chars().enumerate() {
-            let mut cur = vec![i + 1];
-            for (j, cb) in b.iter().enumerate() {
-                cur.push(
-                    (prev[j] + usize::from(ca != *cb))
-                        .min(prev[j + 1] + 1)
-                        .min(cur[j] + 1),
-                );
-            }
-            prev = cur;
-        }
-        prev[b.len()]
-    }
-    KEYS.iter()
-        .map(|k| (distance(key, k), *k))
-        .filter(|(d, k)| *d <= 2.max(k.len() / 4))
-        .min()
-        .map(|(_, k)| k)
-}
-
-fn type_name(v: &DeValue<'_>) -> &'static str {
-    match v {
-        DeValue::String(_) => "a string",
-        DeValue::Integer(_) => "an integer",
-        DeValue::Float(_) => "a float",
-        DeValue::Boolean(_) => "a boolean",
-        DeValue::Datetime(_) => "a date",
-        DeValue::Array(_) => "an array",
-        DeValue::Table(_) => "a table",
-    }
-}
-
-fn int_of(v: &DeValue<'_>) -> Option<i64> {
-    let i = v.as_integer()?;
-    i64::from_str_radix(i.as_str(), i.radix()).ok()
+) -> Option<AppSpec> {
+    Checker { rep, source, opts }.build(found)
 }
 
 /// Walks the document and builds the spec, reporting into `rep`.
@@ -305,22 +51,6 @@ struct Checker<'r, 'a> {
     rep: &'r mut Reporter<'a>,
     source: &'r Path,
     opts: &'r ParseOptions,
-}
-
-/// The values of the keys, found in the first pass; checked in the second.
-#[derive(Default)]
-struct Found<'d, 'i> {
-    keys: Vec<(&'d str, Range<usize>, &'d Value<'i>)>,
-    profiles: Vec<(&'d str, Range<usize>, &'d Value<'i>)>,
-}
-
-impl<'d, 'i> Found<'d, 'i> {
-    fn get(&self, key: &str) -> Option<&'d Value<'i>> {
-        self.keys
-            .iter()
-            .find(|(k, _, _)| *k == key)
-            .map(|(_, _, v)| *v)
-    }
 }
 
 impl Checker<'_, '_> {
@@ -377,35 +107,6 @@ impl Checker<'_, '_> {
         self.wrong_type(key, v, "milliseconds or a string like `\"10s\"`");
         None
     }
-
-    fn check(mut self, doc: &DeTable<'_>) -> Option<AppSpec> {
-        let mut found = Found::default();
-        for (k, v) in doc.iter() {
-            let key: &str = k.get_ref();
-            if KEYS.contains(&key) {
-                found.keys.push((key, k.span(), v));
-            } else if let Some(profile) = key.strip_prefix("env_") {
-                found.profiles.push((profile, k.span(), v));
-            } else if key == "exec_mode" {
-                self.rep.warning(
-                    k.span(),
-                    key,
-                    "has no effect: every instance is its own process sharing systemd's sockets, like PM2's cluster mode; remove it",
-                );
-            } else if let Some(advice) = pm2_key_advice(key) {
-                self.rep.error(k.span(), key, advice);
-            } else {
-                let hint = match suggestion(key) {
-                    Some(s) => format!("; did you mean `{s}`?"),
-                    None => "; `sysmgr init NAME` writes a file with every key".into(),
-                };
-                self.rep
-                    .error(k.span(), key, format!("is not a key sysmgr knows{hint}"));
-            }
-        }
-        self.build(&found)
-    }
-
     fn build(&mut self, f: &Found<'_, '_>) -> Option<AppSpec> {
         let whole = 0..0;
         let name = match f.get("name") {
@@ -824,14 +525,7 @@ impl Checker<'_, '_> {
         }
         if let Some(wanted) = &self.opts.profile {
             match selected {
-                Some(vars) => {
-                    for (k, v) in vars {
-                        match env.iter_mut().find(|(name, _)| *name == k) {
-                            Some(slot) => slot.1 = v,
-                            None => env.push((k, v)),
-                        }
-                    }
-                }
+                Some(vars) => env = derive::merge_env(env, vars),
                 None if ok => {
                     let known: Vec<String> = f
                         .profiles
@@ -915,6 +609,3 @@ impl Checker<'_, '_> {
         ok.then_some(vars)
     }
 }
-
-#[cfg(test)]
-mod tests;

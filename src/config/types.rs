@@ -5,7 +5,7 @@
 
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
-use std::num::{NonZeroU32, NonZeroUsize};
+use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
 
 /// The longest app name accepted. Unit names may be 255 bytes; this leaves room for the
@@ -83,18 +83,6 @@ impl Instances {
             n => Ok(Self::Count(
                 NonZeroU32::new(n as u32).expect("positive, checked above"),
             )),
-        }
-    }
-
-    /// The instance count on a machine with `usable` cores.
-    pub fn resolve(self, usable: NonZeroUsize) -> NonZeroU32 {
-        let cores = u32::try_from(usable.get())
-            .unwrap_or(MAX_INSTANCES)
-            .min(MAX_INSTANCES);
-        match self {
-            Self::Count(n) => n,
-            Self::PerCore => NonZeroU32::new(cores).unwrap_or(NonZeroU32::MIN),
-            Self::PerCoreMinusOne => NonZeroU32::new(cores - 1).unwrap_or(NonZeroU32::MIN),
         }
     }
 }
@@ -465,17 +453,6 @@ mod tests {
         assert_eq!(Millis::new(1600).to_string(), "1600ms");
         assert_eq!(Millis::new(30_000).to_string(), "30s");
         assert_eq!(Millis::new(120_000).to_string(), "2min");
-    }
-
-    #[test]
-    fn instances_resolve_against_usable_cores() {
-        let cores = |n| NonZeroUsize::new(n).unwrap();
-        assert_eq!(Instances::PerCore.resolve(cores(8)).get(), 8);
-        assert_eq!(Instances::PerCoreMinusOne.resolve(cores(8)).get(), 7);
-        assert_eq!(Instances::PerCoreMinusOne.resolve(cores(1)).get(), 1);
-        assert_eq!(Instances::from_int(3).unwrap().resolve(cores(1)).get(), 3);
-        assert!(Instances::from_int(-2).is_err());
-        assert!(Instances::from_int(5000).is_err());
     }
 
     #[test]

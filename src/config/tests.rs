@@ -1,6 +1,8 @@
 //! The app.toml checker: every message asserted verbatim, and what valid files resolve to.
 
 use super::*;
+use std::num::NonZeroU32;
+use std::path::Path;
 
 const BASE: &str = "name = \"web\"\ncommand = [\"/bin/app\"]\n";
 

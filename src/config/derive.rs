@@ -1,0 +1,67 @@
+//! Stage 3 of reading app.toml: what follows from validated values.
+//!
+//! Kept apart from validation so that each rule is stated once: the `--env` profile merged
+//! over `[env]`, and the instance count that `instances` means on a given machine.
+
+use std::num::{NonZeroU32, NonZeroUsize};
+
+use super::types::{Instances, MAX_INSTANCES};
+
+/// `[env]` with the selected `[env_PROFILE]` merged over it: a variable of the profile
+/// replaces the one of the same name in place, new ones follow in declaration order.
+pub fn merge_env(
+    mut env: Vec<(String, String)>,
+    profile: Vec<(String, String)>,
+) -> Vec<(String, String)> {
+    for (k, v) in profile {
+        match env.iter_mut().find(|(name, _)| *name == k) {
+            Some(slot) => slot.1 = v,
+            None => env.push((k, v)),
+        }
+    }
+    env
+}
+
+impl Instances {
+    /// The instance count on a machine with `usable` cores.
+    pub fn resolve(self, usable: NonZeroUsize) -> NonZeroU32 {
+        let cores = u32::try_from(usable.get())
+            .unwrap_or(MAX_INSTANCES)
+            .min(MAX_INSTANCES);
+        match self {
+            Self::Count(n) => n,
+            Self::PerCore => NonZeroU32::new(cores).unwrap_or(NonZeroU32::MIN),
+            Self::PerCoreMinusOne => NonZeroU32::new(cores - 1).unwrap_or(NonZeroU32::MIN),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_profile_replaces_in_place_and_appends_new_variables() {
+        let v = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        assert_eq!(
+            merge_env(v(&[("A", "1"), ("B", "2")]), v(&[("C", "3"), ("A", "9")])),
+            v(&[("A", "9"), ("B", "2"), ("C", "3")])
+        );
+    }
+
+    #[test]
+    fn instances_resolve_against_usable_cores() {
+        let cores = |n| NonZeroUsize::new(n).unwrap();
+        assert_eq!(Instances::PerCore.resolve(cores(8)).get(), 8);
+        assert_eq!(Instances::PerCoreMinusOne.resolve(cores(8)).get(), 7);
+        assert_eq!(Instances::PerCoreMinusOne.resolve(cores(1)).get(), 1);
+        assert_eq!(Instances::from_int(3).unwrap().resolve(cores(1)).get(), 3);
+        assert!(Instances::from_int(-2).is_err());
+        assert!(Instances::from_int(5000).is_err());
+    }
+}

@@ -1,0 +1,597 @@
+//! The one table of app.toml keys: each key's name, its documentation, and what it becomes
+//! in the units.
+//!
+//! A key used to live in five places (the parser's list, the renderer's placeholders, the
+//! template, `sysmgr check`'s own description, the docs) and they drifted apart. Here each
+//! key is declared once, in [`KEYS`]; the renderer fills a template's `@KEY@` placeholder
+//! from the key of that name, `sysmgr check` prints the same settings, and the key table of
+//! `docs/app-toml.md` is generated from [`docs_table`] (a test keeps the file in step).
+//! Checking a value into its type is validation's job (`validate.rs`); this table starts from the
+//! validated [`AppSpec`].
+//!
+//! A placeholder alone on a line of a template (`@KILL_TIMEOUT@`) becomes the key's
+//! [`Key::block`]: its settings with their comments. Inside a line
+//! (`"SYSMGR_KILL_TIMEOUT_MS=@KILL_TIMEOUT@"`) it becomes the key's [`Key::inline`] value.
+
+use std::fmt::Write as _;
+use std::num::NonZeroU32;
+
+use super::{AppSpec, SocketMode};
+use crate::names::UnitNames;
+use crate::systemd::syntax;
+
+/// One line a key puts into a unit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Line {
+    /// A comment explaining the next settings; each of its lines gets `# `.
+    Comment(&'static str),
+    /// `Directive=value` with the key's value; `sysmgr check` shows `Directive=`.
+    Value(&'static str, String),
+    /// `Directive=value` where the key chooses the value (`Type=notify`); `sysmgr check`
+    /// shows the whole setting.
+    Choice(&'static str, &'static str),
+    /// A setting that comes with the key but does not carry it (`NotifyAccess=all`).
+    Also(&'static str, &'static str),
+}
+
+impl Line {
+    /// The line as it appears in the unit.
+    fn unit_text(&self) -> String {
+        match self {
+            Self::Comment(text) => text.lines().map(|l| format!("# {l}\n")).collect(),
+            Self::Value(d, v) => format!("{d}={v}\n"),
+            Self::Choice(d, v) | Self::Also(d, v) => format!("{d}={v}\n"),
+        }
+    }
+
+    /// What `sysmgr check` shows of it, if anything.
+    fn check_text(&self) -> Option<String> {
+        match self {
+            Self::Value(d, _) => Some(format!("{d}=")),
+            Self::Choice(d, v) => Some(format!("{d}={v}")),
+            Self::Comment(_) | Self::Also(..) => None,
+        }
+    }
+}
+
+/// The row of a key in `docs/app-toml.md`.
+#[derive(Debug, Clone, Copy)]
+pub struct Doc {
+    /// Its TOML type and default.
+    pub kind: &'static str,
+    /// What it becomes in the units.
+    pub becomes: &'static str,
+    /// What else a user should know.
+    pub notes: &'static str,
+}
+
+/// What `sysmgr check` prints for a key: values, each with what it becomes.
+pub type Rows = Vec<(String, String)>;
+
+/// One app.toml key.
+#[derive(Debug, Clone, Copy)]
+pub struct Key {
+    /// Its TOML name.
+    pub name: &'static str,
+    /// Its row in the docs.
+    pub doc: Doc,
+    /// The settings (comments included) that replace `@KEY@` alone on a template line;
+    /// `None` if the key has no such placeholder.
+    pub block: Option<fn(&AppSpec) -> Vec<Line>>,
+    /// The value that replaces `@KEY@` inside a template line.
+    pub inline: Option<fn(&AppSpec) -> String>,
+    /// What `sysmgr check` prints: the key's values, one row each (none when unset).
+    pub values: fn(&AppSpec, NonZeroU32) -> Vec<String>,
+    /// What the values become, for keys whose result is not a setting of [`Self::block`]
+    /// (unit names, links, settings inside template lines). `None`: the settings of
+    /// [`Self::block`], as [`Line`] says.
+    pub becomes: Option<fn(&AppSpec, NonZeroU32) -> String>,
+}
+
+impl Key {
+    /// The placeholder that stands for this key in a template: its name in capitals.
+    pub fn placeholder(&self) -> String {
+        self.name.to_ascii_uppercase()
+    }
+
+    /// The block text for `spec`, as the template gets it (empty: no line at all).
+    pub fn block_text(&self, spec: &AppSpec) -> Option<String> {
+        self.block
+            .map(|f| f(spec).iter().map(Line::unit_text).collect())
+    }
+
+    /// The rows `sysmgr check` prints for this key, for `instances` instances.
+    pub fn check_rows(&self, spec: &AppSpec, instances: NonZeroU32) -> Rows {
+        let becomes = match (self.becomes, self.block) {
+            (Some(f), _) => f(spec, instances),
+            (None, Some(block)) => {
+                let mut shown: Vec<String> = Vec::new();
+                for text in block(spec).iter().filter_map(Line::check_text) {
+                    if !shown.contains(&text) {
+                        shown.push(text);
+                    }
+                }
+                shown.join(" ")
+            }
+            (None, None) => String::new(),
+        };
+        (self.values)(spec, instances)
+            .into_iter()
+            .map(|v| (v, becomes.clone()))
+            .collect()
+    }
+}
+
+/// The key `@placeholder@` stands for, if any.
+pub fn by_placeholder(placeholder: &str) -> Option<&'static Key> {
+    KEYS.iter().find(|k| k.placeholder() == placeholder)
+}
+
+/// The key named `name`, if app.toml has one.
+pub fn by_name(name: &str) -> Option<&'static Key> {
+    KEYS.iter().find(|k| k.name == name)
+}
+
+fn one(s: impl ToString) -> Vec<String> {
+    vec![s.to_string()]
+}
+
+fn optional<T>(v: Option<T>, f: impl FnOnce(T) -> String) -> Vec<String> {
+    v.map(f).into_iter().collect()
+}
+
+/// Every key sysmgr understands, in the order `sysmgr check` prints them.
+pub const KEYS: &[Key] = &[
+    Key {
+        name: "name",
+        doc: Doc {
+            kind: "string, required",
+            becomes: "`NAME@.service`, `NAME@.socket` or `NAME.socket`, `NAME.target`",
+            notes: "letters, digits, `-`, `_`, `.`; at most 64; not starting with `-` or `.`",
+        },
+        block: None,
+        inline: Some(|s| s.name.to_string()),
+        values: |s, _| one(&s.name),
+        becomes: Some(|s, _| {
+            let names = UnitNames::new(s.name.as_str());
+            format!("{} {}", names.service_template(), names.target())
+        }),
+    },
+    Key {
+        name: "description",
+        doc: Doc {
+            kind: "string, default `name`",
+            becomes: "`Description=`",
+            notes: "`%` is escaped",
+        },
+        block: None,
+        inline: Some(|s| syntax::free_text(s.description.as_deref().unwrap_or(s.name.as_str()))),
+        values: |s, _| optional(s.description.as_ref(), Clone::clone),
+        becomes: Some(|_, _| "Description=".into()),
+    },
+    Key {
+        name: "command",
+        doc: Doc {
+            kind: "array of strings, or a string",
+            becomes: "`ExecStart=`",
+            notes: "a string is split into words like `sh` would (quotes, backslashes) but nothing is expanded and no shell runs. The program is an absolute path or a bare name looked up in `PATH`. Every word reaches the process exactly: spaces, quotes, `$`, `%`, `;`, backslashes, non-ASCII",
+        },
+        block: Some(|s| {
+            let line = syntax::exec_line(&s.command).expect("command was checked by the config");
+            vec![Line::Value("ExecStart", line)]
+        }),
+        inline: None,
+        values: |s, _| one(format!("{:?}", s.command)),
+        becomes: None,
+    },
+    Key {
+        name: "cwd",
+        doc: Doc {
+            kind: "path, default the app file's directory",
+            becomes: "`WorkingDirectory=`",
+            notes: "relative to the app file",
+        },
+        block: Some(|s| {
+            let cwd = syntax::path_value(&s.cwd.to_string_lossy());
+            vec![Line::Value("WorkingDirectory", cwd)]
+        }),
+        inline: None,
+        values: |s, _| one(s.cwd.display()),
+        becomes: None,
+    },
+    Key {
+        name: "user",
+        doc: Doc {
+            kind: "name or numeric id",
+            becomes: "`User=`",
+            notes: "system manager only",
+        },
+        block: Some(|s| s.user.iter().map(|u| Line::Value("User", u.clone())).collect()),
+        inline: None,
+        values: |s, _| optional(s.user.as_ref(), Clone::clone),
+        becomes: None,
+    },
+    Key {
+        name: "group",
+        doc: Doc {
+            kind: "name or numeric id",
+            becomes: "`Group=`",
+            notes: "system manager only",
+        },
+        block: Some(|s| s.group.iter().map(|g| Line::Value("Group", g.clone())).collect()),
+        inline: None,
+        values: |s, _| optional(s.group.as_ref(), Clone::clone),
+        becomes: None,
+    },
+    Key {
+        name: "instances",
+        doc: Doc {
+            kind: "integer, default 1",
+            becomes: "links `NAME.target.wants/NAME@1..N.service`",
+            notes: "`0` or `\"max\"`: one per usable core; `-1`: one fewer (at least 1). *Usable* is what this machine lets sysmgr use (CPU affinity, cgroup CPU quota), not the number of cores on the board. At most 1024",
+        },
+        block: None,
+        inline: None,
+        values: |s, n| one(format!("{n} ({})", s.instances)),
+        becomes: Some(|s, n| {
+            let names = UnitNames::new(s.name.as_str());
+            format!("{}/{}@1..{n}.service", names.wants_dir(), s.name)
+        }),
+    },
+    Key {
+        name: "instance_var",
+        doc: Doc {
+            kind: "string, default `NODE_APP_INSTANCE`",
+            becomes: "`Environment=`",
+            notes: "the variable holding the instance number (1-based; PM2 counts from 0). `SYSMGR_INSTANCE` is always set too",
+        },
+        block: None,
+        inline: Some(|s| s.instance_var.clone()),
+        values: |s, _| one(&s.instance_var),
+        becomes: Some(|_, _| "Environment=".into()),
+    },
+    Key {
+        name: "socket",
+        doc: Doc {
+            kind: "`\"shared\"` (default) or `\"per-instance\"`",
+            becomes: "`NAME.socket` shared through `Sockets=`, or `NAME@.socket` with `ReusePort=yes`",
+            notes: "see \"Socket modes\" below; unix sockets need `\"shared\"`",
+        },
+        block: None,
+        inline: None,
+        values: |s, _| one(s.socket_mode.as_str()),
+        // No `listen`, no socket unit, whatever the mode.
+        becomes: Some(|s, _| match s.listen.first() {
+            Some(first) => {
+                let names = UnitNames::new(s.name.as_str());
+                let per_instance = s.socket_mode == SocketMode::PerInstance;
+                names.socket_file(0, &first.name, per_instance)
+            }
+            None => String::new(),
+        }),
+    },
+    Key {
+        name: "listen",
+        doc: Doc {
+            kind: "array, default none",
+            becomes: "`ListenStream=` + `FileDescriptorName=`",
+            notes: "`\"127.0.0.1:3000\"`, `\"[::1]:3000\"`, `\"3000\"` (every address, dual-stack), `\"/run/app/http.sock\"`; or `{ address = \"...\", name = \"admin\" }`. Unnamed entries are named `http`. Each name is one socket unit (`NAME.socket`, `NAME-admin.socket`). Duplicates are errors",
+        },
+        block: None,
+        inline: None,
+        values: |s, _| {
+            s.listen
+                .iter()
+                .map(|l| format!("{} (name `{}`)", l.address, l.name))
+                .collect()
+        },
+        becomes: Some(|_, _| "ListenStream=".into()),
+    },
+    Key {
+        name: "wait_ready",
+        doc: Doc {
+            kind: "bool, default `true`",
+            becomes: "`Type=notify` + `NotifyAccess=all`; `false`: `Type=simple` (`Type=exec` with `systemd_version >= 240`)",
+            notes: "PM2's `wait_ready`: the instance is started once it sends `READY=1`. `false` warns: `sysmgr reload` can't tell when a new process serves",
+        },
+        block: Some(|s| {
+            if s.wait_ready {
+                vec![
+                    Line::Comment("PM2's wait_ready: the instance counts as started once it sends READY=1,\nfrom its main process or a helper it runs."),
+                    Line::Choice("Type", "notify"),
+                    Line::Also("NotifyAccess", "all"),
+                ]
+            } else if s.systemd_version >= 240 {
+                vec![
+                    Line::Comment("wait_ready = false: started as soon as the program is running."),
+                    Line::Choice("Type", "exec"),
+                ]
+            } else {
+                vec![
+                    Line::Comment("wait_ready = false: started as soon as the process is forked."),
+                    Line::Choice("Type", "simple"),
+                ]
+            }
+        }),
+        inline: None,
+        values: |s, _| one(s.wait_ready),
+        becomes: None,
+    },
+    Key {
+        name: "listen_timeout",
+        doc: Doc {
+            kind: "ms or `\"10s\"`, default `30s`",
+            becomes: "`TimeoutStartSec=`",
+            notes: "how long a new instance may take to become ready",
+        },
+        block: Some(|s| {
+            vec![
+                Line::Comment("PM2's listen_timeout: how long a new instance may take to become ready."),
+                Line::Value("TimeoutStartSec", s.listen_timeout.to_string()),
+            ]
+        }),
+        inline: None,
+        values: |s, _| one(s.listen_timeout),
+        becomes: None,
+    },
+    Key {
+        name: "kill_timeout",
+        doc: Doc {
+            kind: "ms or `\"10s\"`, default `1600ms` (PM2's)",
+            becomes: "`TimeoutStopSec=` and `SYSMGR_KILL_TIMEOUT_MS`",
+            notes: "how long an instance may drain after `kill_signal` before SIGKILL; the worker library reads the variable to plan its drain",
+        },
+        block: Some(|s| {
+            vec![
+                Line::Comment("PM2's kill_timeout: after KillSignal, the worker drains for this long, then gets SIGKILL."),
+                Line::Value("TimeoutStopSec", s.kill_timeout.to_string()),
+            ]
+        }),
+        // `SYSMGR_KILL_TIMEOUT_MS`, which the worker library reads.
+        inline: Some(|s| s.kill_timeout.as_millis().to_string()),
+        values: |s, _| one(s.kill_timeout),
+        becomes: None,
+    },
+    Key {
+        name: "kill_signal",
+        doc: Doc {
+            kind: "default `SIGINT` (PM2's)",
+            becomes: "`KillSignal=` and `SYSMGR_KILL_SIGNAL`",
+            notes: "`SIGKILL` warns: no drain possible. The worker library drains on this signal as well as SIGINT and SIGTERM",
+        },
+        block: Some(|s| vec![Line::Value("KillSignal", s.kill_signal.name().into())]),
+        // `SYSMGR_KILL_SIGNAL`, which the worker library reads.
+        inline: Some(|s| s.kill_signal.name().into()),
+        values: |s, _| one(s.kill_signal.name()),
+        becomes: None,
+    },
+    Key {
+        name: "autorestart",
+        doc: Doc {
+            kind: "bool, default `true`",
+            becomes: "`Restart=always` / `Restart=no`",
+            notes: "",
+        },
+        block: Some(|s| {
+            if s.autorestart {
+                vec![
+                    Line::Comment("PM2's autorestart: restart after any exit that systemctl or sysmgr did not ask for."),
+                    Line::Choice("Restart", "always"),
+                ]
+            } else {
+                vec![Line::Choice("Restart", "no")]
+            }
+        }),
+        inline: None,
+        values: |s, _| one(s.autorestart),
+        becomes: None,
+    },
+    Key {
+        name: "restart_delay",
+        doc: Doc {
+            kind: "ms or `\"1s\"`",
+            becomes: "`RestartSec=`",
+            notes: "",
+        },
+        block: Some(|s| {
+            s.restart_delay
+                .iter()
+                .map(|d| Line::Value("RestartSec", d.to_string()))
+                .collect()
+        }),
+        inline: None,
+        values: |s, _| optional(s.restart_delay, |d| d.to_string()),
+        becomes: None,
+    },
+    Key {
+        name: "max_restarts",
+        doc: Doc {
+            kind: "1..10000, default 16",
+            becomes: "`StartLimitBurst=` with `StartLimitIntervalSec=10s`",
+            notes: "the crash-loop brake; `sysmgr reload` clears the counter of instances it restarts",
+        },
+        block: Some(|s| {
+            vec![
+                Line::Comment("Crash-loop brake, PM2's max_restarts: at most this many starts in 10 s. Manual restarts\ncount too; `sysmgr reload` clears the counter of the instances it restarts."),
+                Line::Also("StartLimitIntervalSec", "10s"),
+                Line::Value("StartLimitBurst", s.max_restarts.to_string()),
+            ]
+        }),
+        inline: None,
+        values: |s, _| one(s.max_restarts),
+        becomes: None,
+    },
+    Key {
+        name: "max_memory_restart",
+        doc: Doc {
+            kind: "bytes or `\"300M\"`, `\"1G\"`",
+            becomes: "`MemoryMax=`",
+            notes: "the kernel kills the instance past it, and `autorestart` brings it back",
+        },
+        block: Some(|s| match s.max_memory_restart {
+            Some(max) => vec![
+                Line::Comment("PM2's max_memory_restart: past this the kernel kills the instance and it restarts."),
+                Line::Value("MemoryMax", max.get().to_string()),
+            ],
+            None => Vec::new(),
+        }),
+        inline: None,
+        values: |s, _| optional(s.max_memory_restart, |m| m.get().to_string()),
+        becomes: None,
+    },
+    Key {
+        name: "stop_exit_codes",
+        doc: Doc {
+            kind: "integer or array",
+            becomes: "`RestartPreventExitStatus=`",
+            notes: "exits that mean \"stopped on purpose\"",
+        },
+        block: Some(|s| {
+            if s.stop_exit_codes.is_empty() {
+                return Vec::new();
+            }
+            let codes: Vec<String> = s.stop_exit_codes.iter().map(u8::to_string).collect();
+            vec![
+                Line::Comment("PM2's stop_exit_codes: exiting with these does not restart the instance."),
+                Line::Value("RestartPreventExitStatus", codes.join(" ")),
+            ]
+        }),
+        inline: None,
+        values: |s, _| {
+            if s.stop_exit_codes.is_empty() {
+                Vec::new()
+            } else {
+                one(format!("{:?}", s.stop_exit_codes))
+            }
+        },
+        becomes: None,
+    },
+    Key {
+        name: "watchdog",
+        doc: Doc {
+            kind: "ms or `\"10s\"`",
+            becomes: "`WatchdogSec=`",
+            notes: "the worker must send `WATCHDOG=1` that often (the worker library does)",
+        },
+        block: Some(|s| match s.watchdog {
+            Some(w) => vec![
+                Line::Comment("The worker must send WATCHDOG=1 at least this often, or it is restarted."),
+                Line::Value("WatchdogSec", w.to_string()),
+            ],
+            None => Vec::new(),
+        }),
+        inline: None,
+        values: |s, _| optional(s.watchdog, |w| w.to_string()),
+        becomes: None,
+    },
+    Key {
+        name: "systemd_version",
+        doc: Doc {
+            kind: "integer, default 239",
+            becomes: "",
+            notes: "the oldest systemd the units must run on; only keys that version understands are emitted",
+        },
+        block: None,
+        inline: None,
+        values: |s, _| one(s.systemd_version),
+        becomes: Some(|_, _| String::new()),
+    },
+    Key {
+        name: "env",
+        doc: Doc {
+            kind: "table of strings, numbers, booleans",
+            becomes: "`Environment=`",
+            notes: "values are passed exactly (`%` escaped, quotes escaped); NUL and control characters other than tab and newline are errors (systemd refuses them)",
+        },
+        block: Some(|s| {
+            s.env
+                .iter()
+                .map(|(k, v)| {
+                    let assignment = syntax::env_assignment(k, v)
+                        .expect("environment was checked by the config");
+                    Line::Value("Environment", assignment)
+                })
+                .collect()
+        }),
+        inline: None,
+        values: |s, _| s.env.iter().map(|(k, v)| format!("{k}={v:?}")).collect(),
+        becomes: None,
+    },
+];
+
+/// Top-level names that are not keys but that app.toml accepts, with their docs rows.
+const OTHER_DOC_ROWS: &[(&str, Doc)] = &[
+    (
+        "[env_PROFILE]",
+        Doc {
+            kind: "table",
+            becomes: "merged over `[env]` with `--env PROFILE`",
+            notes: "PM2's `env_production`",
+        },
+    ),
+    (
+        "exec_mode",
+        Doc {
+            kind: "",
+            becomes: "nothing",
+            notes: "accepted with a warning: every instance is its own process sharing systemd's sockets, which is PM2's cluster mode",
+        },
+    ),
+];
+
+/// The key table of `docs/app-toml.md`, header included.
+pub fn docs_table() -> String {
+    let mut out = String::from("| key | type and default | becomes | notes |\n|---|---|---|---|\n");
+    let keys = KEYS.iter().map(|k| {
+        let name = if k.name == "env" {
+            "[env]".to_string()
+        } else {
+            k.name.to_string()
+        };
+        (name, k.doc)
+    });
+    let others = OTHER_DOC_ROWS.iter().map(|(n, d)| (n.to_string(), *d));
+    for (name, d) in keys.chain(others) {
+        let row = format!("| `{name}` | {} | {} | {} |", d.kind, d.becomes, d.notes);
+        // An empty cell is written `| |`, as a person would.
+        let _ = writeln!(out, "{}", row.replace("|  |", "| |"));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `docs/app-toml.md` lists exactly the keys of [`KEYS`], as [`docs_table`] writes them.
+    /// After changing a key, rewrite the doc's table with `SYSMGR_BLESS=1`.
+    #[test]
+    fn the_docs_list_exactly_the_keys_of_the_table() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/app-toml.md");
+        let doc = std::fs::read_to_string(path).unwrap();
+        let start = doc
+            .find("| key | type and default |")
+            .expect("the key table");
+        let end = doc[start..]
+            .find("\n\n")
+            .map_or(doc.len(), |e| start + e + 1);
+        let want = docs_table();
+        if std::env::var_os("SYSMGR_BLESS").is_some() {
+            std::fs::write(path, format!("{}{want}{}", &doc[..start], &doc[end..])).unwrap();
+            return;
+        }
+        assert_eq!(
+            &doc[start..end],
+            want,
+            "docs/app-toml.md's key table differs from the key table; re-bless with SYSMGR_BLESS=1"
+        );
+    }
+
+    #[test]
+    fn placeholders_and_names_find_the_same_key() {
+        for key in KEYS {
+            assert_eq!(by_name(key.name).unwrap().name, key.name);
+            assert_eq!(by_placeholder(&key.placeholder()).unwrap().name, key.name);
+        }
+    }
+}

@@ -1,0 +1,168 @@
+//! app.toml: from text to a validated [`AppSpec`], in three stages (as zincati's config).
+//!
+//! 1. `raw.rs`: the TOML document, parsed with spans on every key and value
+//!    (`toml::de::DeTable`), its top-level keys sorted into known keys, `[env_PROFILE]` tables
+//!    and errors that say why (PM2 keys sysmgr does not carry get their own explanation).
+//! 2. `validate.rs`: each known key checked into a small validated type ([`types`]).
+//! 3. [`derive`](mod@derive): what follows from the validated values (the `--env` profile
+//!    merged over `[env]`, the instance count on this machine).
+//!
+//! [`keys`] is the one table of keys: what each becomes in the units, read by the renderer
+//! and by `sysmgr check`. The renderer and the D-Bus code accept only the resulting
+//! [`AppSpec`]. Parsing is pure: text in, spec and diagnostics out.
+
+pub mod derive;
+pub mod diag;
+pub mod keys;
+mod raw;
+pub mod types;
+mod validate;
+
+use std::path::{Path, PathBuf};
+
+use diag::Reporter;
+pub use diag::{Diagnostic, Diagnostics, Severity};
+pub use types::{AppName, Bytes, FdName, Instances, ListenAddress, Millis, Signal, SocketMode};
+
+/// PM2's default `kill_timeout`: how long a worker gets to drain before SIGKILL.
+pub const DEFAULT_KILL_TIMEOUT: Millis = Millis::new(1600);
+/// How long a new instance gets to send `READY=1`. PM2 waits 3 s and then carries on as if
+/// ready; sysmgr fails the start instead, so it allows longer by default.
+pub const DEFAULT_LISTEN_TIMEOUT: Millis = Millis::new(30_000);
+/// PM2's default `max_restarts`.
+pub const DEFAULT_MAX_RESTARTS: u32 = 16;
+/// The oldest systemd the generated units target unless `systemd_version` says otherwise.
+pub const MIN_SYSTEMD: u32 = 239;
+
+/// One socket the app listens on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listen {
+    /// Where.
+    pub address: ListenAddress,
+    /// The `FileDescriptorName=` workers look it up by.
+    pub name: FdName,
+}
+
+/// A validated app: everything the renderer and the controller need, nothing unchecked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppSpec {
+    /// The app.toml it came from, absolute.
+    pub source: PathBuf,
+    /// Unit-name prefix.
+    pub name: AppName,
+    /// Human description; defaults to the name.
+    pub description: Option<String>,
+    /// argv, non-empty, argv\[0\] absolute or a bare name looked up in `PATH`.
+    pub command: Vec<String>,
+    /// Working directory, absolute (relative paths are taken from the app.toml's directory,
+    /// which is also the default).
+    pub cwd: PathBuf,
+    /// `User=`.
+    pub user: Option<String>,
+    /// `Group=`.
+    pub group: Option<String>,
+    /// How many instances, as declared.
+    pub instances: Instances,
+    /// The variable that carries the instance number (PM2's `instance_var`).
+    pub instance_var: String,
+    /// Listening sockets; empty means the app is not socket-activated.
+    pub listen: Vec<Listen>,
+    /// Shared or per-instance sockets.
+    pub socket_mode: SocketMode,
+    /// `Type=notify` when true.
+    pub wait_ready: bool,
+    /// `TimeoutStartSec=`.
+    pub listen_timeout: Millis,
+    /// `TimeoutStopSec=`.
+    pub kill_timeout: Millis,
+    /// `KillSignal=`.
+    pub kill_signal: Signal,
+    /// `Restart=always` when true.
+    pub autorestart: bool,
+    /// `RestartSec=`, systemd's default when `None`.
+    pub restart_delay: Option<Millis>,
+    /// `StartLimitBurst=`.
+    pub max_restarts: u32,
+    /// `MemoryMax=`.
+    pub max_memory_restart: Option<Bytes>,
+    /// `RestartPreventExitStatus=`.
+    pub stop_exit_codes: Vec<u8>,
+    /// `WatchdogSec=`.
+    pub watchdog: Option<Millis>,
+    /// The oldest systemd the units must work on.
+    pub systemd_version: u32,
+    /// `[env]` merged with the selected `[env_<profile>]`, in declaration order.
+    pub env: Vec<(String, String)>,
+    /// The profile that was merged, if any.
+    pub profile: Option<String>,
+}
+
+/// What parsing needs besides the text.
+#[derive(Debug, Clone, Default)]
+pub struct ParseOptions {
+    /// `--env PROFILE`: merge `[env_PROFILE]` over `[env]`.
+    pub profile: Option<String>,
+    /// Units for the user manager: `user` and `group` cannot apply.
+    pub user_manager: bool,
+}
+
+/// A spec and the warnings found on the way.
+#[derive(Debug, Clone)]
+pub struct Parsed {
+    /// The validated app.
+    pub spec: AppSpec,
+    /// Warnings only (errors make [`parse`] fail).
+    pub warnings: Diagnostics,
+}
+
+/// Reads and parses an app.toml from disk. `display` is how the file is named in messages.
+pub fn load(path: &Path, opts: &ParseOptions) -> Result<Parsed, LoadError> {
+    let text = std::fs::read_to_string(path).map_err(|source| LoadError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    parse(&text, &path.display().to_string(), &absolute, opts).map_err(LoadError::Invalid)
+}
+
+/// Why an app.toml could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The file could not be read.
+    #[error("cannot read `{}`: {source}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file has errors (and maybe warnings).
+    #[error("{0}")]
+    Invalid(Diagnostics),
+}
+/// Parses app.toml text. `file` names it in messages; `source` is its absolute path, whose
+/// directory relative `cwd` values and the default working directory are taken from.
+pub fn parse(
+    text: &str,
+    file: &str,
+    source: &Path,
+    opts: &ParseOptions,
+) -> Result<Parsed, Diagnostics> {
+    let mut rep = Reporter::new(file, text);
+    let Some(doc) = raw::read(text, &mut rep) else {
+        return Err(rep.finish());
+    };
+    let found = raw::sort(doc.get_ref(), &mut rep);
+    let spec = validate::validate(&found, &mut rep, source, opts);
+    let diagnostics = rep.finish();
+    match spec {
+        Some(spec) if !diagnostics.has_errors() => Ok(Parsed {
+            spec,
+            warnings: diagnostics,
+        }),
+        _ => Err(diagnostics),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,202 @@
+//! The names of an app's units, built and parsed in one place.
+//!
+//! `NAME@.service`, `NAME@N.service`, `NAME.target`, the socket units, and the wants links
+//! `NAME.target.wants/NAME@N.service -> ../NAME@.service` that persist the instance count.
+//! The renderer, the unit-directory writer, the reload engine and the commands all go through
+//! [`UnitNames`], so a name that is built here is parsed back here, and a round-trip test
+//! keeps the two directions in step.
+
+use std::num::NonZeroU32;
+
+use crate::config::FdName;
+
+/// One symlink, relative to the unit directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Link {
+    /// Where the link lives, e.g. `web.target.wants/web@1.service`.
+    pub path: String,
+    /// What it points to, e.g. `../web@.service`.
+    pub target: String,
+}
+
+/// Names of the units of an app, so the controller and the renderer agree.
+#[derive(Debug, Clone)]
+pub struct UnitNames {
+    name: String,
+}
+
+impl UnitNames {
+    /// Names for app `name`.
+    pub fn new(name: &str) -> Self {
+        Self {
+            name: name.to_string(),
+        }
+    }
+
+    /// The app name.
+    pub fn app(&self) -> &str {
+        &self.name
+    }
+
+    /// `NAME.target`.
+    pub fn target(&self) -> String {
+        format!("{}.target", self.name)
+    }
+
+    /// `NAME@.service`.
+    pub fn service_template(&self) -> String {
+        format!("{}@.service", self.name)
+    }
+
+    /// `NAME@N.service`.
+    pub fn instance(&self, n: u32) -> String {
+        format!("{}@{n}.service", self.name)
+    }
+
+    /// `NAME@%i.service`: the instance a unit of the same instance refers to.
+    pub fn instance_template_ref(&self) -> String {
+        format!("{}@%i.service", self.name)
+    }
+
+    /// `NAME@*.service`: a pattern that matches every instance (and more; filter with
+    /// [`Self::instance_of`]).
+    pub fn instance_pattern(&self) -> String {
+        format!("{}@*.service", self.name)
+    }
+
+    /// The instance number of `NAME@N.service`; `None` for any other unit, including the
+    /// instances of an app whose name starts with this one (`NAME-admin@1.service`).
+    pub fn instance_of(&self, unit: &str) -> Option<u32> {
+        unit.strip_prefix(&self.name)?
+            .strip_prefix('@')?
+            .strip_suffix(".service")?
+            .parse()
+            .ok()
+    }
+
+    /// The socket unit stem for fd name group `index` (0 is the primary one): `NAME` or
+    /// `NAME-FDNAME`.
+    pub fn socket_stem(&self, index: usize, fd_name: &FdName) -> String {
+        if index == 0 {
+            self.name.clone()
+        } else {
+            format!("{}-{fd_name}", self.name)
+        }
+    }
+
+    /// The socket unit for fd name group `index`, as the service refers to it: `NAME.socket`
+    /// (shared) or `NAME@%i.socket` (per instance).
+    pub fn socket_unit(&self, index: usize, fd_name: &FdName, per_instance: bool) -> String {
+        let stem = self.socket_stem(index, fd_name);
+        if per_instance {
+            format!("{stem}@%i.socket")
+        } else {
+            format!("{stem}.socket")
+        }
+    }
+
+    /// The socket unit file for fd name group `index`: `NAME.socket` or `NAME@.socket`.
+    pub fn socket_file(&self, index: usize, fd_name: &FdName, per_instance: bool) -> String {
+        let stem = self.socket_stem(index, fd_name);
+        if per_instance {
+            format!("{stem}@.socket")
+        } else {
+            format!("{stem}.socket")
+        }
+    }
+
+    /// `NAME.target.wants`, the directory whose links say which instances the target starts.
+    pub fn wants_dir(&self) -> String {
+        format!("{}.wants", self.target())
+    }
+
+    /// The wants link that makes `NAME.target` start instance `n`.
+    pub fn instance_link(&self, n: u32) -> Link {
+        Link {
+            path: format!("{}/{}", self.wants_dir(), self.instance(n)),
+            target: format!("../{}", self.service_template()),
+        }
+    }
+
+    /// The link that hooks `NAME.target` into `into` (the default target), as a generator
+    /// does for units it cannot enable.
+    pub fn target_link(&self, into: &str) -> Link {
+        Link {
+            path: format!("{into}.wants/{}", self.target()),
+            target: format!("../{}", self.target()),
+        }
+    }
+
+    /// The links for instances `1..=n`: the persisted instance count.
+    pub fn instance_links(&self, n: NonZeroU32) -> Vec<Link> {
+        (1..=n.get()).map(|i| self.instance_link(i)).collect()
+    }
+
+    /// The instance a wants link stands for, read back from its path (relative to the unit
+    /// directory) and its target; `None` for a link that is not one of this app's instances
+    /// (an admin's own link, another app's, a link to something else).
+    pub fn linked_instance(&self, path: &str, target: &str) -> Option<u32> {
+        let unit = path.strip_prefix(&self.wants_dir())?.strip_prefix('/')?;
+        let points_at_template = target == format!("../{}", self.service_template())
+            || target.ends_with(&format!("/{}", self.service_template()));
+        points_at_template.then(|| self.instance_of(unit)).flatten()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn instance_numbers_come_from_the_unit_name_of_this_app_only() {
+        let web = UnitNames::new("web");
+        assert_eq!(web.instance_of("web@12.service"), Some(12));
+        assert_eq!(web.instance_of("web-admin@1.service"), None);
+        assert_eq!(web.instance_of("web@.service"), None);
+        assert_eq!(web.instance_of("web@1.socket"), None);
+    }
+
+    #[test]
+    fn only_links_into_the_template_are_instances() {
+        let web = UnitNames::new("web");
+        let link = web.instance_link(3);
+        assert_eq!(link.path, "web.target.wants/web@3.service");
+        assert_eq!(link.target, "../web@.service");
+        assert_eq!(
+            web.linked_instance(
+                "web.target.wants/web@3.service",
+                "/etc/systemd/system/web@.service"
+            ),
+            Some(3)
+        );
+        assert_eq!(
+            web.linked_instance("web.target.wants/web@3.service", "../other@.service"),
+            None
+        );
+        assert_eq!(
+            web.linked_instance("web.target.wants/web-admin@3.service", "../web@.service"),
+            None
+        );
+        assert_eq!(
+            web.linked_instance("api.target.wants/web@3.service", "../web@.service"),
+            None
+        );
+    }
+
+    proptest! {
+        /// Whatever is built is parsed back to the same instance, for any valid app name.
+        #[test]
+        fn names_and_links_round_trip(name in "[a-zA-Z0-9_][a-zA-Z0-9_.-]{0,20}", n in 1u32..=1024) {
+            let names = UnitNames::new(&name);
+            prop_assert_eq!(names.instance_of(&names.instance(n)), Some(n));
+            let link = names.instance_link(n);
+            prop_assert_eq!(names.linked_instance(&link.path, &link.target), Some(n));
+            prop_assert_eq!(names.instance_of(&names.service_template()), None);
+            prop_assert_eq!(names.instance_of(&names.target()), None);
+            let other = UnitNames::new(&format!("{name}-x"));
+            prop_assert_eq!(names.instance_of(&other.instance(n)), None);
+            prop_assert_eq!(names.linked_instance(&other.instance_link(n).path, &link.target), None);
+        }
+    }
+}
