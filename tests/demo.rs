@@ -1,23 +1,17 @@
-//! `sysmgr demo`, the README's main command, runs to its end: it boots a private systemd
-//! (none runs on the test machines), starts the app, reloads it under load and reports that
-//! no request failed.
+//! `sysmgr-demo`, the README's main command (`scripts/demo`), runs to its end: it boots a
+//! private systemd (none runs on the test machines), starts the app with the `sysmgr` built
+//! beside it, reloads it under load and reports that no request failed.
 
-use crate::support::{sysmgr, workspace_bin};
+use std::process::Command;
+
+use crate::support::workspace_bin;
 
 // soak: zero loss
 #[test]
 fn the_demo_reloads_under_load_without_a_failed_request() {
     workspace_bin("sysmgr-hello");
-    let out = sysmgr()
-        .args([
-            "demo",
-            "--seconds",
-            "1",
-            "--instances",
-            "3",
-            "--connections",
-            "8",
-        ])
+    let out = Command::new(workspace_bin("sysmgr-demo"))
+        .args(["--seconds", "1", "--instances", "3", "--connections", "8"])
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);

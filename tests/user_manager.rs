@@ -362,15 +362,12 @@ fn user_manager_generate_start_reload_and_delete() {
 fn the_demo_uses_the_user_manager_where_systemd_runs() {
     workspace_bin("sysmgr-hello");
     let um = UserManager::boot();
-    let r = um.sysmgr(&[
-        "demo",
-        "--seconds",
-        "1",
-        "--instances",
-        "2",
-        "--connections",
-        "4",
-    ]);
+    let r: Run = um
+        .command(workspace_bin("sysmgr-demo"))
+        .args(["--seconds", "1", "--instances", "2", "--connections", "4"])
+        .output()
+        .expect("nsenter runs")
+        .into();
     assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
     assert!(
         r.stdout.starts_with(

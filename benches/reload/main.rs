@@ -38,7 +38,7 @@ use sysmgr_sandbox::Sandbox;
 /// Connections of a throughput measurement. Moderate on purpose: on 2 cores, more connections
 /// only measure the client's and the scheduler's overhead.
 const THROUGHPUT_CONNECTIONS: usize = 16;
-/// The load during a reload, as in `sysmgr demo`: keep-alive clients plus a quarter as many
+/// The load during a reload, as in `sysmgr-demo`: keep-alive clients plus a quarter as many
 /// opening a connection per request, both paced (see [`RELOAD_LOAD_SHARE`]).
 const RELOAD_KEEP_ALIVE_CONNECTIONS: usize = 16;
 const RELOAD_PER_REQUEST_CONNECTIONS: usize = 4;

@@ -11,7 +11,6 @@ use crate::systemd::Manager;
 mod assets;
 mod check;
 mod delete;
-mod demo;
 pub mod generate;
 pub mod generator;
 mod init;
@@ -80,8 +79,6 @@ pub enum Command {
     Status(status::StatusArgs),
     /// Show an app's journal (all instances), via journalctl.
     Logs(logs::LogsArgs),
-    /// Generate, start and reload a 4-instance app under load, and show what clients saw.
-    Demo(demo::DemoArgs),
     /// Print a completion script for bash, zsh, fish, elvish or powershell.
     Completions(assets::CompletionsArgs),
     /// Write the man pages (sysmgr.1 and one per command) into DIR; the packages ship them.
@@ -110,7 +107,6 @@ pub fn main() -> ExitCode {
         Command::List(args) => list::run(&args, cli.manager.manager()),
         Command::Status(args) => status::run(&args, cli.manager.manager()),
         Command::Logs(args) => logs::run(&args, cli.manager.manager()),
-        Command::Demo(args) => demo::run(&args),
         Command::Completions(args) => assets::completions(&args),
         Command::Man(args) => assets::man(&args),
     };

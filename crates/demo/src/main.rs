@@ -1,13 +1,17 @@
-//! `sysmgr demo`: the whole job in one command, on any Linux machine.
+//! `sysmgr-demo`: the whole job in one command, on any Linux machine (`scripts/demo`).
 //!
 //! Generates an app of the reference worker (`sysmgr-hello`), starts it under systemd, shows
 //! which instance answers, measures steady load, then reloads it while the load runs and
 //! prints what the clients saw: requests, failures, hung connections, latency, new PIDs.
 //!
-//! It runs the real `sysmgr` commands, printed as it goes, so what it shows is what a user
-//! gets. Where systemd is the running init it uses the user's manager (`--user`); where it is
-//! not (containers, CI VMs) it boots the private systemd the tests use (`sysmgr-sandbox`:
-//! PID 1 in namespaces on an overlay root; needs root), and tears it down at the end.
+//! It runs the real `sysmgr` binary as a subprocess, each command printed as it goes, so what
+//! it shows is what a user gets. Where systemd is the running init it uses the user's manager
+//! (`--user`); where it is not (containers, CI VMs) it boots the private systemd the tests use
+//! (`sysmgr-sandbox`: PID 1 in namespaces on an overlay root; needs root), and tears it down
+//! at the end.
+//!
+//! It is its own binary, not a `sysmgr` command, because `sysmgr` also runs as the boot-time
+//! generator: that binary must not link the test sandbox and the load generator.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -15,24 +19,44 @@ use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
-use clap::Args;
+use clap::Parser;
 use sysmgr_load::{Background, LoadConfig, Mode, Report};
 use sysmgr_sandbox::Sandbox;
 
-#[derive(Debug, Args)]
-pub struct DemoArgs {
-    /// Instances of the demo app.
-    #[arg(long, default_value_t = 4)]
-    pub instances: u32,
+/// Generate, start and reload a 4-instance app under load with sysmgr, and show what the
+/// clients saw.
+#[derive(Debug, Parser)]
+#[command(name = "sysmgr-demo", version, about, long_about = None)]
+struct DemoArgs {
+    /// Instances of the demo app (1 to 64).
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=64))]
+    instances: u32,
     /// Keep-alive connections of the load (plus a quarter as many one-request connections).
     #[arg(long, default_value_t = 16)]
-    pub connections: usize,
+    connections: usize,
     /// Seconds of steady load measured before the reload.
     #[arg(long, default_value_t = 3)]
-    pub seconds: u64,
+    seconds: u64,
     /// Loopback port of the demo app [default: a free one].
     #[arg(long)]
-    pub port: Option<u16>,
+    port: Option<u16>,
+}
+
+/// The demo ran, but a request failed or an instance was not replaced.
+const FAILED: u8 = 1;
+
+fn main() -> ExitCode {
+    let args = DemoArgs::parse();
+    match run(&args) {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("sysmgr-demo: error: {err}");
+            for cause in err.chain().skip(1) {
+                eprintln!("  caused by: {cause}");
+            }
+            ExitCode::from(FAILED)
+        }
+    }
 }
 
 /// Where the demo's systemd is.
@@ -158,27 +182,27 @@ fn line(label: &str, r: &Report) {
     }
 }
 
-/// The reference worker next to this binary, or the installed one.
-fn hello_binary() -> anyhow::Result<PathBuf> {
+/// A program of the workspace next to this binary (where cargo builds them all), or the
+/// installed one.
+fn beside_or_installed(name: &str, build: &str) -> anyhow::Result<PathBuf> {
     let exe = std::env::current_exe().context("cannot find this program")?;
-    let beside = exe.with_file_name("sysmgr-hello");
-    for candidate in [beside.clone(), PathBuf::from("/usr/bin/sysmgr-hello")] {
+    let beside = exe.with_file_name(name);
+    let installed = Path::new("/usr/bin").join(name);
+    for candidate in [&beside, &installed] {
         if candidate.exists() {
-            return Ok(candidate);
+            return Ok(candidate.clone());
         }
     }
     bail!(
-        "the reference worker is missing: no `{}` or `/usr/bin/sysmgr-hello`; build it with `cargo build --release -p sysmgr-hello`",
-        beside.display()
+        "`{name}` is missing: no `{}` or `{}`; build it with `cargo build --release -p {build}`",
+        beside.display(),
+        installed.display()
     )
 }
 
-pub fn run(args: &DemoArgs) -> anyhow::Result<ExitCode> {
-    if args.instances == 0 || args.instances > 64 {
-        return Err(crate::Invalid("`--instances` must be 1 to 64".into()).into());
-    }
-    let exe = std::env::current_exe().context("cannot find this program")?;
-    let hello = hello_binary()?;
+fn run(args: &DemoArgs) -> anyhow::Result<ExitCode> {
+    let sysmgr = beside_or_installed("sysmgr", "sysmgr")?;
+    let hello = beside_or_installed("sysmgr-hello", "sysmgr-hello")?;
     let port = match args.port {
         Some(p) => p,
         None => std::net::TcpListener::bind("127.0.0.1:0")?
@@ -196,7 +220,11 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<ExitCode> {
         println!("== systemd is not running here: booting a private one (PID 1 in namespaces, overlay root)");
         sysmgr_sandbox::preflight()?;
         let started = Instant::now();
-        let mut binds = vec![exe.parent().expect("a file in a directory").to_path_buf()];
+        // sysmgr and the worker run inside, at the same paths.
+        let mut binds = vec![sysmgr
+            .parent()
+            .expect("a file in a directory")
+            .to_path_buf()];
         let hello_dir = hello.parent().expect("a file in a directory").to_path_buf();
         if !binds.contains(&hello_dir) {
             binds.push(hello_dir);
@@ -223,10 +251,10 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<ExitCode> {
     let file = host.write_app(&app)?;
     println!("\n== the app file, {}:\n{app}", file.display());
     let file = file.display().to_string();
-    let result = demo(&host, &exe, &file, addr, args);
+    let result = demo(&host, &sysmgr, &file, addr, args);
     // Clean up the user manager; a sandbox goes away with its PID 1 when `host` drops.
     if matches!(host, Host::User) {
-        let _ = step(&host, &exe, &["delete", "hello"]);
+        let _ = step(&host, &sysmgr, &["delete", "hello"]);
     }
     result
 }
@@ -320,6 +348,6 @@ fn demo(
         Ok(ExitCode::SUCCESS)
     } else {
         println!("== {failed} requests failed; instances replaced: {replaced}");
-        Ok(ExitCode::from(super::exit::FAILED))
+        Ok(ExitCode::from(FAILED))
     }
 }
