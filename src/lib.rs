@@ -12,6 +12,7 @@ pub mod controller;
 pub mod install;
 pub mod lock;
 pub mod names;
+pub mod node;
 pub mod reload;
 pub mod render;
 pub mod systemd;

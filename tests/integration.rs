@@ -7,6 +7,7 @@ mod cli;
 mod demo;
 mod lifecycle;
 mod package;
+mod pm2;
 mod reload;
 mod render;
 mod sandbox;

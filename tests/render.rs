@@ -21,6 +21,7 @@ fn spec_of(text: &str, file: &str, profile: Option<&str>) -> AppSpec {
     let opts = ParseOptions {
         profile: profile.map(str::to_string),
         user_manager: false,
+        ..ParseOptions::default()
     };
     let source = Path::new("/etc/sysmgr").join(file);
     match config::parse(text, file, &source, &opts) {

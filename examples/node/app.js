@@ -48,6 +48,13 @@ function listenTarget(name) {
 // wrapper (npm, a shell without exec).
 function notify(args) {
   if (!env.NOTIFY_SOCKET) return Promise.resolve();
+  // Started by `sysmgr exec` (sysmgr's units for node): a datagram socket to systemd is open
+  // already, so the message comes from this process itself (the units say NotifyAccess=main).
+  if (env.SYSMGR_NOTIFY_FD && env.SYSMGR_PID === String(process.pid)) {
+    const state = args.map((a) => a.replace(/^--ready$/, 'READY=1').replace(/^--status=/, 'STATUS=').replace(/^--pid=/, 'MAINPID='));
+    try { require('node:fs').writeSync(Number(env.SYSMGR_NOTIFY_FD), state.join('\n')); } catch (err) { console.error(`sd_notify failed: ${err.message}`); }
+    return Promise.resolve();
+  }
   return new Promise((resolve) => {
     const child = spawn('systemd-notify', args, { stdio: 'ignore' });
     child.on('error', (err) => { console.error(`sd_notify failed: ${err.message}`); resolve(); });

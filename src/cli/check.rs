@@ -6,7 +6,8 @@ use std::process::ExitCode;
 
 use clap::Args;
 
-use crate::config::{keys, AppSpec, ParseOptions};
+use super::generate::Input;
+use crate::config::{keys, AppSpec};
 use crate::systemd::Manager;
 
 #[derive(Debug, Args)]
@@ -17,14 +18,20 @@ pub struct CheckArgs {
     /// Merge `[env_PROFILE]` over `[env]` before printing.
     #[arg(long, value_name = "PROFILE")]
     pub env: Option<String>,
+    /// For PM2 ecosystem files: the socket of apps that declare no port.
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<String>,
 }
 
 pub fn run(args: &CheckArgs, manager: Manager) -> anyhow::Result<ExitCode> {
-    let opts = ParseOptions {
-        profile: args.env.clone(),
-        user_manager: manager == Manager::User,
-    };
-    let specs = super::generate::load_all(&args.files, &opts, "fix them and check again")?;
+    let opts = super::lifecycle::parse_options(args.env.as_deref(), manager);
+    let inputs: Vec<Input> = args.files.iter().cloned().map(Input::File).collect();
+    let specs = super::generate::load_all(
+        &inputs,
+        &opts,
+        args.listen.as_deref(),
+        "fix them and check again",
+    )?;
     let cores = super::generate::usable_cores();
     for spec in &specs {
         print!("{}", describe(spec, cores));

@@ -11,16 +11,22 @@ use crate::systemd::Manager;
 
 #[derive(Debug, Args)]
 pub struct DeleteArgs {
-    /// The app.
-    #[arg(value_name = "NAME")]
+    /// The app, or an app file or PM2 ecosystem file (every app of it).
+    #[arg(value_name = "NAME|FILE")]
     pub name: String,
     #[command(flatten)]
     pub lock: LockArgs,
 }
 
 pub fn run(args: &DeleteArgs, manager: Manager) -> anyhow::Result<ExitCode> {
-    let name = lifecycle::app_name(&args.name)?;
-    let app = lifecycle::open(manager, &name, &args.lock)?;
+    for name in lifecycle::app_names(&args.name, manager)? {
+        run_one(args, manager, &name)?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn run_one(args: &DeleteArgs, manager: Manager, name: &str) -> anyhow::Result<ExitCode> {
+    let app = lifecycle::open(manager, name, &args.lock)?;
     if app.installed().from_generator {
         let source = app.installed().source.as_ref().map_or_else(
             || "its app file".to_string(),

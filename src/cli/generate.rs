@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::Args;
 
-use crate::config::{self, ParseOptions};
+use crate::config::{self, ecosystem, ParseOptions};
 use crate::install::{UnitDir, WriteReport};
 use crate::render::{self, Flavor, Rendered};
 use crate::systemd::Manager;
@@ -30,6 +30,10 @@ pub struct GenerateArgs {
     /// Do not ask the running service manager to reload after writing.
     #[arg(long)]
     pub no_reload: bool,
+    /// For PM2 ecosystem files: the socket of apps that declare no port (`listen`,
+    /// `env.PORT`), e.g. `127.0.0.1:3000`.
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<String>,
 }
 
 /// What the generate step produced, for commands that generate and then act (`start FILE`,
@@ -44,34 +48,65 @@ pub struct Generated {
     pub report: WriteReport,
 }
 
-/// Loads every file, printing warnings; fails with every file's errors if any file has one.
-/// `consequence` ends the summary line: what did not happen because of the errors.
+/// Where apps come from on the command line.
+#[derive(Debug, Clone)]
+pub enum Input {
+    /// An app.toml, or a PM2 ecosystem file (`*.config.js`, `.json`...).
+    File(PathBuf),
+    /// PM2's quick form, `sysmgr start app.js -i N --name NAME`.
+    Script {
+        /// The script Node runs.
+        script: PathBuf,
+        /// `-i`: a count, `max`, 0 or -1.
+        instances: Option<String>,
+        /// `--name`.
+        name: Option<String>,
+    },
+}
+
+impl Input {
+    /// A file argument: PM2's quick form for a script (`app.js`), else an app or ecosystem file.
+    pub fn of(path: &Path, instances: Option<&str>, name: Option<&str>) -> Self {
+        if ecosystem::is_node_script(path) && !ecosystem::is_ecosystem_file(path) {
+            Self::Script {
+                script: path.to_path_buf(),
+                instances: instances.map(str::to_string),
+                name: name.map(str::to_string),
+            }
+        } else {
+            Self::File(path.to_path_buf())
+        }
+    }
+
+    fn display(&self) -> String {
+        match self {
+            Self::File(p) | Self::Script { script: p, .. } => p.display().to_string(),
+        }
+    }
+}
+
+/// Loads every input, printing warnings; fails with every input's errors if any has one.
+/// `listen` is `--listen`, for ecosystem apps that declare no port. `consequence` ends the
+/// summary line: what did not happen because of the errors.
 pub(crate) fn load_all(
-    files: &[PathBuf],
+    inputs: &[Input],
     opts: &ParseOptions,
+    listen: Option<&str>,
     consequence: &str,
 ) -> anyhow::Result<Vec<config::AppSpec>> {
     let mut specs = Vec::new();
     let mut failed = Vec::new();
-    for file in files {
-        match config::load(file, opts) {
-            Ok(parsed) => {
-                for w in parsed.warnings.warnings() {
-                    eprintln!("{w}");
-                }
-                specs.push(parsed.spec);
-            }
-            Err(e) => {
-                eprintln!("{e}");
-                failed.push(file.display().to_string());
-            }
+    for input in inputs {
+        match load_one(input, opts, listen) {
+            Ok(loaded) => specs.extend(loaded),
+            Err(()) => failed.push(input.display()),
         }
     }
     if !failed.is_empty() {
         return Err(crate::Invalid(format!(
             "{} of {} app files {} errors ({}); {consequence}",
             failed.len(),
-            files.len(),
+            inputs.len(),
             if failed.len() == 1 { "has" } else { "have" },
             failed.join(", ")
         ))
@@ -86,6 +121,77 @@ pub(crate) fn load_all(
                 a.name
             ))
             .into());
+        }
+    }
+    Ok(specs)
+}
+
+/// One input's apps, its warnings and errors printed.
+fn load_one(
+    input: &Input,
+    opts: &ParseOptions,
+    listen: Option<&str>,
+) -> Result<Vec<config::AppSpec>, ()> {
+    let overrides = ecosystem::Overrides {
+        listen: listen.map(str::to_string),
+        profile: opts.profile.clone(),
+    };
+    let (path, imported) = match input {
+        Input::File(path) if !ecosystem::is_ecosystem_file(path) => {
+            return match config::load(path, opts) {
+                Ok(parsed) => {
+                    for w in parsed.warnings.warnings() {
+                        eprintln!("{w}");
+                    }
+                    Ok(vec![parsed.spec])
+                }
+                Err(e) => {
+                    eprintln!("{e}");
+                    Err(())
+                }
+            };
+        }
+        Input::File(path) => (path, ecosystem::import(path, &overrides)),
+        Input::Script {
+            script,
+            instances,
+            name,
+        } => {
+            let value = ecosystem::quick_form(script, instances.as_deref(), name.as_deref());
+            let base = std::path::absolute(script)
+                .ok()
+                .and_then(|p| p.parent().map(Path::to_path_buf))
+                .unwrap_or_default();
+            let file = script.display().to_string();
+            (script, ecosystem::convert(&value, &file, &base, &overrides))
+        }
+    };
+    let apps = imported.map_err(|e| eprintln!("sysmgr: error: {e}"))?;
+    let source = std::path::absolute(path).unwrap_or_else(|_| path.clone());
+    let mut specs = Vec::new();
+    for app in apps {
+        for w in &app.warnings {
+            eprintln!("{w}");
+        }
+        if matches!(input, Input::Script { .. }) {
+            // The quick form's app file, for the user to keep (`sysmgr start NAME.toml`).
+            eprintln!(
+                "sysmgr: the app file for `{}` (save it as {}.toml to keep it):\n{}",
+                app.name, app.name, app.toml
+            );
+        }
+        let display = format!("{} (app `{}`)", path.display(), app.name);
+        match config::parse(&app.toml, &display, &source, opts) {
+            Ok(parsed) => {
+                for w in parsed.warnings.warnings() {
+                    eprintln!("{w}");
+                }
+                specs.push(parsed.spec);
+            }
+            Err(d) => {
+                eprintln!("{d}\nthe app file made from it:\n{}", app.toml);
+                return Err(());
+            }
         }
     }
     Ok(specs)
@@ -112,28 +218,35 @@ pub fn usable_cores() -> std::num::NonZeroUsize {
 
 /// Loads every file (printing warnings) and renders the units for `manager`.
 fn load_and_render(
-    files: &[PathBuf],
+    inputs: &[Input],
     profile: Option<&str>,
+    listen: Option<&str>,
     manager: Manager,
 ) -> anyhow::Result<Vec<Rendered>> {
-    let opts = ParseOptions {
-        profile: profile.map(str::to_string),
-        user_manager: manager == Manager::User,
-    };
-    let specs = load_all(files, &opts, "nothing was written")?;
+    let opts = super::lifecycle::parse_options(profile, manager);
+    let specs = load_all(inputs, &opts, listen, "nothing was written")?;
     Ok(render_all(&specs, manager, Flavor::Generate))
 }
 
-/// Loads, renders and writes; reloads the manager when the units went into its live
-/// directory. Used by `generate`, `start FILE` and `reload FILE`.
-pub(crate) fn generate_files(
-    files: &[PathBuf],
+/// Renders and writes loaded apps (installing the Node bridge first when an app needs it);
+/// reloads the manager when the units went into its live directory. Used by `generate`,
+/// `start FILE` and `reload FILE`.
+pub(crate) fn write_specs(
+    specs: &[config::AppSpec],
+    opts: &ParseOptions,
     output: Option<&Path>,
-    profile: Option<&str>,
     manager: Manager,
     reload: bool,
 ) -> anyhow::Result<Generated> {
-    let apps = load_and_render(files, profile, manager)?;
+    if specs.iter().any(|s| s.runtime.is_node()) {
+        let script = opts.bridge.script.display().to_string();
+        if crate::node::install(&opts.bridge).with_context(|| {
+            format!("cannot install sysmgr's Node bridge at `{script}`; nothing was written")
+        })? {
+            eprintln!("installed sysmgr's Node bridge at {script}");
+        }
+    }
+    let apps = render_all(specs, manager, Flavor::Generate);
     let default = UnitDir::default_for(manager)?;
     let dir = output.map_or_else(|| default.clone(), |p| UnitDir::new(p.to_path_buf()));
     let report = dir.write(&apps)?;
@@ -178,8 +291,14 @@ pub(crate) fn reload_manager(manager: Manager) -> anyhow::Result<()> {
 }
 
 pub fn run(args: &GenerateArgs, manager: Manager) -> anyhow::Result<ExitCode> {
+    let inputs: Vec<Input> = args.files.iter().cloned().map(Input::File).collect();
     if args.dry_run {
-        let apps = load_and_render(&args.files, args.env.as_deref(), manager)?;
+        let apps = load_and_render(
+            &inputs,
+            args.env.as_deref(),
+            args.listen.as_deref(),
+            manager,
+        )?;
         let dir = match &args.output {
             Some(p) => p.clone(),
             None => UnitDir::default_for(manager)?.path().to_path_buf(),
@@ -197,10 +316,17 @@ pub fn run(args: &GenerateArgs, manager: Manager) -> anyhow::Result<ExitCode> {
         }
         return Ok(ExitCode::SUCCESS);
     }
-    generate_files(
-        &args.files,
+    let opts = super::lifecycle::parse_options(args.env.as_deref(), manager);
+    let specs = load_all(
+        &inputs,
+        &opts,
+        args.listen.as_deref(),
+        "nothing was written",
+    )?;
+    write_specs(
+        &specs,
+        &opts,
         args.output.as_deref(),
-        args.env.as_deref(),
         manager,
         !args.no_reload,
     )?;

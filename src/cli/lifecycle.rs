@@ -8,7 +8,8 @@ use std::path::{Path, PathBuf};
 use anyhow::Context as _;
 use clap::Args;
 
-use crate::config::{self, AppName, ParseOptions};
+use super::generate::{load_all, write_specs, Input};
+use crate::config::{AppName, ParseOptions};
 use crate::controller::App;
 use crate::lock::{self, AppLock, Wait};
 use crate::systemd::Manager;
@@ -42,31 +43,6 @@ impl Target {
             Self::Name(arg.to_string())
         }
     }
-
-    /// The app name: validated, or read from the app file (without printing its warnings;
-    /// generating prints them).
-    pub fn app_name(&self, profile: Option<&str>, manager: Manager) -> anyhow::Result<String> {
-        match self {
-            Self::Name(name) => app_name(name),
-            Self::File(path) => {
-                let opts = ParseOptions {
-                    profile: profile.map(str::to_string),
-                    user_manager: manager == Manager::User,
-                };
-                match config::load(path, &opts) {
-                    Ok(parsed) => Ok(parsed.spec.name.as_str().to_string()),
-                    Err(e) => {
-                        eprintln!("{e}");
-                        Err(crate::Invalid(format!(
-                            "`{}` has errors; nothing was changed",
-                            path.display()
-                        ))
-                        .into())
-                    }
-                }
-            }
-        }
-    }
 }
 
 /// Validates an app name given on the command line.
@@ -83,22 +59,83 @@ pub fn open(manager: Manager, name: &str, lock_args: &LockArgs) -> anyhow::Resul
     App::open(manager, name, lock)
 }
 
-/// What `start` and `reload` begin with: resolves `arg` (an app name or an app file), takes
-/// the lock, generates from the file (which reloads systemd when anything changed), and opens
-/// the app.
+/// Where the apps of `start` and `reload` come from, besides the argument.
+#[derive(Debug, Clone, Args)]
+pub struct SourceArgs {
+    /// With FILE: merge `[env_PROFILE]` over `[env]`, like `pm2 start --env PROFILE`
+    /// (`env_PROFILE` of an ecosystem file).
+    #[arg(long, value_name = "PROFILE")]
+    pub env: Option<String>,
+    /// With an ecosystem file or a script: the socket of apps that declare no port
+    /// (`listen`, `env.PORT`), e.g. `127.0.0.1:3000` or `3000`.
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<String>,
+    /// With a script (`sysmgr start app.js`): how many instances, like `pm2 start -i`
+    /// (`max` or 0: one per core, -1: one fewer).
+    #[arg(long, short = 'i', value_name = "N", allow_hyphen_values = true)]
+    pub instances: Option<String>,
+    /// With a script: the app's name (default: the script's name).
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
+}
+
+/// What `start` and `reload` begin with: resolves `arg` (an app name, an app file, a PM2
+/// ecosystem file or a script), takes the lock of every app it holds, generates their units
+/// (which reloads systemd when anything changed), and opens them.
 pub fn prepare(
     arg: &str,
-    profile: Option<&str>,
+    source: &SourceArgs,
     manager: Manager,
     lock_args: &LockArgs,
-) -> anyhow::Result<App> {
-    let target = Target::parse(arg);
-    let name = target.app_name(profile, manager)?;
-    let lock = lock(manager, &name, lock_args)?;
-    if let Target::File(file) = &target {
-        super::generate::generate_files(std::slice::from_ref(file), None, profile, manager, true)?;
+) -> anyhow::Result<Vec<App>> {
+    let path = match Target::parse(arg) {
+        Target::Name(name) => {
+            let name = app_name(&name)?;
+            let lock = lock(manager, &name, lock_args)?;
+            return Ok(vec![App::open(manager, &name, lock)?]);
+        }
+        Target::File(path) => path,
+    };
+    let opts = parse_options(source.env.as_deref(), manager);
+    let input = Input::of(&path, source.instances.as_deref(), source.name.as_deref());
+    let specs = load_all(
+        &[input],
+        &opts,
+        source.listen.as_deref(),
+        "nothing was changed",
+    )?;
+    // In name order, so two commands on overlapping files cannot wait for each other.
+    let mut names: Vec<String> = specs.iter().map(|s| s.name.as_str().to_string()).collect();
+    names.sort();
+    let mut locks = Vec::with_capacity(names.len());
+    for name in names {
+        let held = lock(manager, &name, lock_args)?;
+        locks.push((name, held));
     }
-    App::open(manager, &name, lock)
+    write_specs(&specs, &opts, None, manager, true)?;
+    locks
+        .into_iter()
+        .map(|(name, held)| App::open(manager, &name, held))
+        .collect()
+}
+
+/// The apps an argument names: one name, or every app of an app file or ecosystem file
+/// (`sysmgr stop ecosystem.config.js`, as PM2 does).
+pub fn app_names(arg: &str, manager: Manager) -> anyhow::Result<Vec<String>> {
+    match Target::parse(arg) {
+        Target::Name(name) => Ok(vec![app_name(&name)?]),
+        Target::File(path) => {
+            let opts = parse_options(None, manager);
+            // The port does not matter for a name: any address will do.
+            let specs = load_all(
+                &[Input::File(path)],
+                &opts,
+                Some("0"),
+                "nothing was changed",
+            )?;
+            Ok(specs.iter().map(|s| s.name.as_str().to_string()).collect())
+        }
+    }
 }
 
 /// Takes the app's lock, waiting (with a message) unless `--no-wait`.
@@ -124,6 +161,15 @@ pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")
+}
+
+/// How app files are read for `manager`: its profile, and where sysmgr and its Node bridge are.
+pub fn parse_options(profile: Option<&str>, manager: Manager) -> ParseOptions {
+    ParseOptions {
+        profile: profile.map(str::to_string),
+        user_manager: manager == Manager::User,
+        bridge: crate::node::paths(manager),
+    }
 }
 
 /// Prints to stdout; a reader that went away (`sysmgr list | head`) is not an error.

@@ -11,6 +11,7 @@ use crate::systemd::Manager;
 mod assets;
 mod check;
 mod delete;
+mod exec;
 pub mod generate;
 pub mod generator;
 mod init;
@@ -84,6 +85,9 @@ pub enum Command {
     /// Write the man pages (sysmgr.1 and one per command) into DIR; the packages ship them.
     #[command(hide = true)]
     Man(assets::ManArgs),
+    /// Start an instance's program with a notify socket for it (what Node apps' units run).
+    #[command(hide = true)]
+    Exec(exec::ExecArgs),
 }
 
 /// Parses the command line and runs the command. `argv0` decides whether this process was
@@ -109,6 +113,7 @@ pub fn main() -> ExitCode {
         Command::Logs(args) => logs::run(&args, cli.manager.manager()),
         Command::Completions(args) => assets::completions(&args),
         Command::Man(args) => assets::man(&args),
+        Command::Exec(args) => exec::run(&args),
     };
     match result {
         Ok(code) => code,

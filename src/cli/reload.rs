@@ -22,7 +22,8 @@ use crate::systemd::Manager;
 
 #[derive(Debug, Args)]
 pub struct ReloadArgs {
-    /// The app's name, or its app file to regenerate the units from first.
+    /// The app's name, or its app file (or PM2 ecosystem file) to regenerate the units from
+    /// first; every app of the file is reloaded in turn.
     #[arg(value_name = "NAME|FILE")]
     pub app: String,
     /// How many instances restart at the same time.
@@ -31,16 +32,14 @@ pub struct ReloadArgs {
     /// How long a new process must stay up after systemd reports it started, in ms.
     #[arg(long, value_name = "MS", default_value_t = 300)]
     pub min_ready: u64,
-    /// With FILE: merge `[env_PROFILE]` over `[env]`.
-    #[arg(long, value_name = "PROFILE")]
-    pub env: Option<String>,
+    #[command(flatten)]
+    pub source: lifecycle::SourceArgs,
     #[command(flatten)]
     pub lock: LockArgs,
 }
 
 pub fn run(args: &ReloadArgs, manager: Manager) -> anyhow::Result<ExitCode> {
-    let app = lifecycle::prepare(&args.app, args.env.as_deref(), manager, &args.lock)?;
-    let name = app.name();
+    let apps = lifecycle::prepare(&args.app, &args.source, manager, &args.lock)?;
     let opts = Options {
         parallel: args.parallel,
         min_ready: Duration::from_millis(args.min_ready),
@@ -48,24 +47,37 @@ pub fn run(args: &ReloadArgs, manager: Manager) -> anyhow::Result<ExitCode> {
     };
     lifecycle::runtime()?.block_on(async {
         let sd = Systemd::connect(manager).await?;
-        let running = app.running(&sd).await?;
-        if app.reload_systemd_if_stale(&sd).await? {
-            eprintln!("reload {name}: the unit files changed on disk; reloaded systemd first");
-        }
-        let summary = app.reload(&sd, &opts, &mut printer("reload")).await;
-        report("reload", &summary, &running)?;
-        // Scale down to the count in the unit directory: instances beyond it still run the
-        // previous version and are stopped only now, after the new ones proved ready.
-        let extra = app.stop_unwanted(&sd, &running).await?;
-        if !extra.is_empty() {
-            eprintln!(
-                "reload {name}: stopped {} beyond the app's count: {}",
-                lifecycle::instances_word(extra.len()),
-                list(&extra)
-            );
+        // One app after the other; a halt stops here, the apps after it keep their version.
+        for app in &apps {
+            reload_one(&sd, app, &opts).await?;
         }
         Ok(ExitCode::SUCCESS)
     })
+}
+
+async fn reload_one(
+    sd: &Systemd,
+    app: &crate::controller::App,
+    opts: &Options,
+) -> anyhow::Result<()> {
+    let name = app.name();
+    let running = app.running(sd).await?;
+    if app.reload_systemd_if_stale(sd).await? {
+        eprintln!("reload {name}: the unit files changed on disk; reloaded systemd first");
+    }
+    let summary = app.reload(sd, opts, &mut printer("reload")).await;
+    report("reload", &summary, &running)?;
+    // Scale down to the count in the unit directory: instances beyond it still run the
+    // previous version and are stopped only now, after the new ones proved ready.
+    let extra = app.stop_unwanted(sd, &running).await?;
+    if !extra.is_empty() {
+        eprintln!(
+            "reload {name}: stopped {} beyond the app's count: {}",
+            lifecycle::instances_word(extra.len()),
+            list(&extra)
+        );
+    }
+    Ok(())
 }
 
 fn list(instances: &[u32]) -> String {

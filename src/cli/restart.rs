@@ -12,17 +12,23 @@ use crate::systemd::Manager;
 
 #[derive(Debug, Args)]
 pub struct RestartArgs {
-    /// The app.
-    #[arg(value_name = "NAME")]
+    /// The app, or an app file or PM2 ecosystem file (every app of it).
+    #[arg(value_name = "NAME|FILE")]
     pub name: String,
     #[command(flatten)]
     pub lock: LockArgs,
 }
 
 pub fn run(args: &RestartArgs, manager: Manager) -> anyhow::Result<ExitCode> {
-    let name = lifecycle::app_name(&args.name)?;
+    for name in lifecycle::app_names(&args.name, manager)? {
+        run_one(args, manager, &name)?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn run_one(args: &RestartArgs, manager: Manager, name: &str) -> anyhow::Result<ExitCode> {
     // The instance list is read under the lock, so a concurrent scale cannot change it.
-    let app = lifecycle::open(manager, &name, &args.lock)?;
+    let app = lifecycle::open(manager, name, &args.lock)?;
     lifecycle::runtime()?.block_on(async {
         let sd = Systemd::connect(manager).await?;
         let running = app.running(&sd).await?;

@@ -13,53 +13,61 @@ use crate::systemd::Manager;
 
 #[derive(Debug, Args)]
 pub struct StartArgs {
-    /// An app file (app.toml) to generate and start, or the name of an app generated earlier.
+    /// An app file (app.toml) to generate and start, a PM2 ecosystem file
+    /// (`ecosystem.config.js`: every app of it), a Node script (`app.js`, PM2's quick form),
+    /// or the name of an app generated earlier.
     #[arg(value_name = "FILE|NAME")]
     pub app: String,
-    /// With FILE: merge `[env_PROFILE]` over `[env]`, like `pm2 start --env PROFILE`.
-    #[arg(long, value_name = "PROFILE")]
-    pub env: Option<String>,
+    #[command(flatten)]
+    pub source: lifecycle::SourceArgs,
     #[command(flatten)]
     pub lock: LockArgs,
 }
 
 pub fn run(args: &StartArgs, manager: Manager) -> anyhow::Result<ExitCode> {
-    let app = lifecycle::prepare(&args.app, args.env.as_deref(), manager, &args.lock)?;
-    let name = app.name();
+    let apps = lifecycle::prepare(&args.app, &args.source, manager, &args.lock)?;
     lifecycle::runtime()?.block_on(async {
         let sd = Systemd::connect(manager).await?;
-        if let Some(target) = app.enable(&sd).await? {
-            eprintln!("start {name}: enabled `{target}`, so it starts at boot");
+        for app in &apps {
+            start_one(&sd, app).await?;
         }
-        let states = app.start(&sd).await?;
-        let mut failed = Vec::new();
-        for (i, state) in &states {
-            if state.is_running() {
-                eprintln!(
-                    "start {name}: instance {i} ({}) {}/{}, pid {}",
-                    state.unit, state.active_state, state.sub_state, state.main_pid
-                );
-            } else {
-                eprintln!(
-                    "start {name}: instance {i} ({}) {}/{}, systemd's result: `{}`",
-                    state.unit, state.active_state, state.sub_state, state.result
-                );
-                failed.push(state.unit.clone());
-            }
-        }
-        if !failed.is_empty() {
-            return Err(ControlError::NotRunning {
-                app: name.to_string(),
-                failed: failed.len(),
-                total: states.len(),
-                units: failed.join(", "),
-            }
-            .into());
-        }
-        eprintln!(
-            "started `{name}`: {} running",
-            lifecycle::instances_word(states.len())
-        );
         Ok(ExitCode::SUCCESS)
     })
+}
+
+async fn start_one(sd: &Systemd, app: &crate::controller::App) -> anyhow::Result<()> {
+    let name = app.name();
+    if let Some(target) = app.enable(sd).await? {
+        eprintln!("start {name}: enabled `{target}`, so it starts at boot");
+    }
+    let states = app.start(sd).await?;
+    let mut failed = Vec::new();
+    for (i, state) in &states {
+        if state.is_running() {
+            eprintln!(
+                "start {name}: instance {i} ({}) {}/{}, pid {}",
+                state.unit, state.active_state, state.sub_state, state.main_pid
+            );
+        } else {
+            eprintln!(
+                "start {name}: instance {i} ({}) {}/{}, systemd's result: `{}`",
+                state.unit, state.active_state, state.sub_state, state.result
+            );
+            failed.push(state.unit.clone());
+        }
+    }
+    if !failed.is_empty() {
+        return Err(ControlError::NotRunning {
+            app: name.to_string(),
+            failed: failed.len(),
+            total: states.len(),
+            units: failed.join(", "),
+        }
+        .into());
+    }
+    eprintln!(
+        "started `{name}`: {} running",
+        lifecycle::instances_word(states.len())
+    );
+    Ok(())
 }

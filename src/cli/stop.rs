@@ -13,16 +13,22 @@ use crate::systemd::Manager;
 
 #[derive(Debug, Args)]
 pub struct StopArgs {
-    /// The app.
-    #[arg(value_name = "NAME")]
+    /// The app, or an app file or PM2 ecosystem file (every app of it).
+    #[arg(value_name = "NAME|FILE")]
     pub name: String,
     #[command(flatten)]
     pub lock: LockArgs,
 }
 
 pub fn run(args: &StopArgs, manager: Manager) -> anyhow::Result<ExitCode> {
-    let name = lifecycle::app_name(&args.name)?;
-    let app = lifecycle::open(manager, &name, &args.lock)?;
+    for name in lifecycle::app_names(&args.name, manager)? {
+        run_one(args, manager, &name)?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn run_one(args: &StopArgs, manager: Manager, name: &str) -> anyhow::Result<ExitCode> {
+    let app = lifecycle::open(manager, name, &args.lock)?;
     lifecycle::runtime()?.block_on(async {
         let sd = Systemd::connect(manager).await?;
         let n = app.stop(&sd).await?;

@@ -1,9 +1,11 @@
 //! Stage 3 of reading app.toml: what follows from validated values.
 //!
 //! Kept apart from validation so that each rule is stated once: the `--env` profile merged
-//! over `[env]`, and the instance count that `instances` means on a given machine.
+//! over `[env]`, the instance count that `instances` means on a given machine, and how an
+//! instance is started (directly, or Node.js through sysmgr's bridge).
 
 use std::num::{NonZeroU32, NonZeroUsize};
+use std::path::{Path, PathBuf};
 
 use super::types::{Instances, MAX_INSTANCES};
 
@@ -33,6 +35,57 @@ impl Instances {
             Self::PerCore => NonZeroU32::new(cores).unwrap_or(NonZeroU32::MIN),
             Self::PerCoreMinusOne => NonZeroU32::new(cores - 1).unwrap_or(NonZeroU32::MIN),
         }
+    }
+}
+
+/// How the instances of an app are started.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Runtime {
+    /// The program runs as it is; it speaks systemd's protocols itself.
+    Direct,
+    /// The program is Node.js: `sysmgr exec` starts it with sysmgr's bridge preloaded, so an
+    /// app written for PM2 runs unchanged (see `node/bridge.cjs`).
+    Node(BridgePaths),
+}
+
+/// Where sysmgr and its Node bridge are on this machine: inputs of rendering, which stays pure.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BridgePaths {
+    /// The sysmgr binary, whose `exec` starts each instance.
+    pub sysmgr: PathBuf,
+    /// The bridge script Node preloads.
+    pub script: PathBuf,
+}
+
+impl Default for BridgePaths {
+    /// Where the packages install them.
+    fn default() -> Self {
+        Self {
+            sysmgr: PathBuf::from("/usr/bin/sysmgr"),
+            script: PathBuf::from("/usr/lib/sysmgr/node/bridge.cjs"),
+        }
+    }
+}
+
+/// Programs that are Node.js, by the name they are run as.
+const NODE_PROGRAMS: &[&str] = &["node", "nodejs"];
+
+impl Runtime {
+    /// The runtime of `command` (its program is `command[0]`, a path or a name in `PATH`).
+    pub fn of(command: &[String], bridge: &BridgePaths) -> Self {
+        let program = command
+            .first()
+            .and_then(|p| Path::new(p).file_name())
+            .and_then(|n| n.to_str());
+        match program {
+            Some(p) if NODE_PROGRAMS.contains(&p) => Self::Node(bridge.clone()),
+            _ => Self::Direct,
+        }
+    }
+
+    /// Whether instances run through the Node bridge.
+    pub fn is_node(&self) -> bool {
+        matches!(self, Self::Node(_))
     }
 }
 

@@ -174,12 +174,9 @@ pub const KEYS: &[Key] = &[
         doc: Doc {
             kind: "array of strings, or a string",
             becomes: "`ExecStart=`",
-            notes: "a string is split into words like `sh` would (quotes, backslashes) but nothing is expanded and no shell runs. The program is an absolute path or a bare name looked up in `PATH`. Every word reaches the process exactly: spaces, quotes, `$`, `%`, `;`, backslashes, non-ASCII",
+            notes: "a string is split into words like `sh` would (quotes, backslashes) but nothing is expanded and no shell runs. The program is an absolute path or a bare name looked up in `PATH`. Every word reaches the process exactly: spaces, quotes, `$`, `%`, `;`, backslashes, non-ASCII. A `node` program starts through `sysmgr exec` with sysmgr's Node bridge preloaded, so a PM2 app runs unchanged (docs/pm2.md)",
         },
-        block: Some(|s| {
-            let line = syntax::exec_line(&s.command).expect("command was checked by the config");
-            vec![Line::Value("ExecStart", line)]
-        }),
+        block: Some(command_lines),
         inline: None,
         values: |s, _| one(format!("{:?}", s.command)),
         becomes: None,
@@ -243,10 +240,17 @@ pub const KEYS: &[Key] = &[
         doc: Doc {
             kind: "string, default `NODE_APP_INSTANCE`",
             becomes: "`Environment=`",
-            notes: "the variable holding the instance number (1-based; PM2 counts from 0). `SYSMGR_INSTANCE` is always set too",
+            notes: "the variable holding the instance number. Node apps: from 0, as PM2 counts (the bridge sets it to `SYSMGR_INSTANCE` - 1); other programs: systemd's `%i`, from 1. `SYSMGR_INSTANCE` (from 1) is always set too",
         },
         block: None,
-        inline: Some(|s| s.instance_var.clone()),
+        // Inside the template's `Environment=` line of who the instance is.
+        inline: Some(|s| {
+            if s.runtime.is_node() {
+                format!("\"SYSMGR_INSTANCE_VAR={}\"", s.instance_var)
+            } else {
+                format!("\"{}=%i\"", s.instance_var)
+            }
+        }),
         values: |s, _| one(&s.instance_var),
         becomes: Some(|_, _| "Environment=".into()),
     },
@@ -291,11 +295,22 @@ pub const KEYS: &[Key] = &[
         name: "wait_ready",
         doc: Doc {
             kind: "bool, default `true`",
-            becomes: "`Type=notify` + `NotifyAccess=all`; `false`: `Type=simple` (`Type=exec` with `systemd_version >= 240`)",
+            becomes: "`Type=notify` + `NotifyAccess=all`; `false`: `Type=simple` (`Type=exec` with `systemd_version >= 240`). Node apps: always `Type=notify` + `NotifyAccess=main`",
             notes: "PM2's `wait_ready`: the instance is started once it sends `READY=1`. `false` warns: `sysmgr reload` can't tell when a new process serves",
         },
         block: Some(|s| {
-            if s.wait_ready {
+            if s.runtime.is_node() {
+                let comment = if s.wait_ready {
+                    "PM2's wait_ready: sysmgr's Node bridge sends READY=1 from the main process itself\nwhen the app calls process.send('ready')."
+                } else {
+                    "wait_ready = false: sysmgr's Node bridge sends READY=1 from the main process itself\nonce the app listens on its sockets."
+                };
+                vec![
+                    Line::Comment(comment),
+                    Line::Choice("Type", "notify"),
+                    Line::Also("NotifyAccess", "main"),
+                ]
+            } else if s.wait_ready {
                 vec![
                     Line::Comment("PM2's wait_ready: the instance counts as started once it sends READY=1,\nfrom its main process or a helper it runs."),
                     Line::Choice("Type", "notify"),
@@ -363,6 +378,27 @@ pub const KEYS: &[Key] = &[
         // `SYSMGR_KILL_SIGNAL`, which the worker library reads.
         inline: Some(|s| s.kill_signal.name().into()),
         values: |s, _| one(s.kill_signal.name()),
+        becomes: None,
+    },
+    Key {
+        name: "shutdown_with_message",
+        doc: Doc {
+            kind: "bool, default `false`",
+            becomes: "`Environment=SYSMGR_SHUTDOWN_WITH_MESSAGE=1`",
+            notes: "PM2's key, Node apps only: on the kill signal the bridge also emits `process.on('message')` with `'shutdown'`, as PM2 sends it",
+        },
+        block: Some(|s| {
+            if s.shutdown_with_message && s.runtime.is_node() {
+                vec![
+                    Line::Comment("PM2's shutdown_with_message: the Node bridge passes the kill signal on as the\n'shutdown' message."),
+                    Line::Value("Environment", "SYSMGR_SHUTDOWN_WITH_MESSAGE=1".into()),
+                ]
+            } else {
+                Vec::new()
+            }
+        }),
+        inline: None,
+        values: |s, _| one(s.shutdown_with_message),
         becomes: None,
     },
     Key {
@@ -518,6 +554,46 @@ pub const KEYS: &[Key] = &[
         becomes: None,
     },
 ];
+
+/// `ExecStart=`, and for Node apps what the bridge needs to know: the sockets' addresses (in
+/// the order of their fds' names) and whether to wait for `process.send('ready')`.
+fn command_lines(s: &AppSpec) -> Vec<Line> {
+    let exec =
+        |argv: &[String]| syntax::exec_line(argv).expect("command was checked by the config");
+    let super::Runtime::Node(bridge) = &s.runtime else {
+        return vec![Line::Value("ExecStart", exec(&s.command))];
+    };
+    let mut argv = vec![
+        bridge.sysmgr.display().to_string(),
+        "exec".to_string(),
+        s.command[0].clone(),
+        "--require".to_string(),
+        bridge.script.display().to_string(),
+    ];
+    argv.extend(s.command[1..].iter().cloned());
+    let mut lines = vec![
+        Line::Comment("Node.js, started by `sysmgr exec` (it hands Node a notify socket, then becomes Node)\nwith sysmgr's bridge preloaded: app.listen(PORT) takes systemd's socket, process.send('ready')\nsends READY=1, and the kill signal drains. The app itself is unchanged."),
+        Line::Value("ExecStart", exec(&argv)),
+    ];
+    let listen: Vec<String> = s
+        .listen
+        .iter()
+        .map(|l| format!("{}={}", l.name, l.address))
+        .collect();
+    let mut vars = vec![format!("SYSMGR_WAIT_READY={}", u8::from(s.wait_ready))];
+    if !listen.is_empty() {
+        vars.push(format!("SYSMGR_LISTEN={}", listen.join(" ")));
+    }
+    let assignments: Vec<String> = vars
+        .iter()
+        .map(|v| {
+            let (k, v) = v.split_once('=').expect("NAME=VALUE");
+            syntax::env_assignment(k, v).expect("addresses and names were checked by the config")
+        })
+        .collect();
+    lines.push(Line::Value("Environment", assignments.join(" ")));
+    lines
+}
 
 /// Top-level names that are not keys but that app.toml accepts, with their docs rows.
 const OTHER_DOC_ROWS: &[(&str, Doc)] = &[

@@ -13,6 +13,7 @@
 
 pub mod derive;
 pub mod diag;
+pub mod ecosystem;
 pub mod keys;
 mod raw;
 pub mod types;
@@ -20,6 +21,7 @@ mod validate;
 
 use std::path::{Path, PathBuf};
 
+pub use derive::{BridgePaths, Runtime};
 use diag::Reporter;
 pub use diag::{Diagnostic, Diagnostics, Severity};
 pub use types::{AppName, Bytes, FdName, Instances, ListenAddress, Millis, Signal, SocketMode};
@@ -95,6 +97,10 @@ pub struct AppSpec {
     pub env: Vec<(String, String)>,
     /// The profile that was merged, if any.
     pub profile: Option<String>,
+    /// How instances are started (derived from `command`).
+    pub runtime: Runtime,
+    /// PM2's `shutdown_with_message`: a Node app also gets the `shutdown` message.
+    pub shutdown_with_message: bool,
 }
 
 /// What parsing needs besides the text.
@@ -104,6 +110,8 @@ pub struct ParseOptions {
     pub profile: Option<String>,
     /// Units for the user manager: `user` and `group` cannot apply.
     pub user_manager: bool,
+    /// Where sysmgr and its Node bridge are, for apps whose program is `node`.
+    pub bridge: BridgePaths,
 }
 
 /// A spec and the warnings found on the way.

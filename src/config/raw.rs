@@ -105,7 +105,7 @@ fn pm2_key_advice(key: &str) -> Option<&'static str> {
         }
         "env" => return None,
         "port" | "PORT" => "is not a key; declare the sockets with `listen = [\"127.0.0.1:3000\"]`",
-        "namespace" | "vizion" | "autostart" | "force" | "treekill" | "shutdown_with_message"
+        "namespace" | "vizion" | "autostart" | "force" | "treekill"
         | "source_map_support" | "instance_id_env" | "filter_env" | "append_env_name"
         | "disable_trace" | "trace" | "deep_monitoring" | "automation" | "pmx" | "post_update"
         | "cwd_relative" | "max_memory_restart_check_interval" | "deploy" => {

@@ -126,6 +126,7 @@ fn profiles_merge_over_env_and_unknown_profiles_are_errors() {
     let opts = ParseOptions {
         profile: Some("production".into()),
         user_manager: false,
+        ..ParseOptions::default()
     };
     let spec = parse_with(&text, &opts).unwrap().spec;
     assert_eq!(
@@ -140,6 +141,7 @@ fn profiles_merge_over_env_and_unknown_profiles_are_errors() {
     let opts = ParseOptions {
         profile: Some("staging".into()),
         user_manager: false,
+        ..ParseOptions::default()
     };
     assert_eq!(
         parse_with(&text, &opts).unwrap_err().to_string(),
@@ -152,6 +154,7 @@ fn user_and_group_are_refused_for_the_user_manager() {
     let opts = ParseOptions {
         profile: None,
         user_manager: true,
+        ..ParseOptions::default()
     };
     let text = format!("{BASE}user = \"www-data\"\n");
     assert_eq!(

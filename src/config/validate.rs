@@ -15,7 +15,7 @@ use super::raw::{int_of, type_name, Found, Value};
 use super::types::{
     self, AppName, Bytes, FdName, Instances, ListenAddress, Millis, Signal, SocketMode,
 };
-use super::{derive, AppSpec, Listen, ParseOptions};
+use super::{derive, AppSpec, Listen, ParseOptions, Runtime};
 use super::{DEFAULT_KILL_TIMEOUT, DEFAULT_LISTEN_TIMEOUT, DEFAULT_MAX_RESTARTS, MIN_SYSTEMD};
 use crate::systemd::syntax::{self, SyntaxError};
 
@@ -272,7 +272,26 @@ impl Checker<'_, '_> {
                 None => Err(format!("must be an integer, found {}", type_name(d))),
             }),
         };
-        if let (Some(v), Some(false)) = (f.get("wait_ready"), wait_ready) {
+        let runtime = command
+            .as_deref()
+            .map(|c| Runtime::of(c, &self.opts.bridge));
+        let node = runtime.as_ref().is_some_and(Runtime::is_node);
+        let shutdown_with_message = f
+            .get("shutdown_with_message")
+            .map_or(Some(false), |v| self.boolean("shutdown_with_message", v));
+        if let (Some(v), Some(true), Some(false)) = (
+            f.get("shutdown_with_message"),
+            shutdown_with_message,
+            runtime.as_ref().map(Runtime::is_node),
+        ) {
+            self.rep.warning(
+                v.span(),
+                "shutdown_with_message",
+                "has no effect: the `shutdown` message is sent by sysmgr's Node bridge, and `command` does not run `node`; handle the kill signal instead",
+            );
+        }
+        // A Node app is ready when it listens (the bridge says so), not when it was forked.
+        if let (Some(v), Some(false), false) = (f.get("wait_ready"), wait_ready, node) {
             self.rep.warning(
                 v.span(),
                 "wait_ready",
@@ -306,6 +325,8 @@ impl Checker<'_, '_> {
             systemd_version: systemd_version?,
             env: env?,
             profile: self.opts.profile.clone(),
+            runtime: runtime?,
+            shutdown_with_message: shutdown_with_message?,
         })
     }
 
