@@ -124,9 +124,18 @@ pub fn write_scale(manager: Manager, app: &str, n: NonZeroU32) -> Result<(), Ins
     let path = scale_file(manager, app)?;
     let dir = path.parent().expect("a file in a directory");
     fs::create_dir_all(dir).map_err(io_err("create", dir))?;
-    let tmp = tmp_path(&path);
-    fs::write(&tmp, format!("{n}\n")).map_err(io_err("write", &tmp))?;
-    fs::rename(&tmp, &path).map_err(io_err("write", &path))
+    write_atomically(&path, format!("{n}\n").as_bytes()).map_err(io_err("write", &path))
+}
+
+/// Writes `bytes` to `path` through a temporary file renamed over it: a reader sees the old
+/// file or the new one, never a part.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let tmp = tmp_path(path);
+    let result = fs::write(&tmp, bytes).and_then(|()| fs::rename(&tmp, path));
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
 }
 
 /// A directory of unit files, such as `/etc/systemd/system`.

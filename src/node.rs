@@ -7,7 +7,6 @@
 //! user's data directory for `--user`): instances already running keep the file they were
 //! started with, and two versions of sysmgr never overwrite each other's bridge.
 
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use crate::config::BridgePaths;
@@ -40,15 +39,11 @@ pub fn install(paths: &BridgePaths) -> std::io::Result<bool> {
     if holds_this_script(path) {
         return Ok(false);
     }
-    let dir = path.parent().unwrap_or(Path::new("/"));
-    std::fs::create_dir_all(dir)?;
-    let mut tmp = tempfile_in(dir)?;
-    tmp.1.write_all(SCRIPT.as_bytes())?;
-    tmp.1.sync_all()?;
+    std::fs::create_dir_all(path.parent().unwrap_or(Path::new("/")))?;
+    crate::install::write_atomically(path, SCRIPT.as_bytes())?;
     // Readable by every account an instance may run as (`user`, DynamicUser).
     use std::os::unix::fs::PermissionsExt as _;
-    std::fs::set_permissions(&tmp.0, std::fs::Permissions::from_mode(0o644))?;
-    std::fs::rename(&tmp.0, path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644))?;
     Ok(true)
 }
 
@@ -75,17 +70,6 @@ fn fnv1a(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
         (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
     })
-}
-
-/// A new file in `dir` that no one else writes: its path and handle.
-fn tempfile_in(dir: &Path) -> std::io::Result<(PathBuf, std::fs::File)> {
-    let path = dir.join(format!(".bridge.{}.tmp", std::process::id()));
-    let file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(&path)?;
-    Ok((path, file))
 }
 
 #[cfg(test)]

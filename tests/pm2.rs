@@ -383,3 +383,132 @@ fn bad_ecosystem_files_get_messages_that_say_what_to_do() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn pm2s_quick_form_starts_a_script_and_prints_its_app_file() {
+    let sb = sandbox();
+    let port = free_port();
+    app_dir(&sb, "quick", "plain.js", port, "");
+    let listen = format!("127.0.0.1:{port}");
+    let r = sysmgr_in(
+        &sb,
+        &[
+            "start",
+            "/srv/quick/plain.js",
+            "-i",
+            "2",
+            "--name",
+            "quick",
+            "--listen",
+            &listen,
+        ],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(
+        r.stderr
+            .contains("sysmgr: the app file for `quick` (save it as quick.toml to keep it):\n"),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        r.stderr
+            .contains("command = [\"node\", \"/srv/quick/plain.js\"]\n"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(instances(&sb, "quick").len(), 2);
+    let answer = get_blocking(
+        SocketAddr::from(([127, 0, 0, 1], port)),
+        "/",
+        Duration::from_secs(5),
+    );
+    assert!(matches!(answer, Ok((200, _))), "{answer:?}");
+    // stop and delete take the script's app by name.
+    assert_eq!(sysmgr_in(&sb, &["delete", "quick"]).code, 0);
+}
+
+#[test]
+fn shutdown_with_message_delivers_pm2s_shutdown_message() {
+    let sb = sandbox();
+    let port = free_port();
+    let file = app_dir(
+        &sb,
+        "message",
+        "message.js",
+        port,
+        "module.exports = { apps: [{ name: 'message', script: 'message.js', wait_ready: true, shutdown_with_message: true, kill_timeout: 3000 }] }\n",
+    );
+    let listen = format!("127.0.0.1:{port}");
+    let r = sysmgr_in(&sb, &["start", &file, "--listen", &listen]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let r = sysmgr_in(&sb, &["stop", &file]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let journal = journal(&sb, "message");
+    assert!(journal.contains("got the shutdown message"), "{journal}");
+    let show = sb
+        .systemctl(&["show", "-p", "Result", "--value", "message@1.service"])
+        .unwrap();
+    assert_eq!(
+        show.trim(),
+        "success",
+        "it exited by itself, before SIGKILL:\n{journal}"
+    );
+}
+
+/// `sysmgr import` writes one commented app.toml per app, which `sysmgr check` accepts; a
+/// second import refuses to overwrite and writes nothing.
+#[test]
+fn import_writes_an_app_file_per_app_and_never_overwrites() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        fixtures().join("ecosystem.config.js"),
+        dir.path().join("ecosystem.config.js"),
+    )
+    .unwrap();
+    let r = run_in(
+        dir.path(),
+        &[
+            "import",
+            "ecosystem.config.js",
+            "--output",
+            "apps",
+            "--listen",
+            "127.0.0.1:3000",
+        ],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(
+        r.stderr,
+        "wrote apps/app.toml\nstart them with `sysmgr start FILE.toml`, or copy them to /etc/sysmgr/ for the generator (`systemctl daemon-reload`)\n"
+    );
+    let text = std::fs::read_to_string(dir.path().join("apps/app.toml")).unwrap();
+    for line in [
+        "name = \"app\"\n",
+        "command = [\"node\", \"./app.js\"]\n",
+        "instances = 0\n",
+        "listen = [\"127.0.0.1:3000\"]\n",
+        "wait_ready = true\n",
+        "listen_timeout = 50000\n",
+        "kill_timeout = 5000\n",
+    ] {
+        assert!(text.contains(line), "missing `{line}` in:\n{text}");
+    }
+    let r = run_in(dir.path(), &["check", "apps/app.toml"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let r = run_in(
+        dir.path(),
+        &[
+            "import",
+            "ecosystem.config.js",
+            "--output",
+            "apps",
+            "--listen",
+            "127.0.0.1:3000",
+        ],
+    );
+    assert_eq!(r.code, 2);
+    assert_eq!(
+        r.stderr,
+        "sysmgr: error: `apps/app.toml` exists; move it away or pass --force; nothing was written\n"
+    );
+}

@@ -126,11 +126,12 @@ pub fn app_names(arg: &str, manager: Manager) -> anyhow::Result<Vec<String>> {
         Target::Name(name) => Ok(vec![app_name(&name)?]),
         Target::File(path) => {
             let opts = parse_options(None, manager);
-            // The port does not matter for a name: any address will do.
+            // Only the names are used: an app without a port gets a stand-in one, so that
+            // `stop ecosystem.config.js` works without the `--listen` it was started with.
             let specs = load_all(
                 &[Input::File(path)],
                 &opts,
-                Some("0"),
+                Some("127.0.0.1:1"),
                 "nothing was changed",
             )?;
             Ok(specs.iter().map(|s| s.name.as_str().to_string()).collect())

@@ -14,6 +14,7 @@ mod delete;
 mod exec;
 pub mod generate;
 pub mod generator;
+mod import;
 mod init;
 pub mod lifecycle;
 mod list;
@@ -58,6 +59,8 @@ impl ManagerArgs {
 pub enum Command {
     /// Write a commented app file to start from, like `pm2 init`.
     Init(init::InitArgs),
+    /// Turn a PM2 ecosystem file into one commented app.toml per app.
+    Import(import::ImportArgs),
     /// Validate app files and print the resolved settings; writes nothing.
     Check(check::CheckArgs),
     /// Turn app files into systemd units: NAME@.service, NAME@.socket, NAME.target.
@@ -101,6 +104,7 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Init(args) => init::run(&args),
         Command::Check(args) => check::run(&args, cli.manager.manager()),
+        Command::Import(args) => import::run(&args, cli.manager.manager()),
         Command::Generate(args) => generate::run(&args, cli.manager.manager()),
         Command::Start(args) => start::run(&args, cli.manager.manager()),
         Command::Stop(args) => stop::run(&args, cli.manager.manager()),
@@ -159,6 +163,7 @@ fn exit_code(err: &anyhow::Error) -> ExitCode {
     }
     for cause in err.chain() {
         if cause.is::<crate::config::LoadError>()
+            || cause.is::<crate::config::ecosystem::EcosystemError>()
             || cause.is::<crate::controller::NotGenerated>()
             || cause.is::<crate::config::Diagnostics>()
             || cause.is::<crate::Invalid>()

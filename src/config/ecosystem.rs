@@ -18,10 +18,11 @@ use std::process::Command;
 
 use serde_json::{Map, Value};
 
-/// File names that are ecosystem files rather than app.toml.
+/// File names that are ecosystem files rather than app.toml or a script: PM2's own rule
+/// (`*.config.js`, `.cjs`, `.mjs`, and `.json`); `app.js` is a script to run.
 pub fn is_ecosystem_file(path: &Path) -> bool {
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
-    [".js", ".cjs", ".mjs", ".json"]
+    [".config.js", ".config.cjs", ".config.mjs", ".json"]
         .iter()
         .any(|ext| name.ends_with(ext))
 }
