@@ -115,13 +115,14 @@ fn load_and_render(
     files: &[PathBuf],
     profile: Option<&str>,
     manager: Manager,
-) -> anyhow::Result<Vec<Rendered>> {
+) -> anyhow::Result<(Vec<config::AppSpec>, Vec<Rendered>)> {
     let opts = ParseOptions {
         profile: profile.map(str::to_string),
         user_manager: manager == Manager::User,
     };
     let specs = load_all(files, &opts, "nothing was written")?;
-    Ok(render_all(&specs, manager, Flavor::Generate))
+    let rendered = render_all(&specs, manager, Flavor::Generate);
+    Ok((specs, rendered))
 }
 
 /// Loads, renders and writes; reloads the manager when the units went into its live
@@ -133,12 +134,27 @@ pub(crate) fn generate_files(
     manager: Manager,
     reload: bool,
 ) -> anyhow::Result<Generated> {
-    let apps = load_and_render(files, profile, manager)?;
+    let (specs, apps) = load_and_render(files, profile, manager)?;
     let default = UnitDir::default_for(manager)?;
     let dir = output.map_or_else(|| default.clone(), |p| UnitDir::new(p.to_path_buf()));
     let report = dir.write(&apps)?;
-    for app in &apps {
+    for (app, spec) in apps.iter().zip(&specs) {
         let n = app.links.len();
+        crate::journal::Record::new(
+            crate::journal::Action::Generate,
+            &app.app,
+            manager,
+            Some(&spec.source),
+        )
+        .generated(
+            n,
+            format!(
+                "{} unit files in `{}`{}",
+                app.files.len(),
+                dir.path().display(),
+                if report.changed() { "" } else { ", unchanged" }
+            ),
+        );
         eprintln!(
             "generated `{}`: {} unit files, {n} instance{} in {}",
             app.app,
@@ -179,7 +195,7 @@ pub(crate) fn reload_manager(manager: Manager) -> anyhow::Result<()> {
 
 pub fn run(args: &GenerateArgs, manager: Manager) -> anyhow::Result<ExitCode> {
     if args.dry_run {
-        let apps = load_and_render(&args.files, args.env.as_deref(), manager)?;
+        let (_, apps) = load_and_render(&args.files, args.env.as_deref(), manager)?;
         let dir = match &args.output {
             Some(p) => p.clone(),
             None => UnitDir::default_for(manager)?.path().to_path_buf(),
