@@ -5,6 +5,7 @@ mod support;
 
 mod cli;
 mod demo;
+mod history;
 mod lifecycle;
 mod package;
 mod pm2;

@@ -250,8 +250,23 @@ pub(crate) fn write_specs(
     let default = UnitDir::default_for(manager)?;
     let dir = output.map_or_else(|| default.clone(), |p| UnitDir::new(p.to_path_buf()));
     let report = dir.write(&apps)?;
-    for app in &apps {
+    for (app, spec) in apps.iter().zip(specs) {
         let n = app.links.len();
+        crate::journal::Record::new(
+            crate::journal::Action::Generate,
+            &app.app,
+            manager,
+            Some(&spec.source),
+        )
+        .generated(
+            n,
+            format!(
+                "{} unit files in `{}`{}",
+                app.files.len(),
+                dir.path().display(),
+                if report.changed() { "" } else { ", unchanged" }
+            ),
+        );
         eprintln!(
             "generated `{}`: {} unit files, {n} instance{} in {}",
             app.app,

@@ -123,7 +123,9 @@ pub fn prepare(
 /// (`sysmgr stop ecosystem.config.js`, as PM2 does).
 pub fn app_names(arg: &str, manager: Manager) -> anyhow::Result<Vec<String>> {
     match Target::parse(arg) {
-        Target::Name(name) => Ok(vec![app_name(&name)?]),
+        // A name, or something that looks like a path but is no file: say what a name is.
+        Target::Name(_) => Ok(vec![app_name(arg)?]),
+        Target::File(path) if !path.is_file() => Ok(vec![app_name(arg)?]),
         Target::File(path) => {
             let opts = parse_options(None, manager);
             // Only the names are used: an app without a port gets a stand-in one, so that

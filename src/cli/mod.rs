@@ -14,6 +14,7 @@ mod delete;
 mod exec;
 pub mod generate;
 pub mod generator;
+mod history;
 mod import;
 mod init;
 pub mod lifecycle;
@@ -83,6 +84,8 @@ pub enum Command {
     Status(status::StatusArgs),
     /// Show an app's journal (all instances), via journalctl.
     Logs(logs::LogsArgs),
+    /// What sysmgr did to an app: its last reloads, starts, scales..., from the journal.
+    History(history::HistoryArgs),
     /// Print a completion script for bash, zsh, fish, elvish or powershell.
     Completions(assets::CompletionsArgs),
     /// Write the man pages (sysmgr.1 and one per command) into DIR; the packages ship them.
@@ -101,6 +104,9 @@ pub fn main() -> ExitCode {
         return generator::main(&args[1..]);
     }
     let cli = Cli::parse();
+    // sysmgr's own events go to the journal when there is one (never the generator's: it
+    // runs before journald at boot and changes no app).
+    crate::journal::init();
     let result = match cli.command {
         Command::Init(args) => init::run(&args),
         Command::Check(args) => check::run(&args, cli.manager.manager()),
@@ -115,6 +121,7 @@ pub fn main() -> ExitCode {
         Command::List(args) => list::run(&args, cli.manager.manager()),
         Command::Status(args) => status::run(&args, cli.manager.manager()),
         Command::Logs(args) => logs::run(&args, cli.manager.manager()),
+        Command::History(args) => history::run(&args, cli.manager.manager()),
         Command::Completions(args) => assets::completions(&args),
         Command::Man(args) => assets::man(&args),
         Command::Exec(args) => exec::run(&args),

@@ -9,6 +9,9 @@
 //! app (its units, its instance list) only then: whatever it read cannot change under it
 //! until it is dropped. Read-only views ([`find`], [`status::collect`]) take no lock, so an
 //! unprivileged user can still look.
+//!
+//! Every operation that changes the app also leaves its entries in the journal
+//! ([`crate::journal`]): the rollout's events as they come, and one summary per operation.
 
 pub mod status;
 
@@ -17,6 +20,7 @@ use std::num::NonZeroU32;
 use std::path::PathBuf;
 
 use crate::install::{InstalledApp, UnitDir};
+use crate::journal::{Action, Record};
 use crate::lock::AppLock;
 use crate::names::UnitNames;
 use crate::reload::{self, Event, Options, Summary};
@@ -191,9 +195,29 @@ impl App {
         Ok(changed.then_some(target))
     }
 
+    /// The journal entries of `action` on this app.
+    fn record(&self, action: Action) -> Record {
+        Record::new(
+            action,
+            self.name(),
+            self.manager,
+            self.installed.source.as_deref(),
+        )
+    }
+
     /// Starts `NAME.target` and returns the state of every wanted instance afterwards
     /// (with its instance number); the caller tells which ones run.
     pub async fn start(&self, sd: &Systemd) -> Result<Vec<(u32, ServiceState)>, DbusError> {
+        let record = self.record(Action::Start);
+        let result = self.start_target(sd).await;
+        match &result {
+            Ok(states) => record.started(states),
+            Err(e) => record.failed(&anyhow::Error::new(e.clone())),
+        }
+        result
+    }
+
+    async fn start_target(&self, sd: &Systemd) -> Result<Vec<(u32, ServiceState)>, DbusError> {
         // Clear failures left from earlier runs, so the start limit does not refuse the start.
         for &i in self.instances() {
             sd.reset_failed_unit(&self.names.instance(i)).await?;
@@ -212,6 +236,16 @@ impl App {
     /// Stops the target and every loaded instance with its sockets; returns how many
     /// instances were up.
     pub async fn stop(&self, sd: &Systemd) -> anyhow::Result<usize> {
+        let record = self.record(Action::Stop);
+        let result = self.stop_all(sd).await;
+        match &result {
+            Ok(n) => record.stopped(*n, format!("{n} instances stopped")),
+            Err(e) => record.failed(e),
+        }
+        result
+    }
+
+    async fn stop_all(&self, sd: &Systemd) -> anyhow::Result<usize> {
         let name = self.name();
         let loaded: Vec<u32> = loaded_instances(sd, name)
             .await?
@@ -235,7 +269,26 @@ impl App {
                 .unwrap_or(std::num::NonZeroUsize::MIN),
             ..Options::default()
         };
-        reload::rollout(sd, self.name(), self.instances(), &opts, on_event).await
+        self.recorded_rollout(Action::Restart, sd, &opts, on_event)
+            .await
+    }
+
+    /// A rollout whose events also go to the journal, with a summary at the end.
+    async fn recorded_rollout(
+        &self,
+        action: Action,
+        sd: &Systemd,
+        opts: &Options,
+        on_event: &mut dyn FnMut(&Event<'_>),
+    ) -> Summary {
+        let record = self.record(action);
+        let mut both = |event: &Event<'_>| {
+            record.rollout_event(event);
+            on_event(event);
+        };
+        let summary = reload::rollout(sd, self.name(), self.instances(), opts, &mut both).await;
+        record.rollout_done(&summary);
+        summary
     }
 
     /// Reloads systemd if any wanted instance's unit files changed on disk since systemd
@@ -257,7 +310,8 @@ impl App {
         opts: &Options,
         on_event: &mut dyn FnMut(&Event<'_>),
     ) -> Summary {
-        reload::rollout(sd, self.name(), self.instances(), opts, on_event).await
+        self.recorded_rollout(Action::Reload, sd, opts, on_event)
+            .await
     }
 
     /// Stops the instances of `running` beyond the app's count (with their own sockets);
@@ -291,6 +345,24 @@ impl App {
     /// instances or stops the ones beyond the count with their per-instance sockets. A
     /// stopped app only has its count changed.
     pub async fn scale(&self, sd: &Systemd, new: NonZeroU32) -> anyhow::Result<Scaled> {
+        let record = self.record(Action::Scale);
+        let result = self.apply_count(sd, new).await;
+        match &result {
+            Ok(Scaled::CountOnly { to }) => {
+                record.scaled(self.installed.instances.len() as u32, *to, 0, 0);
+            }
+            Ok(Scaled::Now {
+                from,
+                to,
+                started,
+                stopped,
+            }) => record.scaled(*from, *to, *started, *stopped),
+            Err(e) => record.failed(e),
+        }
+        result
+    }
+
+    async fn apply_count(&self, sd: &Systemd, new: NonZeroU32) -> anyhow::Result<Scaled> {
         let name = self.name().to_string();
         let current = self.installed.instances.len() as u32;
         // The target's Wants= changed on disk (or the generator will change it now).
@@ -343,7 +415,25 @@ impl App {
     /// systemd. The caller refuses apps made by the generator first (their files are not
     /// sysmgr's to remove).
     pub async fn delete(self, sd: &Systemd) -> anyhow::Result<Deleted> {
-        let stopped = self.stop(sd).await?;
+        let record = self.record(Action::Delete);
+        let result = self.remove(sd).await;
+        match &result {
+            Ok(d) => record.stopped(
+                d.stopped,
+                format!(
+                    "{} instances stopped, {} files and links removed from `{}`",
+                    d.stopped,
+                    d.removed.len(),
+                    d.dir.display()
+                ),
+            ),
+            Err(e) => record.failed(e),
+        }
+        result
+    }
+
+    async fn remove(self, sd: &Systemd) -> anyhow::Result<Deleted> {
+        let stopped = self.stop_all(sd).await?;
         let name = self.name();
         // Failed instances stay in systemd's memory after their files are gone; clear them.
         for unit in loaded_instances(sd, name).await? {

@@ -9,6 +9,14 @@
 //! Run by hand, the same program binds the addresses in `SYSMGR_DEV_LISTEN` or its own default
 //! instead ([`Listeners::from_env_or_bind`]), so development needs no systemd.
 //!
+//! Why not a crate (see docs/architecture.md; `tests/third_party.rs` shows both): `listenfd`
+//! removes `LISTEN_FDS` and `LISTEN_PID` as it reads them, which is not thread-safe, and knows
+//! no names. `sd-notify`'s `listen_fds_with_names` does the parsing, the PID check and
+//! `FD_CLOEXEC` that [`Listeners`] does here, but reads the live environment when called
+//! instead of the [`WorkerEnv`] snapshot, returns bare fds with untyped errors, and so could
+//! replace only about thirty lines at the price of a second, unsynchronised read of the
+//! environment and of the named errors below.
+//!
 //! Two decisions worth knowing:
 //! - The `LISTEN_*` variables are left in the environment: removing them is not thread-safe, and
 //!   a child process sees a `LISTEN_PID` that is not its own and ignores them, as

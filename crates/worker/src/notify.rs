@@ -3,10 +3,13 @@
 //! The protocol is one `AF_UNIX` datagram of newline-separated `KEY=VALUE` assignments sent to the
 //! socket named by `NOTIFY_SOCKET` (a path, or `@name` for the abstract namespace). That is a few
 //! lines on top of std's [`UnixDatagram`], so this crate writes them itself instead of depending on
-//! `sd-notify`: the address is resolved once from the [`WorkerEnv`] snapshot (that crate reads
-//! `NOTIFY_SOCKET` on every call and may unset it), abstract names go through
-//! [`SocketAddrExt`](std::os::linux::net::SocketAddrExt), and tests can aim a [`Notifier`] at
-//! their own socket without touching the process environment.
+//! `sd-notify` (re-evaluated with its 0.5: docs/architecture.md). The address is resolved once
+//! from the [`WorkerEnv`] snapshot, where `sd_notify::notify` reads `NOTIFY_SOCKET` from the live
+//! environment on every call, from whatever thread sends; abstract names (`@name`) go through
+//! [`SocketAddrExt`](std::os::linux::net::SocketAddrExt), where that crate connects to them as a
+//! file path and fails; one socket serves every datagram, where it opens one per call; and tests
+//! aim a [`Notifier`] at their own socket without touching the process environment, which its
+//! API cannot. `tests/third_party.rs` shows the abstract-address difference with real processes.
 //!
 //! Outside a `Type=notify` service there is no `NOTIFY_SOCKET` and every call is a no-op, so the
 //! same binary runs by hand during development.

@@ -3,3 +3,4 @@
 mod activation;
 mod drain;
 mod support;
+mod third_party;
