@@ -1,5 +1,5 @@
 //! PM2 apps, unchanged, under sysmgr and a real systemd: the articles' graceful Express
-//! app.js and ecosystem.config.js (tests/pm2/, express installed from the npm registry by
+//! app.js and ecosystem.config.js (examples/pm2/, express installed from the npm registry by
 //! scripts/setup), their naive app.js, a plain `http` app, an ES module and an app that reads
 //! `PORT`, started with `sysmgr start ecosystem.config.js` and reloaded under keep-alive and
 //! one-request-per-connection load with requests in flight: no request fails or hangs. A
@@ -17,7 +17,7 @@ use crate::lifecycle::instances;
 use crate::support::{free_port, run_in, sandbox, sysmgr, sysmgr_in, write_in};
 
 fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/pm2")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/pm2")
 }
 
 /// `/srv/NAME` inside the sandbox: the fixture `script` as app.js-like file (its port 3000
@@ -33,7 +33,7 @@ fn app_dir(sb: &Sandbox, name: &str, script: &str, port: u16, ecosystem: &str) -
     let modules = fixtures().join("node_modules");
     assert!(
         modules.join("express").is_dir(),
-        "express is not installed in tests/pm2; scripts/setup runs `npm ci` there"
+        "express is not installed in examples/pm2; scripts/setup runs `npm ci` there"
     );
     std::os::unix::fs::symlink(&modules, sb.root().join(format!("srv/{name}/node_modules")))
         .unwrap();
