@@ -512,3 +512,43 @@ fn import_writes_an_app_file_per_app_and_never_overwrites() {
         "sysmgr: error: `apps/app.toml` exists; move it away or pass --force; nothing was written\n"
     );
 }
+
+/// Node 18 and 22 from tests/node-versions (the machine's own Node runs every other test).
+fn node_release(major: u32) -> String {
+    let node = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!(
+        "tests/node-versions/node_modules/node{major}/bin/node"
+    ));
+    assert!(
+        node.is_file(),
+        "Node {major} is not installed in tests/node-versions; scripts/setup runs `npm ci` there"
+    );
+    node.display().to_string()
+}
+
+fn graceful_app_on(major: u32) {
+    let node = node_release(major);
+    let name = format!("node{major}");
+    reload_under_load(
+        &name,
+        "app.js",
+        |_| {
+            articles_ecosystem(&name, "app.js").replace(
+                "exec_mode: 'cluster',",
+                &format!("exec_mode: 'cluster',\n  interpreter: '{node}',"),
+            )
+        },
+        true,
+    );
+}
+
+// soak: zero loss
+#[test]
+fn the_graceful_app_reloads_with_no_failed_request_on_node_18() {
+    graceful_app_on(18);
+}
+
+// soak: zero loss
+#[test]
+fn the_graceful_app_reloads_with_no_failed_request_on_node_22() {
+    graceful_app_on(22);
+}
