@@ -23,6 +23,7 @@
 //   PM2's `shutdown` message.
 // - `NODE_APP_INSTANCE` (the app's `instance_var`) counts from 0, as under PM2; systemd's
 //   instances count from 1 (`SYSMGR_INSTANCE`).
+// - With `watchdog` in the app file, it pings systemd's watchdog while the event loop turns.
 //
 // It acts only in the process systemd started (`SYSMGR_PID`, set by `sysmgr exec`): child
 // processes, `child_process.fork()` included, are left alone. Node 18 or later; CommonJS and
@@ -109,6 +110,12 @@ function install() {
       if (callback) process.nextTick(callback, null);
       return true;
     };
+  }
+  // app.toml's `watchdog` (WatchdogSec=): a ping every half period proves the event loop
+  // turns; a loop blocked for longer gets the instance restarted.
+  const watchdogUsec = Number(env.WATCHDOG_USEC);
+  if (watchdogUsec > 0 && (!env.WATCHDOG_PID || env.WATCHDOG_PID === String(process.pid))) {
+    setInterval(() => notify('WATCHDOG=1'), Math.max(watchdogUsec / 2000, 10)).unref();
   }
   if (!waitReady && sockets.length === 0) {
     // Nothing to listen on: ready once the app's first tick has run.

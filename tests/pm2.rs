@@ -552,3 +552,26 @@ fn the_graceful_app_reloads_with_no_failed_request_on_node_18() {
 fn the_graceful_app_reloads_with_no_failed_request_on_node_22() {
     graceful_app_on(22);
 }
+
+/// app.toml's `watchdog` on a Node app: the bridge pings while the event loop turns, so the
+/// instance outlives several periods without a restart.
+#[test]
+fn the_bridge_keeps_a_node_apps_watchdog_fed() {
+    let sb = sandbox();
+    let port = free_port();
+    app_dir(&sb, "dog", "plain.js", port, "");
+    let file = write_in(
+        &sb,
+        "/srv/dog/app.toml",
+        &format!("name = \"dog\"\ncommand = [\"node\", \"plain.js\"]\nlisten = [\"127.0.0.1:{port}\"]\nwatchdog = \"1s\"\n"),
+    );
+    let r = sysmgr_in(&sb, &["start", &file]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let pid = instances(&sb, "dog")[&1].1;
+    std::thread::sleep(Duration::from_secs(4));
+    let show = sb
+        .systemctl(&["show", "-p", "NRestarts,ActiveState,WatchdogUSec", "dog@1.service"])
+        .unwrap();
+    assert!(show.contains("NRestarts=0") && show.contains("ActiveState=active"), "{show}\n{}", journal(&sb, "dog"));
+    assert_eq!(instances(&sb, "dog")[&1].1, pid, "the same process, 4 watchdog periods later");
+}
