@@ -465,17 +465,20 @@ fn import_writes_an_app_file_per_app_and_never_overwrites() {
         dir.path().join("ecosystem.config.js"),
     )
     .unwrap();
-    let r = run_in(
-        dir.path(),
-        &[
-            "import",
-            "ecosystem.config.js",
-            "--output",
-            "apps",
-            "--listen",
-            "127.0.0.1:3000",
-        ],
-    );
+    let import = || {
+        run_in(
+            dir.path(),
+            &[
+                "import",
+                "ecosystem.config.js",
+                "--output",
+                "apps",
+                "--listen",
+                "127.0.0.1:3000",
+            ],
+        )
+    };
+    let r = import();
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert_eq!(
         r.stderr,
@@ -495,17 +498,7 @@ fn import_writes_an_app_file_per_app_and_never_overwrites() {
     }
     let r = run_in(dir.path(), &["check", "apps/app.toml"]);
     assert_eq!(r.code, 0, "{}", r.stderr);
-    let r = run_in(
-        dir.path(),
-        &[
-            "import",
-            "ecosystem.config.js",
-            "--output",
-            "apps",
-            "--listen",
-            "127.0.0.1:3000",
-        ],
-    );
+    let r = import();
     assert_eq!(r.code, 2);
     assert_eq!(
         r.stderr,
