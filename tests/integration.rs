@@ -5,6 +5,7 @@ mod support;
 
 mod cli;
 mod demo;
+mod hardening;
 mod lifecycle;
 mod package;
 mod reload;

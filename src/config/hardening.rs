@@ -438,6 +438,21 @@ pub fn opened(spec: &AppSpec) -> Vec<(String, &'static str)> {
     out
 }
 
+/// What to do about a failed instance whose journal shows the profile in the way: a write
+/// refused with `EROFS` ("Read-only file system", as libc, Python and Node word it) means the
+/// app writes outside the places `state_directory` and `writable_paths` open.
+pub fn journal_hint(journal: &[String]) -> Option<&'static str> {
+    journal
+        .iter()
+        .any(|l| l.to_ascii_lowercase().contains("read-only file system"))
+        .then_some(
+            "it wrote to a read-only file system: the hardening profile (`ProtectSystem=strict`) \
+             makes everything read-only; give the app a place to write with \
+             `state_directory = \"NAME\"` (/var/lib/NAME) or `writable_paths = [\"/path\"]` in its \
+             app file (docs/hardening.md)",
+        )
+}
+
 /// The table of `docs/hardening.md`, header included.
 pub fn docs_table() -> String {
     let mut out = String::from(
@@ -513,6 +528,21 @@ mod tests {
             want,
             "docs/hardening.md's table differs from the profile; re-bless with SYSMGR_BLESS=1"
         );
+    }
+
+    #[test]
+    fn a_read_only_write_in_the_journal_names_the_keys_to_set() {
+        let lines = |l: &[&str]| l.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        for line in [
+            "sh: 1: cannot create state.txt: Read-only file system",
+            "OSError: [Errno 30] Read-only file system: 'state.txt'",
+            "Error: EROFS: read-only file system, open 'state.txt'",
+        ] {
+            let hint = journal_hint(&lines(&["starting", line])).unwrap();
+            assert!(hint.contains("`state_directory = \"NAME\"`"), "{hint}");
+            assert!(hint.contains("`writable_paths = [\"/path\"]`"), "{hint}");
+        }
+        assert_eq!(journal_hint(&lines(&["Permission denied"])), None);
     }
 
     #[test]
