@@ -553,7 +553,7 @@ pub const KEYS: &[Key] = &[
         doc: Doc {
             kind: "`\"default\"`, `\"strict\"` or `\"off\"`",
             becomes: "the settings of docs/hardening.md",
-            notes: "`default`: read-only system, no capabilities, `@system-service` system calls (exposure about 1.8 with `systemd_version >= 247`). `strict` adds no network of its own (`PrivateNetwork=yes`: serves systemd's sockets, connects nowhere), hidden homes, no `@resources` calls. `off`: none (exposure 9.8); `sysmgr check` lists what each opened setting costs",
+            notes: "`default`: read-only system, no capabilities, `@system-service` system calls (exposure about 1.8 with `systemd_version >= 247`). `strict` adds no network of its own (`PrivateNetwork=yes`: serves systemd's sockets, connects nowhere), hidden homes, no `@resources` calls. `off`: none (exposure 9.8), and the default for the user manager (`--user`), which could not set up the profile's namespaces; `sysmgr check` lists what each opened setting costs",
         },
         block: Some(hardening::lines),
         inline: None,
