@@ -402,13 +402,18 @@ fn every_key(version: u32, wait_ready: bool, autorestart: bool, socket: &str) ->
          wait_ready = {wait_ready}\nlisten_timeout = \"20s\"\nkill_timeout = 5000\n\
          kill_signal = \"SIGTERM\"\nautorestart = {autorestart}\nrestart_delay = \"1s\"\n\
          max_restarts = 5\nmax_memory_restart = \"300M\"\nstop_exit_codes = [3]\n\
-         watchdog = \"10s\"\nsystemd_version = {version}\n[env]\nA = \"1\"\n"
+         watchdog = \"10s\"\nsystemd_version = {version}\nhardening = \"strict\"\n\
+         state_directory = \"every\"\nwritable_paths = [\"/srv/uploads\"]\n\
+         address_families = [\"AF_NETLINK\"]\n[env]\nA = \"1\"\n\
+         [unit.service]\nLimitNOFILE = 4096\n"
     );
     // With `socket` but no `listen`, no socket unit is made, and check must not name one.
+    // `dynamic_user` conflicts with `user`: that case has it instead.
     match socket {
         "none" => text
             .replace("socket = \"none\"", "socket = \"shared\"")
-            .replace("listen = [\"127.0.0.1:3000\"]\n", ""),
+            .replace("listen = [\"127.0.0.1:3000\"]\n", "")
+            .replace("user = \"www-data\"", "dynamic_user = true"),
         _ => text,
     }
 }
@@ -457,7 +462,11 @@ fn check_and_generate_dry_run_agree_for_every_key_and_systemd_version() {
             let printed = squeezed(&check.stdout);
             for key in KEYS {
                 let rows = key.check_rows(&spec, n);
-                let unset = socket == "none" && key.name == "listen";
+                let unset = match key.name {
+                    "listen" | "user" => socket == "none",
+                    "dynamic_user" => socket != "none",
+                    _ => false,
+                };
                 assert!(
                     unset || !rows.is_empty(),
                     "`{}` has no row in check",

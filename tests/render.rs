@@ -91,6 +91,18 @@ fn golden_api_production() {
     check_golden("api-production", &render_n(&spec, 2, Flavor::Generate));
 }
 
+/// `hardening = "off"` gives the units sysmgr made before it hardened them, byte for byte:
+/// `hello-off/` is a copy of `hello/` from before the profile, and is never re-blessed.
+#[test]
+fn golden_hello_with_hardening_off_is_the_unhardened_units() {
+    let text = std::fs::read_to_string(golden_dir().join("hello.toml")).unwrap();
+    let spec = spec_of(&format!("hardening = \"off\"\n{text}"), "hello.toml", None);
+    if std::env::var_os("SYSMGR_BLESS").is_some() {
+        return;
+    }
+    check_golden("hello-off", &render_n(&spec, 4, Flavor::Generate));
+}
+
 #[test]
 fn golden_hello_as_generator() {
     let text = std::fs::read_to_string(golden_dir().join("hello.toml")).unwrap();

@@ -326,12 +326,16 @@ fn a_worker_that_ignores_its_kill_signal_is_killed_after_kill_timeout() {
     start_app(&sb, "stubborn", toml, 1);
     let unit = "stubborn@1.service";
     let old = main_pid(&sb, unit);
+    ignores_sigint(&sb, old);
 
     let started = Instant::now();
     sb.systemctl(&["restart", unit]).unwrap();
     let restart = started.elapsed();
     let new = main_pid(&sb, unit);
     assert_ne!(new, old);
+    // `Type=exec` counts the shell as started before it ran `trap`: a stop at once would
+    // find SIGINT still fatal (seen with the hardened units, whose start takes longer).
+    ignores_sigint(&sb, new);
 
     let started = Instant::now();
     sb.systemctl(&["stop", unit]).unwrap();
@@ -371,6 +375,19 @@ fn a_worker_that_ignores_its_kill_signal_is_killed_after_kill_timeout() {
         ],
         "{journal}"
     );
+}
+
+/// Waits until process `pid` (inside the sandbox) ignores SIGINT, as its `trap` says.
+fn ignores_sigint(sb: &Sandbox, pid: u32) {
+    let status = sb.root().join(format!("proc/{pid}/status"));
+    let ignored = wait_for(10, || {
+        let text = std::fs::read_to_string(&status).ok()?;
+        let mask = text.lines().find_map(|l| l.strip_prefix("SigIgn:"))?;
+        let mask = u64::from_str_radix(mask.trim(), 16).ok()?;
+        // SIGINT is signal 2, bit 1.
+        (mask & 0b10 != 0).then_some(())
+    });
+    assert!(ignored.is_some(), "process {pid} never ignored SIGINT");
 }
 
 /// The first of `candidates` that exists.

@@ -16,8 +16,9 @@
 //!
 //! Run it as root, after building the worker beside the binary (see BENCHMARKS.md):
 //! `cargo build --release -p sysmgr -p sysmgr-hello && cargo bench --bench reload`.
-//! `SYSMGR_BENCH_ROUNDS` (default 5), `SYSMGR_BENCH_SECONDS` (per measurement, default 1.5)
-//! and `SYSMGR_BENCH_PM2=0` (skip PM2) shorten it. Markdown tables go to stdout, progress to
+//! `SYSMGR_BENCH_ROUNDS` (default 5), `SYSMGR_BENCH_SECONDS` (per measurement, default 1.5),
+//! `SYSMGR_BENCH_PM2=0` (skip PM2) and `SYSMGR_BENCH_ONLY=hardening` (only the hardening
+//! comparison) shorten it. Markdown tables go to stdout, progress to
 //! stderr.
 
 mod pm2;
@@ -60,6 +61,8 @@ struct Settings {
     rounds: usize,
     seconds: Duration,
     pm2: bool,
+    /// `SYSMGR_BENCH_ONLY=hardening`: only the hardening comparison.
+    only_hardening: bool,
 }
 
 impl Settings {
@@ -77,6 +80,7 @@ impl Settings {
             rounds,
             seconds: Duration::from_secs_f64(seconds),
             pm2: var("SYSMGR_BENCH_PM2").as_deref() != Some("0"),
+            only_hardening: var("SYSMGR_BENCH_ONLY").as_deref() == Some("hardening"),
         }
     }
 }
@@ -168,12 +172,19 @@ fn run() -> anyhow::Result<()> {
     let mut out = String::new();
     machine(&mut out, &bench.settings);
 
+    // 0. The hardening profile's cost: the same app with and without it.
+    bench.hardening_comparison(&hello, &mut out)?;
+    if bench.settings.only_hardening {
+        println!("{out}");
+        return Ok(());
+    }
+
     // 1. Steady throughput, both modes, 2 and 4 instances.
     let mut hello_apps = Vec::new();
     for n in [2, 4] {
         for socket in [Socket::Shared, Socket::PerInstance] {
             let name = format!("hello-{}-{n}", socket.key());
-            let app = bench.start_app(&name, &[hello.display().to_string()], n, socket)?;
+            let app = bench.start_app(&name, &[hello.display().to_string()], n, socket, "")?;
             hello_apps.push((n, socket, app));
         }
     }
@@ -349,6 +360,7 @@ impl Bench {
         command: &[String],
         instances: u32,
         socket: Socket,
+        extra: &str,
     ) -> anyhow::Result<App> {
         let port = std::net::TcpListener::bind("127.0.0.1:0")?
             .local_addr()?
@@ -361,7 +373,7 @@ impl Bench {
         // Everything else at its default, as a user's app file would be.
         let text = format!(
             "name = \"{name}\"\ncommand = [{argv}]\ninstances = {instances}\n\
-             listen = [\"127.0.0.1:{port}\"]\nsocket = \"{}\"\nlisten_timeout = \"10s\"\n",
+             listen = [\"127.0.0.1:{port}\"]\nsocket = \"{}\"\nlisten_timeout = \"10s\"\n{extra}",
             socket.key()
         );
         let inside = format!("/srv/bench/{name}.toml");
@@ -395,6 +407,62 @@ impl Bench {
             addr,
             instances,
         })
+    }
+
+    /// Saturating throughput of sysmgr-hello (2 instances, shared socket) with the default
+    /// hardening profile (every setting, `systemd_version = 252`) and with `hardening = "off"`.
+    fn hardening_comparison(&self, hello: &Path, out: &mut String) -> anyhow::Result<()> {
+        let command = [hello.display().to_string()];
+        let on = self.start_app(
+            "hello-hardened",
+            &command,
+            2,
+            Socket::Shared,
+            "systemd_version = 252\n",
+        )?;
+        let off = self.start_app(
+            "hello-off",
+            &command,
+            2,
+            Socket::Shared,
+            "hardening = \"off\"\n",
+        )?;
+        let targets = [
+            Target {
+                label: "hardened",
+                addr: on.addr,
+            },
+            Target {
+                label: "off",
+                addr: off.addr,
+            },
+        ];
+        let results = self.compare(&targets, "hardening");
+        writeln!(
+            out,
+            "\n### Steady throughput, sysmgr-hello with and without the hardening profile\n\n\
+             2 instances, shared socket; {} connections, {:.1} s per measurement, {} rounds \
+             alternating the two apps; requests/s, median of rounds.\n",
+            THROUGHPUT_CONNECTIONS,
+            self.settings.seconds.as_secs_f64(),
+            self.settings.rounds
+        )?;
+        out.push_str("| load | hardened req/s | off req/s | hardened / off (median of round ratios) | failed |\n|---|---|---|---|---|\n");
+        for (l, (_, load)) in LOADS.iter().enumerate() {
+            let (hardened, plain) = (&results[l][0], &results[l][1]);
+            let failed: u64 = hardened.iter().chain(plain).map(|r| r.failed).sum();
+            writeln!(
+                out,
+                "| {load} | {:.0} | {:.0} | {:.2}x | {failed} |",
+                median(throughputs(hardened)),
+                median(throughputs(plain)),
+                median(ratios(hardened, plain)),
+            )?;
+        }
+        for app in [&on, &off] {
+            self.sysmgr_cmd(&["stop", &app.name])?;
+        }
+        Ok(())
     }
 
     /// Saturating throughput of each target under each kind of load, in rounds that rotate
@@ -530,8 +598,14 @@ impl Bench {
             .and_then(|v| v["version"].as_str().map(str::to_string))
             .unwrap_or_default();
         let command = [node.to_string(), app_js.display().to_string()];
-        let shared = self.start_app("node-shared", &command, NODE_INSTANCES, Socket::Shared)?;
-        let per = self.start_app("node-reuse", &command, NODE_INSTANCES, Socket::PerInstance)?;
+        let shared = self.start_app("node-shared", &command, NODE_INSTANCES, Socket::Shared, "")?;
+        let per = self.start_app(
+            "node-reuse",
+            &command,
+            NODE_INSTANCES,
+            Socket::PerInstance,
+            "",
+        )?;
         let port = std::net::TcpListener::bind("127.0.0.1:0")?
             .local_addr()?
             .port();

@@ -135,6 +135,9 @@ pub(crate) fn printer(verb: &'static str) -> impl FnMut(&Event<'_>) {
                     for line in &failure.journal {
                         eprintln!("    {line}");
                     }
+                    if let Some(hint) = crate::config::hardening::journal_hint(&failure.journal) {
+                        eprintln!("  hint: {hint}");
+                    }
                 }
             }
             _ => {}

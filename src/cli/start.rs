@@ -7,7 +7,9 @@ use std::process::ExitCode;
 use clap::Args;
 
 use super::lifecycle::{self, LockArgs};
+use crate::config::hardening;
 use crate::controller::ControlError;
+use crate::reload::units::journal_tail;
 use crate::systemd::dbus::Systemd;
 use crate::systemd::Manager;
 
@@ -29,13 +31,17 @@ pub fn run(args: &StartArgs, manager: Manager) -> anyhow::Result<ExitCode> {
     lifecycle::runtime()?.block_on(async {
         let sd = Systemd::connect(manager).await?;
         for app in &apps {
-            start_one(&sd, app).await?;
+            start_one(&sd, app, manager).await?;
         }
         Ok(ExitCode::SUCCESS)
     })
 }
 
-async fn start_one(sd: &Systemd, app: &crate::controller::App) -> anyhow::Result<()> {
+async fn start_one(
+    sd: &Systemd,
+    app: &crate::controller::App,
+    manager: Manager,
+) -> anyhow::Result<()> {
     let name = app.name();
     if let Some(target) = app.enable(sd).await? {
         eprintln!("start {name}: enabled `{target}`, so it starts at boot");
@@ -53,6 +59,9 @@ async fn start_one(sd: &Systemd, app: &crate::controller::App) -> anyhow::Result
                 "start {name}: instance {i} ({}) {}/{}, systemd's result: `{}`",
                 state.unit, state.active_state, state.sub_state, state.result
             );
+            if let Some(hint) = hardening_hint(manager, &state.unit) {
+                eprintln!("start {name}: {}: {hint}", state.unit);
+            }
             failed.push(state.unit.clone());
         }
     }
@@ -70,4 +79,18 @@ async fn start_one(sd: &Systemd, app: &crate::controller::App) -> anyhow::Result
         lifecycle::instances_word(states.len())
     );
     Ok(())
+}
+
+/// The hint of [`hardening::journal_hint`] for a failed instance. journald may get the
+/// instance's last words a moment after systemd reports the failure: one more look then.
+fn hardening_hint(manager: Manager, unit: &str) -> Option<&'static str> {
+    for attempt in 0..2 {
+        if attempt > 0 {
+            std::thread::sleep(std::time::Duration::from_millis(300));
+        }
+        if let Some(hint) = hardening::journal_hint(&journal_tail(manager, unit, 20)) {
+            return Some(hint);
+        }
+    }
+    None
 }

@@ -16,7 +16,7 @@
 use std::fmt::Write as _;
 use std::num::NonZeroU32;
 
-use super::{AppSpec, SocketMode};
+use super::{hardening, AppSpec, Hardening, SocketMode};
 use crate::names::UnitNames;
 use crate::systemd::syntax;
 
@@ -32,6 +32,8 @@ pub enum Line {
     Choice(&'static str, &'static str),
     /// A setting that comes with the key but does not carry it (`NotifyAccess=all`).
     Also(&'static str, &'static str),
+    /// A whole `Directive=value` line the user wrote (`[unit.service]`).
+    Raw(String),
 }
 
 impl Line {
@@ -41,6 +43,7 @@ impl Line {
             Self::Comment(text) => text.lines().map(|l| format!("# {l}\n")).collect(),
             Self::Value(d, v) => format!("{d}={v}\n"),
             Self::Choice(d, v) | Self::Also(d, v) => format!("{d}={v}\n"),
+            Self::Raw(line) => format!("{line}\n"),
         }
     }
 
@@ -49,6 +52,7 @@ impl Line {
         match self {
             Self::Value(d, _) => Some(format!("{d}=")),
             Self::Choice(d, v) => Some(format!("{d}={v}")),
+            Self::Raw(line) => line.split_once('=').map(|(d, _)| format!("{d}=")),
             Self::Comment(_) | Self::Also(..) => None,
         }
     }
@@ -221,6 +225,27 @@ pub const KEYS: &[Key] = &[
         becomes: None,
     },
     Key {
+        name: "dynamic_user",
+        doc: Doc {
+            kind: "bool, default `false`",
+            becomes: "`DynamicUser=yes`",
+            notes: "a user made up for each start instead of root: costs files of its own outside `state_directory` (they belong to nobody after a stop). Conflicts with `user`; system manager only",
+        },
+        block: Some(|s| {
+            if s.dynamic_user {
+                vec![
+                    Line::Comment("A user made up for this service, not root; it owns only the state directory."),
+                    Line::Choice("DynamicUser", "yes"),
+                ]
+            } else {
+                Vec::new()
+            }
+        }),
+        inline: None,
+        values: |s, _| if s.dynamic_user { one(true) } else { Vec::new() },
+        becomes: None,
+    },
+    Key {
         name: "instances",
         doc: Doc {
             kind: "integer, default 1",
@@ -295,7 +320,7 @@ pub const KEYS: &[Key] = &[
         name: "wait_ready",
         doc: Doc {
             kind: "bool, default `true`",
-            becomes: "`Type=notify` + `NotifyAccess=all`; `false`: `Type=simple` (`Type=exec` with `systemd_version >= 240`). Node apps: always `Type=notify` + `NotifyAccess=main`",
+            becomes: "`Type=notify` + `NotifyAccess=main` (`all` for deno, bun, launchers like `sh` and with `hardening = \"off\"`); `false`: `Type=simple` (`Type=exec` with `systemd_version >= 240`). Node apps: always `Type=notify` + `NotifyAccess=main` (the bridge notifies from the main process)",
             notes: "PM2's `wait_ready`: the instance is started once it sends `READY=1`. `false` warns: `sysmgr reload` can't tell when a new process serves",
         },
         block: Some(|s| {
@@ -307,6 +332,12 @@ pub const KEYS: &[Key] = &[
                 };
                 vec![
                     Line::Comment(comment),
+                    Line::Choice("Type", "notify"),
+                    Line::Also("NotifyAccess", "main"),
+                ]
+            } else if s.wait_ready && hardening::notify_access(s) == "main" {
+                vec![
+                    Line::Comment("PM2's wait_ready: the instance counts as started once its main process sends\nREADY=1; no other process may change its state."),
                     Line::Choice("Type", "notify"),
                     Line::Also("NotifyAccess", "main"),
                 ]
@@ -553,6 +584,119 @@ pub const KEYS: &[Key] = &[
         values: |s, _| s.env.iter().map(|(k, v)| format!("{k}={v:?}")).collect(),
         becomes: None,
     },
+    Key {
+        name: "hardening",
+        doc: Doc {
+            kind: "`\"default\"`, `\"strict\"` or `\"off\"`",
+            becomes: "the settings of docs/hardening.md",
+            notes: "`default`: read-only system, no capabilities, `@system-service` system calls (exposure about 1.8 with `systemd_version >= 247`). `strict` adds no network of its own (`PrivateNetwork=yes`: serves systemd's sockets, connects nowhere), hidden homes, no `@resources` calls. `off`: none (exposure 9.8), and the default for the user manager (`--user`), which could not set up the profile's namespaces; `sysmgr check` lists what each opened setting costs",
+        },
+        block: Some(hardening::lines),
+        inline: None,
+        values: |s, _| one(s.hardening.as_str()),
+        // The settings that make the level; docs/hardening.md and `sysmgr check`'s exposure
+        // line give the rest.
+        becomes: Some(|s, _| match s.hardening {
+            Hardening::Off => String::new(),
+            Hardening::Default => "ProtectSystem=strict CapabilityBoundingSet= SystemCallFilter=".into(),
+            Hardening::Strict => {
+                "ProtectSystem=strict CapabilityBoundingSet= SystemCallFilter= PrivateNetwork=yes".into()
+            }
+        }),
+    },
+    Key {
+        name: "state_directory",
+        doc: Doc {
+            kind: "name, e.g. `\"web\"`",
+            becomes: "`StateDirectory=`",
+            notes: "`/var/lib/NAME`, made by systemd and writable by the instances (`$STATE_DIRECTORY` with systemd 240+); the place for files the app keeps. Costs nothing outside it",
+        },
+        block: Some(|s| match &s.state_directory {
+            Some(d) => vec![
+                Line::Comment("The one directory the app keeps files in, /var/lib/NAME, writable despite ProtectSystem."),
+                Line::Value("StateDirectory", d.clone()),
+            ],
+            None => Vec::new(),
+        }),
+        inline: None,
+        values: |s, _| optional(s.state_directory.as_ref(), Clone::clone),
+        becomes: None,
+    },
+    Key {
+        name: "writable_paths",
+        doc: Doc {
+            kind: "array of paths",
+            becomes: "`ReadWritePaths=`",
+            notes: "existing paths (relative to the app file) the instances may write despite the read-only system, e.g. an upload directory. Each one opens the hardening a little: prefer `state_directory`",
+        },
+        block: Some(|s| {
+            if s.writable_paths.is_empty() {
+                return Vec::new();
+            }
+            let paths: Vec<String> = s
+                .writable_paths
+                .iter()
+                .map(|p| syntax::path_value(&p.to_string_lossy()))
+                .collect();
+            vec![
+                Line::Comment("Writable despite ProtectSystem=strict (writable_paths)."),
+                Line::Value("ReadWritePaths", paths.join(" ")),
+            ]
+        }),
+        inline: None,
+        values: |s, _| s.writable_paths.iter().map(|p| p.display().to_string()).collect(),
+        becomes: None,
+    },
+    Key {
+        name: "address_families",
+        doc: Doc {
+            kind: "array, e.g. `[\"AF_NETLINK\"]`",
+            becomes: "`RestrictAddressFamilies=`",
+            notes: "socket families allowed besides `AF_UNIX`, `AF_INET`, `AF_INET6` (`strict`: `AF_UNIX`); `AF_NETLINK` reads network interfaces, `AF_PACKET` raw traffic. No effect with `hardening = \"off\"`",
+        },
+        block: Some(|s| {
+            if s.address_families.is_empty() || s.hardening == Hardening::Off {
+                return Vec::new();
+            }
+            vec![
+                Line::Comment("More socket families than the profile's (address_families)."),
+                Line::Value("RestrictAddressFamilies", s.address_families.join(" ")),
+            ]
+        }),
+        inline: None,
+        values: |s, _| s.address_families.clone(),
+        becomes: None,
+    },
+    Key {
+        name: "unit",
+        doc: Doc {
+            kind: "table `[unit.service]` of `Directive = \"value\"`",
+            becomes: "those settings, last in `[Service]`",
+            notes: "for what sysmgr has no key for (`LimitNOFILE`, `Nice`), and to open one hardening setting (`PrivateDevices = false`). Checked: directive syntax, one line each; directives sysmgr sets from a key (`ExecStart`, `Type`, `KillSignal`, ...) are refused with the key to use",
+        },
+        block: Some(|s| {
+            if s.unit_service.is_empty() {
+                return Vec::new();
+            }
+            let mut out = vec![Line::Comment(
+                "[unit.service] of the app file, as written; later settings override the ones above.",
+            )];
+            out.extend(
+                s.unit_service
+                    .iter()
+                    .map(|(d, v)| Line::Raw(format!("{d}={v}"))),
+            );
+            out
+        }),
+        inline: None,
+        values: |s, _| {
+            s.unit_service
+                .iter()
+                .map(|(d, v)| format!("{d} = {v:?}"))
+                .collect()
+        },
+        becomes: None,
+    },
 ];
 
 /// `ExecStart=`, and for Node apps what the bridge needs to know: the sockets' addresses (in
@@ -621,6 +765,8 @@ pub fn docs_table() -> String {
     let keys = KEYS.iter().map(|k| {
         let name = if k.name == "env" {
             "[env]".to_string()
+        } else if k.name == "unit" {
+            "[unit.service]".to_string()
         } else {
             k.name.to_string()
         };

@@ -14,6 +14,7 @@
 pub mod derive;
 pub mod diag;
 pub mod ecosystem;
+pub mod hardening;
 pub mod keys;
 mod raw;
 pub mod types;
@@ -24,7 +25,9 @@ use std::path::{Path, PathBuf};
 pub use derive::{BridgePaths, Runtime};
 use diag::Reporter;
 pub use diag::{Diagnostic, Diagnostics, Severity};
-pub use types::{AppName, Bytes, FdName, Instances, ListenAddress, Millis, Signal, SocketMode};
+pub use types::{
+    AppName, Bytes, FdName, Hardening, Instances, ListenAddress, Millis, Signal, SocketMode,
+};
 
 /// PM2's default `kill_timeout`: how long a worker gets to drain before SIGKILL.
 pub const DEFAULT_KILL_TIMEOUT: Millis = Millis::new(1600);
@@ -101,6 +104,19 @@ pub struct AppSpec {
     pub runtime: Runtime,
     /// PM2's `shutdown_with_message`: a Node app also gets the `shutdown` message.
     pub shutdown_with_message: bool,
+    /// The sandboxing profile ([`hardening`]).
+    pub hardening: Hardening,
+    /// `DynamicUser=yes`: a user made up for each start, no files of its own outside
+    /// `state_directory`.
+    pub dynamic_user: bool,
+    /// `StateDirectory=`: a directory below `/var/lib` the instances may write.
+    pub state_directory: Option<String>,
+    /// `ReadWritePaths=`: absolute paths the instances may write.
+    pub writable_paths: Vec<PathBuf>,
+    /// Address families allowed besides the profile's (`RestrictAddressFamilies=`).
+    pub address_families: Vec<String>,
+    /// `[unit.service]`: raw `Directive=value` settings, checked, in declaration order.
+    pub unit_service: Vec<(String, String)>,
 }
 
 /// What parsing needs besides the text.

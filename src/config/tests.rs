@@ -26,6 +26,131 @@ fn messages(text: &str) -> String {
 }
 
 #[test]
+fn hardening_errors_and_warnings_are_exact() {
+    let cases: &[(&str, &str)] = &[
+        (&format!("{BASE}hardening = \"paranoid\"\n"), "app.toml:3:13: error: `hardening` is `paranoid`; use `\"default\"`, `\"strict\"` (no network of its own) or `\"off\"` (no sandboxing)"),
+        (&format!("{BASE}user = \"www\"\ndynamic_user = true\n"), "app.toml:4:16: error: `dynamic_user` conflicts with `user`: systemd makes up the user of a dynamic-user service; remove one of them"),
+        (&format!("{BASE}state_directory = \"/var/lib/web\"\n"), "app.toml:3:19: error: `state_directory` is the absolute path `/var/lib/web`; give a name below `/var/lib`, like `\"web\"`"),
+        (&format!("{BASE}state_directory = \"../etc\"\n"), "app.toml:3:19: error: `state_directory` is `../etc`; use `/`-separated names of letters, digits, `-`, `_` and `.` (no `..`)"),
+        (&format!("{BASE}writable_paths = \"/srv\"\n"), "app.toml:3:18: error: `writable_paths` must be an array of strings, found a string"),
+        (&format!("{BASE}writable_paths = [\"/srv/up loads\"]\n"), "app.toml:3:18: error: `writable_paths` has `/srv/up loads`; paths with spaces, quotes or backslashes cannot be listed in `ReadWritePaths=`"),
+        (&format!("{BASE}address_families = [\"netlink\"]\n"), "app.toml:3:20: error: `address_families` has `netlink`, which is not an address family; write it as systemd does, e.g. `\"AF_NETLINK\"`"),
+        (&format!("{BASE}hardening = \"off\"\naddress_families = [\"AF_NETLINK\"]\n"), "app.toml:4:20: warning: `address_families` has no effect with `hardening = \"off\"`: every family is allowed; remove it"),
+        (&format!("{BASE}[unit.service]\nExecStart = \"/bin/other\"\n"), "app.toml:4:1: error: `unit.service.ExecStart` is set by sysmgr from `command`; set `command` instead"),
+        (&format!("{BASE}[unit.service]\nTimeoutStopSec = \"5s\"\n"), "app.toml:4:1: error: `unit.service.TimeoutStopSec` is set by sysmgr from `kill_timeout`; set `kill_timeout` instead"),
+        (&format!("{BASE}[unit.service]\nType = \"simple\"\n"), "app.toml:4:1: error: `unit.service.Type` is set by sysmgr from `wait_ready`; set `wait_ready` instead"),
+        (&format!("{BASE}[unit.service]\nlimit-nofile = 10\n"), "app.toml:4:1: error: `unit.service.limit-nofile` is not a systemd directive name (a capital letter, then letters and digits, like `LimitNOFILE`)"),
+        (&format!("{BASE}[unit.service]\nNice = \"1\\nExecStartPre=/bin/evil\"\n"), "app.toml:4:8: error: `unit.service.Nice` contains a newline or control character; a setting is one line"),
+        (&format!("{BASE}[unit.service]\nNice = \"1\\\\\"\n"), "app.toml:4:8: error: `unit.service.Nice` ends with a backslash, which would continue the setting on the next line; remove it"),
+        (&format!("{BASE}[unit.socket]\nBacklog = 10\n"), "app.toml:3:1: error: `unit.socket` is not supported; only `[unit.service]` settings pass through to the units"),
+    ];
+    for (text, want) in cases {
+        assert_eq!(&messages(text), want, "for:\n{text}");
+    }
+    let user = ParseOptions {
+        user_manager: true,
+        ..ParseOptions::default()
+    };
+    let d = parse_with(&format!("{BASE}dynamic_user = true\n"), &user).unwrap_err();
+    assert_eq!(d.to_string(), "app.toml:3:16: error: `dynamic_user` cannot be set for the user manager (`--user`): its services run as that user; remove it");
+}
+
+#[test]
+fn the_hardening_keys_resolve() {
+    let spec = ok(&format!("{BASE}hardening = \"strict\"\ndynamic_user = true\nstate_directory = \"web/cache\"\nwritable_paths = [\"uploads\", \"/var/spool/web\"]\naddress_families = [\"AF_NETLINK\"]\n[unit.service]\nLimitNOFILE = 65536\nPrivateDevices = false\n"));
+    assert_eq!(spec.hardening, Hardening::Strict);
+    assert!(spec.dynamic_user);
+    assert_eq!(spec.state_directory.as_deref(), Some("web/cache"));
+    assert_eq!(
+        spec.writable_paths,
+        [Path::new("/srv/web/uploads"), Path::new("/var/spool/web")]
+    );
+    assert_eq!(spec.address_families, ["AF_NETLINK"]);
+    let raw: Vec<(&str, &str)> = spec
+        .unit_service
+        .iter()
+        .map(|(d, v)| (d.as_str(), v.as_str()))
+        .collect();
+    assert_eq!(raw, [("LimitNOFILE", "65536"), ("PrivateDevices", "no")]);
+    assert_eq!(ok(BASE).hardening, Hardening::Default);
+    // What `sysmgr check` lists as opened: the setting the app turned off, with its cost.
+    let opened = hardening::opened(&spec);
+    assert_eq!(opened[0].0, "PrivateDevices=no (`[unit.service]`)");
+    assert_eq!(
+        opened[0].1,
+        "sees every device node of the machine (raw disks included, as root)"
+    );
+}
+
+#[test]
+fn memory_deny_write_execute_and_notify_access_follow_the_program() {
+    let unit = |command: &str| -> String {
+        let spec = ok(&format!(
+            "name = \"web\"\ncommand = {command}\nsystemd_version = 252\n"
+        ));
+        let mut text: String = hardening::lines(&spec)
+            .iter()
+            .filter_map(|l| match l {
+                keys::Line::Value(d, v) => Some(format!("{d}={v}\n")),
+                _ => None,
+            })
+            .collect();
+        text.push_str(&format!(
+            "NotifyAccess={}\n",
+            hardening::notify_access(&spec)
+        ));
+        text
+    };
+    for (command, mdwe, notify) in [
+        ("[\"/usr/bin/sysmgr-hello\"]", true, "main"),
+        ("[\"/usr/bin/python3\", \"app.py\"]", true, "main"),
+        ("[\"/usr/bin/node\", \"app.js\"]", false, "all"),
+        ("[\"java\", \"-jar\", \"app.jar\"]", false, "main"),
+        ("[\"/usr/bin/env\", \"node\", \"app.js\"]", false, "all"),
+        ("[\"/bin/sh\", \"-c\", \"exec app\"]", false, "all"),
+        ("[\"sysmgr\", \"exec\", \"node\", \"app.js\"]", false, "all"),
+    ] {
+        let text = unit(command);
+        assert_eq!(
+            text.contains("MemoryDenyWriteExecute=yes\n"),
+            mdwe,
+            "{command}:\n{text}"
+        );
+        assert!(
+            text.contains(&format!("NotifyAccess={notify}\n")),
+            "{command}"
+        );
+    }
+}
+
+#[test]
+fn settings_newer_than_systemd_version_are_left_out() {
+    let at = |v: u32| -> Vec<String> {
+        let spec = ok(&format!("{BASE}systemd_version = {v}\n"));
+        hardening::lines(&spec)
+            .iter()
+            .filter_map(|l| match l {
+                keys::Line::Value(d, _) => Some(d.to_string()),
+                _ => None,
+            })
+            .collect()
+    };
+    let old = at(239);
+    for newer in [
+        "ProtectKernelLogs",
+        "ProtectClock",
+        "ProtectHostname",
+        "ProtectProc",
+        "ProcSubset",
+        "RestrictSUIDSGID",
+    ] {
+        assert!(!old.iter().any(|d| d == newer), "{newer} at 239");
+        assert!(at(252).iter().any(|d| d == newer), "{newer} at 252");
+    }
+    assert!(hardening::lines(&ok(&format!("{BASE}hardening = \"off\"\n"))).is_empty());
+}
+
+#[test]
 fn errors_and_warnings_are_exact() {
     let cases: &[(&str, &str)] = &[
         ("name = \"web\"\ncommand = \"x", "app.toml:2:13: error: is not valid TOML: invalid basic string, expected `\"`"),

@@ -404,6 +404,92 @@ impl SocketMode {
     }
 }
 
+/// How much of systemd's sandboxing an instance gets (`hardening`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Hardening {
+    /// None: the units sysmgr generated before it hardened them.
+    Off,
+    /// The profile real web workers run under (docs/hardening.md).
+    Default,
+    /// The default profile plus no network of its own, no home directories, and a narrower
+    /// system call filter: for workers that only serve the sockets systemd hands them.
+    Strict,
+}
+
+impl Hardening {
+    /// Parses `"default"`, `"strict"` or `"off"`.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        match s {
+            "default" => Ok(Self::Default),
+            "strict" => Ok(Self::Strict),
+            "off" => Ok(Self::Off),
+            _ => Err(format!(
+                "is `{s}`; use `\"default\"`, `\"strict\"` (no network of its own) or `\"off\"` (no sandboxing)"
+            )),
+        }
+    }
+
+    /// The app.toml spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Off => "off",
+            Self::Default => "default",
+            Self::Strict => "strict",
+        }
+    }
+}
+
+/// A directory name below `/var/lib` for `StateDirectory=`: relative, `/`-separated parts of
+/// letters, digits, `-`, `_`, `.`, no `.` or `..` part (systemd refuses those).
+pub fn check_state_directory(s: &str) -> Result<(), String> {
+    if s.is_empty() {
+        return Err(
+            "is empty; give a directory name like `\"web\"` (it becomes `/var/lib/web`)".into(),
+        );
+    }
+    if s.starts_with('/') {
+        return Err(format!(
+            "is the absolute path `{s}`; give a name below `/var/lib`, like `\"{}\"`",
+            s.trim_start_matches('/')
+                .rsplit('/')
+                .next()
+                .unwrap_or("web")
+        ));
+    }
+    let ok = s.split('/').all(|part| {
+        !part.is_empty()
+            && part != "."
+            && part != ".."
+            && part
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    });
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "is `{s}`; use `/`-separated names of letters, digits, `-`, `_` and `.` (no `..`)"
+        ))
+    }
+}
+
+/// An address family for `RestrictAddressFamilies=`: `AF_` and capitals or digits.
+pub fn check_address_family(s: &str) -> Result<(), String> {
+    let ok = s.strip_prefix("AF_").is_some_and(|rest| {
+        !rest.is_empty()
+            && rest
+                .chars()
+                .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit())
+    });
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "has `{s}`, which is not an address family; write it as systemd does, e.g. `\"AF_NETLINK\"`"
+        ))
+    }
+}
+
 /// A user or group: a name systemd accepts, or a numeric id.
 pub fn check_user_name(s: &str) -> Result<(), String> {
     let valid = !s.is_empty()

@@ -13,9 +13,9 @@ use toml::de::DeValue;
 use super::diag::{Reporter, Severity};
 use super::raw::{int_of, type_name, Found, Value};
 use super::types::{
-    self, AppName, Bytes, FdName, Instances, ListenAddress, Millis, Signal, SocketMode,
+    self, AppName, Bytes, FdName, Hardening, Instances, ListenAddress, Millis, Signal, SocketMode,
 };
-use super::{derive, AppSpec, Listen, ParseOptions, Runtime};
+use super::{derive, hardening, AppSpec, Listen, ParseOptions, Runtime};
 use super::{DEFAULT_KILL_TIMEOUT, DEFAULT_LISTEN_TIMEOUT, DEFAULT_MAX_RESTARTS, MIN_SYSTEMD};
 use crate::systemd::syntax::{self, SyntaxError};
 
@@ -299,6 +299,88 @@ impl Checker<'_, '_> {
             );
         }
         let env = self.env(f, instance_var.as_deref().unwrap_or("NODE_APP_INSTANCE"));
+        let hardening = match f.get("hardening") {
+            // A user manager could not set up the profile's namespaces in the tests (every
+            // instance failed to start), so its units stay as they were unless asked.
+            None if self.opts.user_manager => Some(Hardening::Off),
+            None => Some(Hardening::Default),
+            Some(v) => self
+                .string("hardening", v)
+                .and_then(|s| self.checked("hardening", v, |_| Hardening::parse(s))),
+        };
+        let dynamic_user = match f.get("dynamic_user") {
+            None => Some(false),
+            Some(v) => self.boolean("dynamic_user", v).and_then(|on| {
+                if !on {
+                    return Some(false);
+                }
+                if self.opts.user_manager {
+                    self.rep.error(
+                        v.span(),
+                        "dynamic_user",
+                        "cannot be set for the user manager (`--user`): its services run as that user; remove it",
+                    );
+                    return None;
+                }
+                if f.get("user").is_some() {
+                    self.rep.error(
+                        v.span(),
+                        "dynamic_user",
+                        "conflicts with `user`: systemd makes up the user of a dynamic-user service; remove one of them",
+                    );
+                    return None;
+                }
+                Some(true)
+            }),
+        };
+        let state_directory = match f.get("state_directory") {
+            None => Some(None),
+            Some(v) => self
+                .string("state_directory", v)
+                .and_then(|s| {
+                    self.checked("state_directory", v, |_| types::check_state_directory(s))
+                        .map(|()| s.to_string())
+                })
+                .map(Some),
+        };
+        let writable_paths = match f.get("writable_paths") {
+            None => Some(Vec::new()),
+            Some(v) => self.strings("writable_paths", v).and_then(|paths| {
+                let mut out = Vec::new();
+                for p in paths {
+                    if p.contains(char::is_whitespace) || p.contains('"') || p.contains('\\') {
+                        self.rep.error(
+                            v.span(),
+                            "writable_paths",
+                            format!("has `{}`; paths with spaces, quotes or backslashes cannot be listed in `ReadWritePaths=`", p.escape_debug()),
+                        );
+                        return None;
+                    }
+                    out.push(self.checked("writable_paths", v, |_| types::absolute_dir(base_dir, &p))?);
+                }
+                Some(out)
+            }),
+        };
+        let address_families = match f.get("address_families") {
+            None => Some(Vec::new()),
+            Some(v) => self.strings("address_families", v).and_then(|families| {
+                for a in &families {
+                    self.checked("address_families", v, |_| types::check_address_family(a))?;
+                }
+                if hardening == Some(Hardening::Off) {
+                    self.rep.warning(
+                        v.span(),
+                        "address_families",
+                        "has no effect with `hardening = \"off\"`: every family is allowed; remove it",
+                    );
+                }
+                Some(families)
+            }),
+        };
+        let unit_service = match f.get("unit") {
+            None => Some(Vec::new()),
+            Some(v) => self.unit_tables(v),
+        };
 
         Some(AppSpec {
             source: self.source.to_path_buf(),
@@ -327,7 +409,111 @@ impl Checker<'_, '_> {
             profile: self.opts.profile.clone(),
             runtime: runtime?,
             shutdown_with_message: shutdown_with_message?,
+            hardening: hardening?,
+            dynamic_user: dynamic_user?,
+            state_directory: state_directory?,
+            writable_paths: writable_paths?,
+            address_families: address_families?,
+            unit_service: unit_service?,
         })
+    }
+
+    /// An array of strings.
+    fn strings(&mut self, key: &str, v: &Value<'_>) -> Option<Vec<String>> {
+        let DeValue::Array(items) = v.get_ref() else {
+            self.wrong_type(key, v, "an array of strings");
+            return None;
+        };
+        let mut out = Vec::new();
+        for (i, item) in items.iter().enumerate() {
+            out.push(self.string(&format!("{key}[{i}]"), item)?.to_string());
+        }
+        Some(out)
+    }
+
+    /// `[unit]`: only `[unit.service]`, raw settings for `[Service]` that sysmgr has no key
+    /// for; each checked to be one line systemd reads as written, and none that sysmgr sets.
+    fn unit_tables(&mut self, v: &Value<'_>) -> Option<Vec<(String, String)>> {
+        let DeValue::Table(t) = v.get_ref() else {
+            self.wrong_type("unit", v, "a table: `[unit.service]`");
+            return None;
+        };
+        let mut out = Vec::new();
+        let mut ok = true;
+        for (section, table) in t.iter() {
+            let section: &str = section.get_ref();
+            let key = format!("unit.{section}");
+            if section != "service" {
+                self.rep.error(
+                    table.span(),
+                    &key,
+                    "is not supported; only `[unit.service]` settings pass through to the units",
+                );
+                ok = false;
+                continue;
+            }
+            let DeValue::Table(settings) = table.get_ref() else {
+                self.wrong_type(&key, table, "a table of `Directive = \"value\"`");
+                ok = false;
+                continue;
+            };
+            for (k, val) in settings.iter() {
+                let directive: &str = k.get_ref();
+                let key = format!("unit.service.{directive}");
+                let name_ok = directive.starts_with(|c: char| c.is_ascii_uppercase())
+                    && directive.chars().all(|c| c.is_ascii_alphanumeric());
+                if !name_ok {
+                    self.rep.error(
+                        k.span(),
+                        &key,
+                        "is not a systemd directive name (a capital letter, then letters and digits, like `LimitNOFILE`)",
+                    );
+                    ok = false;
+                    continue;
+                }
+                if let Some((_, owner)) = hardening::OWNED.iter().find(|(d, _)| *d == directive) {
+                    self.rep.error(
+                        k.span(),
+                        &key,
+                        format!("is set by sysmgr from `{owner}`; set `{owner}` instead"),
+                    );
+                    ok = false;
+                    continue;
+                }
+                let value = match val.get_ref() {
+                    DeValue::String(s) => s.to_string(),
+                    DeValue::Integer(_) => {
+                        int_of(val.get_ref()).map_or_else(String::new, |n| n.to_string())
+                    }
+                    DeValue::Boolean(b) => if *b { "yes" } else { "no" }.to_string(),
+                    _ => {
+                        self.wrong_type(&key, val, "a string, integer or boolean");
+                        ok = false;
+                        continue;
+                    }
+                };
+                if value.contains(|c: char| c.is_control()) {
+                    self.rep.error(
+                        val.span(),
+                        &key,
+                        "contains a newline or control character; a setting is one line",
+                    );
+                    ok = false;
+                    continue;
+                }
+                if value.ends_with('\\') {
+                    self.rep.error(
+                        val.span(),
+                        &key,
+                        "ends with a backslash, which would continue the setting on the next line; remove it",
+                    );
+                    ok = false;
+                    continue;
+                }
+                out.push((directive.to_string(), value));
+            }
+        }
+        ok.then_some(out)
     }
 
     fn command(&mut self, v: &Value<'_>, base_dir: &Path) -> Option<Vec<String>> {
