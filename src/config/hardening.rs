@@ -52,10 +52,10 @@ pub const LAUNCHERS: &[&str] = &[
     "dumb-init",
 ];
 
-/// Runtimes whose usual way to send `READY=1` is a child process: Node has no unix datagram
-/// sockets, so the example runs `systemd-notify` (the Node bridge will make the main process
-/// the sender; then node apps can have `NotifyAccess=main` too).
-const NOTIFY_FROM_CHILD: &[&str] = &["node", "nodejs", "deno", "bun"];
+/// Runtimes whose usual way to send `READY=1` is a child process (`systemd-notify`): they
+/// have no unix datagram sockets. Node is not among them: its apps run through sysmgr's
+/// bridge, which sends from the main process (see the `wait_ready` key).
+const NOTIFY_FROM_CHILD: &[&str] = &["deno", "bun"];
 
 /// The basename of the program `command` runs.
 fn program(spec: &AppSpec) -> &str {
@@ -75,6 +75,10 @@ pub fn may_jit(spec: &AppSpec) -> bool {
 /// `NotifyAccess=` for a hardened app with `wait_ready`: `main` unless its program is a
 /// launcher or a runtime that notifies from a child (then `all`, as the unhardened units).
 pub fn notify_access(spec: &AppSpec) -> &'static str {
+    // sysmgr's Node bridge sends from the main process, hardened or not.
+    if spec.runtime.is_node() {
+        return "main";
+    }
     let p = program(spec);
     if spec.hardening == Hardening::Off || LAUNCHERS.contains(&p) || NOTIFY_FROM_CHILD.contains(&p)
     {

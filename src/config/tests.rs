@@ -104,7 +104,7 @@ fn memory_deny_write_execute_and_notify_access_follow_the_program() {
     for (command, mdwe, notify) in [
         ("[\"/usr/bin/sysmgr-hello\"]", true, "main"),
         ("[\"/usr/bin/python3\", \"app.py\"]", true, "main"),
-        ("[\"/usr/bin/node\", \"app.js\"]", false, "all"),
+        ("[\"/usr/bin/node\", \"app.js\"]", false, "main"),
         ("[\"java\", \"-jar\", \"app.jar\"]", false, "main"),
         ("[\"/usr/bin/env\", \"node\", \"app.js\"]", false, "all"),
         ("[\"/bin/sh\", \"-c\", \"exec app\"]", false, "all"),
