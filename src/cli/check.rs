@@ -25,7 +25,7 @@ pub struct CheckArgs {
 }
 
 pub fn run(args: &CheckArgs, manager: Manager) -> anyhow::Result<ExitCode> {
-    let opts = super::lifecycle::parse_options(args.env.as_deref(), manager);
+    let opts = super::generate::parse_options(args.env.as_deref(), manager);
     let inputs: Vec<Input> = args.files.iter().cloned().map(Input::File).collect();
     let specs = super::generate::load_all(
         &inputs,

@@ -197,6 +197,15 @@ fn load_one(
     Ok(specs)
 }
 
+/// How app files are read for `manager`: its profile, and where sysmgr and its Node bridge are.
+pub fn parse_options(profile: Option<&str>, manager: Manager) -> ParseOptions {
+    ParseOptions {
+        profile: profile.map(str::to_string),
+        user_manager: manager == Manager::User,
+        bridge: crate::node::paths(manager),
+    }
+}
+
 /// Renders validated specs for `manager`, resolving per-core instance counts on this machine.
 pub(crate) fn render_all(
     specs: &[config::AppSpec],
@@ -223,7 +232,7 @@ fn load_and_render(
     listen: Option<&str>,
     manager: Manager,
 ) -> anyhow::Result<Vec<Rendered>> {
-    let opts = super::lifecycle::parse_options(profile, manager);
+    let opts = parse_options(profile, manager);
     let specs = load_all(inputs, &opts, listen, "nothing was written")?;
     Ok(render_all(&specs, manager, Flavor::Generate))
 }
@@ -331,7 +340,7 @@ pub fn run(args: &GenerateArgs, manager: Manager) -> anyhow::Result<ExitCode> {
         }
         return Ok(ExitCode::SUCCESS);
     }
-    let opts = super::lifecycle::parse_options(args.env.as_deref(), manager);
+    let opts = parse_options(args.env.as_deref(), manager);
     let specs = load_all(
         &inputs,
         &opts,

@@ -138,7 +138,7 @@ pub fn main(args: &[OsString]) -> ExitCode {
 /// Renders and writes every file into `out`; `log(priority, message)` reports. Returns
 /// false if any file failed. Files are independent: each is written on its own.
 pub fn run(files: &[PathBuf], out: &Path, manager: Manager, log: &mut dyn FnMut(u8, &str)) -> bool {
-    let opts = super::lifecycle::parse_options(None, manager);
+    let opts = super::generate::parse_options(None, manager);
     let dir = UnitDir::new(out.to_path_buf());
     let cores = super::generate::usable_cores();
     let mut ok = true;

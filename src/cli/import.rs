@@ -34,7 +34,7 @@ pub fn run(args: &ImportArgs, manager: Manager) -> anyhow::Result<ExitCode> {
     };
     let apps = ecosystem::import(&args.file, &overrides)?;
     let dir = args.output.clone().unwrap_or_else(|| PathBuf::from("."));
-    let opts = super::lifecycle::parse_options(None, manager);
+    let opts = super::generate::parse_options(None, manager);
     let mut planned = Vec::new();
     for app in &apps {
         for w in &app.warnings {

@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use anyhow::Context as _;
 use clap::Args;
 
-use super::generate::{load_all, write_specs, Input};
-use crate::config::{AppName, ParseOptions};
+use super::generate::{load_all, parse_options, write_specs, Input};
+use crate::config::AppName;
 use crate::controller::App;
 use crate::lock::{self, AppLock, Wait};
 use crate::systemd::Manager;
@@ -164,15 +164,6 @@ pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")
-}
-
-/// How app files are read for `manager`: its profile, and where sysmgr and its Node bridge are.
-pub fn parse_options(profile: Option<&str>, manager: Manager) -> ParseOptions {
-    ParseOptions {
-        profile: profile.map(str::to_string),
-        user_manager: manager == Manager::User,
-        bridge: crate::node::paths(manager),
-    }
 }
 
 /// Prints to stdout; a reader that went away (`sysmgr list | head`) is not an error.
