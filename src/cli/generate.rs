@@ -203,6 +203,7 @@ pub fn parse_options(profile: Option<&str>, manager: Manager) -> ParseOptions {
         profile: profile.map(str::to_string),
         user_manager: manager == Manager::User,
         bridge: crate::node::paths(manager),
+        systemd: crate::systemd::installed_version(),
     }
 }
 

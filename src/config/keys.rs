@@ -554,9 +554,9 @@ pub const KEYS: &[Key] = &[
     Key {
         name: "systemd_version",
         doc: Doc {
-            kind: "integer, default 239",
+            kind: "integer, default the installed systemd's (239 when none is found)",
             becomes: "",
-            notes: "the oldest systemd the units must run on; only keys that version understands are emitted",
+            notes: "the oldest systemd the units must run on; only keys that version understands are emitted (the hardening profile is fuller from 247). Set it when the units are generated for other machines",
         },
         block: None,
         inline: None,

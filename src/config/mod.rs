@@ -128,6 +128,9 @@ pub struct ParseOptions {
     pub user_manager: bool,
     /// Where sysmgr and its Node bridge are, for apps whose program is `node`.
     pub bridge: BridgePaths,
+    /// The systemd the units are for when the file has no `systemd_version`: the installed
+    /// one ([`MIN_SYSTEMD`] when unknown, and never below it).
+    pub systemd: Option<u32>,
 }
 
 /// A spec and the warnings found on the way.
