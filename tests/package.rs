@@ -404,6 +404,9 @@ fn rpm_holds_the_files_of_the_deb() {
         "/usr/share/doc/sysmgr/README.md",
         "/usr/share/doc/sysmgr/examples/node/app.js",
         "/usr/share/doc/sysmgr/examples/python/app.py",
+        "/usr/share/doc/sysmgr/examples/pm2/app.js",
+        "/usr/share/doc/sysmgr/examples/pm2/ecosystem.config.js",
+        "/usr/lib/sysmgr/node/bridge.cjs",
     ]
     .map(String::from)
     .into();

@@ -78,19 +78,36 @@ struct UserManager {
     namespace_pid: u32,
     /// Closing it lets the script stop the manager.
     stdin: Option<ChildStdin>,
-    /// One user manager at a time: without cgroup delegation (cgroup v1 here) every manager's
-    /// units share the test process's cgroup, so one manager stopping its `dbus.service` at
-    /// teardown kills the bus of another. Dropped last.
-    _one_at_a_time: std::sync::MutexGuard<'static, ()>,
+    /// One user manager at a time on this machine: without cgroup delegation (cgroup v1 here)
+    /// every manager's units share the cgroup of the process that booted it, so one manager
+    /// stopping its `dbus.service` at teardown kills the bus of another, also one booted by
+    /// another test run (a second checkout, the soak). Dropped last.
+    _one_at_a_time: OneAtATime,
 }
 
-/// See [`UserManager::_one_at_a_time`].
-static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+/// An exclusive `flock(2)` on a file every test run on this machine opens: held until drop
+/// (closing the file releases it, also when the process dies).
+struct OneAtATime(#[allow(dead_code)] std::fs::File);
+
+impl OneAtATime {
+    fn take() -> Self {
+        use std::os::fd::AsRawFd as _;
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(std::env::temp_dir().join("sysmgr-tests-user-manager.lock"))
+            .expect("the lock file opens");
+        // SAFETY: flock on an fd this function owns.
+        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) };
+        assert_eq!(rc, 0, "flock: {}", std::io::Error::last_os_error());
+        Self(file)
+    }
+}
 
 impl UserManager {
     fn boot() -> Self {
-        // A test that panicked while holding it poisoned it; the lock itself is still good.
-        let one_at_a_time = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+        let one_at_a_time = OneAtATime::take();
         let dir = tempfile::Builder::new()
             .prefix("sysmgr-user-test")
             .tempdir()
