@@ -7,6 +7,7 @@ mod cli;
 mod demo;
 mod lifecycle;
 mod package;
+mod production;
 mod reload;
 mod render;
 mod sandbox;
