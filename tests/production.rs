@@ -138,3 +138,170 @@ fn without_dbus_and_without_the_private_socket_one_clear_message() {
         r.stderr
     );
 }
+
+/// An app of `n` instances of `sleep infinity`: as light as an instance gets.
+fn sleepers(name: &str, n: u32) -> String {
+    format!(
+        "name = \"{name}\"\ncommand = [\"/bin/sleep\", \"infinity\"]\ninstances = {n}\nwait_ready = false\nkill_timeout = 3000\n"
+    )
+}
+
+/// The instances `status --json` reports, and how many are `active/running`.
+fn counted(r: &Run) -> (usize, usize) {
+    let all = crate::support::status_instances(r);
+    let running = all
+        .values()
+        .filter(|(state, _)| state == "active/running")
+        .count();
+    (all.len(), running)
+}
+
+/// Start, status (over the private socket and over the bus), reload with `--parallel 16`,
+/// scale down and up, stop: `n` instances of one app. Every step is timed, and the whole
+/// must end within `bound`.
+fn many_instances(n: u32, bound: Duration) {
+    let sb = sandbox();
+    let begin = Instant::now();
+    let mut step = Instant::now();
+    let mut timings = Vec::new();
+    let mut lap = |what: &str, timings: &mut Vec<String>| {
+        timings.push(format!("{what} {:.1}s", step.elapsed().as_secs_f64()));
+        step = Instant::now();
+    };
+    let file = write_in(&sb, "/srv/many/app.toml", &sleepers("many", n));
+    let r = sysmgr_in(&sb, &["start", &file]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(
+        r.stderr
+            .ends_with(&format!("started `many`: {n} instances running\n")),
+        "{}",
+        r.stderr.lines().last().unwrap_or_default()
+    );
+    lap("start", &mut timings);
+    assert_eq!(
+        counted(&sysmgr_in(&sb, &["status", "many", "--json"])),
+        (n as usize, n as usize)
+    );
+    // Over the bus, where dbus-daemon refuses a connection's 129th pending reply.
+    let r = sysmgr_env(&sb, &[SYSTEM_BUS], &["status", "many", "--json"]);
+    assert_eq!(counted(&r), (n as usize, n as usize));
+    let r = sysmgr_env(&sb, &[SYSTEM_BUS], &["list"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.stdout.lines().count(), n as usize + 1);
+    lap("status and list", &mut timings);
+    let before = crate::support::status_instances(&sysmgr_in(&sb, &["status", "many", "--json"]));
+    let r = sysmgr_in(
+        &sb,
+        &["reload", "many", "--parallel", "16", "--min-ready", "100"],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(
+        r.stderr
+            .contains(&format!("reload many: {n} of {n} instances ready in ")),
+        "{}",
+        r.stderr.lines().last().unwrap_or_default()
+    );
+    let after = crate::support::status_instances(&sysmgr_in(&sb, &["status", "many", "--json"]));
+    assert!(before.iter().all(|(i, (_, pid))| after[i].1 != *pid));
+    lap("reload", &mut timings);
+    let half = n / 2;
+    let r = sysmgr_in(&sb, &["scale", "many", &half.to_string()]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(
+        r.stderr,
+        format!(
+            "scaled `many` from {n} to {half}: started 0, stopped {}\n",
+            n - half
+        )
+    );
+    let r = sysmgr_env(&sb, &[SYSTEM_BUS], &["scale", "many", &n.to_string()]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(
+        r.stderr,
+        format!(
+            "scaled `many` from {half} to {n}: started {}, stopped 0\n",
+            n - half
+        )
+    );
+    assert_eq!(
+        counted(&sysmgr_in(&sb, &["status", "many", "--json"])),
+        (n as usize, n as usize)
+    );
+    lap("scale", &mut timings);
+    let r = sysmgr_env(&sb, &[SYSTEM_BUS], &["stop", "many"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.stderr, format!("stopped `many`: {n} instances stopped\n"));
+    assert_eq!(
+        counted(&sysmgr_in(&sb, &["status", "many", "--json"])),
+        (n as usize, 0)
+    );
+    lap("stop", &mut timings);
+    eprintln!("{n} instances: {}", timings.join(", "));
+    assert!(
+        begin.elapsed() < bound,
+        "{n} instances took {:?} (bound {bound:?}): {}",
+        begin.elapsed(),
+        timings.join(", ")
+    );
+}
+
+// Bounded: 200 instances, about 20 s on 2 shared cores; fails past 120 s.
+#[test]
+fn two_hundred_instances_start_report_reload_scale_and_stop() {
+    many_instances(200, Duration::from_secs(120));
+}
+
+// Bounded: 1024 instances (the most an app may have), about 90 s on 2 shared cores; fails
+// past 300 s.
+#[test]
+fn a_thousand_and_twenty_four_instances_start_report_reload_scale_and_stop() {
+    many_instances(1024, Duration::from_secs(300));
+}
+
+// Bounded: 200 apps of one instance each, about 15 s on 2 shared cores; fails past 120 s.
+#[test]
+fn two_hundred_apps_are_listed_and_stopped() {
+    let sb = sandbox();
+    let begin = Instant::now();
+    let names: Vec<String> = (1..=200).map(|i| format!("app{i}")).collect();
+    let files: Vec<String> = names
+        .iter()
+        .map(|name| write_in(&sb, &format!("/srv/{name}.toml"), &sleepers(name, 1)))
+        .collect();
+    let mut args = vec!["generate"];
+    args.extend(files.iter().map(String::as_str));
+    let r = sysmgr_in(&sb, &args);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let targets: Vec<String> = names.iter().map(|n| format!("{n}.target")).collect();
+    let mut args = vec!["start"];
+    args.extend(targets.iter().map(String::as_str));
+    sb.systemctl(&args).unwrap();
+    for env in [&[][..], &[SYSTEM_BUS][..]] {
+        let r = sysmgr_env(&sb, env, &["list", "--json"]);
+        assert_eq!(r.code, 0, "{}", r.stderr);
+        let apps: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+        let apps = apps.as_array().unwrap();
+        assert_eq!(apps.len(), 200);
+        assert!(apps
+            .iter()
+            .all(|a| a["target"] == "active" && a["instances"][0]["active_state"] == "active"));
+    }
+    for name in ["app1", "app200"] {
+        let r = sysmgr_in(&sb, &["stop", name]);
+        assert_eq!(r.code, 0, "{}", r.stderr);
+    }
+    let r = sysmgr_in(&sb, &["list"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.stdout.lines().count(), 201);
+    assert_eq!(
+        r.stdout.matches("active/running").count(),
+        198,
+        "{}",
+        r.stdout
+    );
+    assert!(
+        begin.elapsed() < Duration::from_secs(120),
+        "{:?}",
+        begin.elapsed()
+    );
+}
