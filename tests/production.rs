@@ -305,3 +305,75 @@ fn two_hundred_apps_are_listed_and_stopped() {
         begin.elapsed()
     );
 }
+
+#[test]
+fn a_failed_instance_or_socket_shows_the_app_degraded_and_status_exits_1() {
+    let sb = sandbox();
+    let port = free_port();
+    let file = write_in(
+        &sb,
+        "/srv/web/app.toml",
+        &hello_app("web", 2, port, "autorestart = false\n"),
+    );
+    assert_eq!(sysmgr_in(&sb, &["start", &file]).code, 0);
+    let r = sysmgr_in(&sb, &["status", "web"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(
+        r.stdout.starts_with("web: active, 2 instances wanted"),
+        "{}",
+        r.stdout
+    );
+
+    // An instance dies and is not restarted: failed.
+    sb.systemctl(&["kill", "--signal=KILL", "web@2.service"])
+        .unwrap();
+    assert!(crate::support::wait_for(10, || {
+        (crate::support::unit_state(&sb, "web@2.service") == "failed").then_some(())
+    })
+    .is_some());
+    let r = sysmgr_in(&sb, &["status", "web"]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert_eq!(r.stderr, "");
+    assert!(
+        r.stdout
+            .starts_with("web: degraded (failed: `web@2.service`), 2 instances wanted"),
+        "{}",
+        r.stdout
+    );
+    let json = sysmgr_in(&sb, &["status", "web", "--json"]);
+    assert_eq!(json.code, 1);
+    let json: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
+    assert_eq!(json["state"], "degraded");
+    assert_eq!(json["target"], "active");
+    assert_eq!(json["sockets"][0]["unit"], "web.socket");
+    assert_eq!(json["sockets"][0]["active_state"], "active");
+    let r = sysmgr_in(&sb, &["list"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(
+        r.stdout
+            .ends_with("\nweb: degraded (failed: `web@2.service`)\n"),
+        "{}",
+        r.stdout
+    );
+    let list = sysmgr_in(&sb, &["list", "--json"]);
+    let list: serde_json::Value = serde_json::from_str(&list.stdout).unwrap();
+    assert_eq!(list[0]["state"], "degraded");
+
+    // `start` brings it back.
+    assert_eq!(sysmgr_in(&sb, &["start", "web"]).code, 0);
+    assert_eq!(sysmgr_in(&sb, &["status", "web"]).code, 0);
+
+    // A socket that cannot bind its port: failed too, with every instance stopped.
+    assert_eq!(sysmgr_in(&sb, &["stop", "web"]).code, 0);
+    let squatter = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+    assert!(sb.systemctl(&["start", "web.socket"]).is_err());
+    let r = sysmgr_in(&sb, &["status", "web"]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(
+        r.stdout
+            .starts_with("web: degraded (failed: `web.socket`), 2 instances wanted"),
+        "{}",
+        r.stdout
+    );
+    drop(squatter);
+}
