@@ -446,7 +446,7 @@ pub async fn stop_instances(
     stop_units(sd, &units).await
 }
 
-/// Stops `units` and waits for all their jobs, [`JOB_WINDOW`] at a time. A stop that systemd
+/// Stops `units` and waits for all their jobs, 128 at a time (`JOB_WINDOW`). A stop that systemd
 /// merged into a stop already queued (e.g. propagated by `PartOf=`) is waited for once.
 pub async fn stop_units(sd: &Systemd, units: &[String]) -> anyhow::Result<()> {
     let mut watch = sd.watch_jobs().await?;
