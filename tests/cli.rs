@@ -135,6 +135,43 @@ fn a_missing_file_is_a_clear_error() {
 }
 
 #[test]
+fn a_fifo_a_device_or_a_huge_file_is_refused_at_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let fifo = tmp.path().join("app.toml");
+    let c_path = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0);
+    let started = std::time::Instant::now();
+    for args in [
+        &["check", "app.toml"][..],
+        &["generate", "--dry-run", "app.toml"],
+    ] {
+        let r = run_in(tmp.path(), args);
+        assert_eq!(r.code, 2, "{}", r.stderr);
+        assert_eq!(
+            r.stderr.lines().next().unwrap(),
+            "cannot read `app.toml`: it is a FIFO, not an app file; give the path of an app.toml"
+        );
+    }
+    let r = run_in(tmp.path(), &["check", "/dev/zero"]);
+    assert_eq!(r.code, 2);
+    assert_eq!(
+        r.stderr,
+        "cannot read `/dev/zero`: it is a character device, not an app file; give the path of an app.toml\n\
+         sysmgr: error: 1 of 1 app files has errors (/dev/zero); fix them and check again\n"
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    let big = format!("{HELLO}{}", "# padding\n".repeat(120_000));
+    write(tmp.path(), "big.toml", &big);
+    let r = run_in(tmp.path(), &["check", "big.toml"]);
+    assert_eq!(r.code, 2);
+    assert_eq!(
+        r.stderr.lines().next().unwrap(),
+        "cannot read `big.toml`: it is larger than 1024 KiB, which no app file is; is it the right file?"
+    );
+}
+
+#[test]
 fn dry_run_prints_every_unit_and_writes_nothing() {
     let tmp = tempfile::tempdir().unwrap();
     write(tmp.path(), "hello.toml", HELLO);

@@ -10,6 +10,7 @@ mod history;
 mod lifecycle;
 mod package;
 mod pm2;
+mod production;
 mod reload;
 mod render;
 mod sandbox;

@@ -32,7 +32,17 @@ pub fn run(args: &ListArgs, manager: Manager) -> anyhow::Result<ExitCode> {
             dir.path().display()
         );
     } else {
-        lifecycle::print_stdout(&super::status::table(&status))?;
+        let mut text = super::status::table(&status);
+        // The table has a row per instance; a failed socket shows only here.
+        for app in status.iter().filter(|a| a.degraded()) {
+            text.push_str(&format!(
+                "{}: {}{}\n",
+                app.name,
+                app.state,
+                super::status::failed_list(app)
+            ));
+        }
+        lifecycle::print_stdout(&text)?;
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -1,6 +1,10 @@
 //! `sysmgr status NAME [--json]`: per instance its state, PID, uptime, restarts, memory and
 //! CPU time, read from systemd's unit properties by [`crate::controller::status::collect`]
 //! (shared with `sysmgr list`); this file prints them.
+//!
+//! Like `systemctl is-system-running`, which says `degraded` and exits 1 when a unit failed,
+//! `sysmgr status` exits 1 ([`super::exit::FAILED`]) when an instance or a socket of the app
+//! is `failed`, after printing the status as usual; a running or stopped app exits 0.
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -100,9 +104,10 @@ pub fn run(args: &StatusArgs, manager: Manager) -> anyhow::Result<ExitCode> {
         serde_json::to_string_pretty(&status)? + "\n"
     } else {
         format!(
-            "{}: {}, {} wanted{}\n{}",
+            "{}: {}{}, {} wanted{}\n{}",
             status.name,
-            status.target,
+            status.state,
+            failed_list(&status),
             lifecycle::instances_word(status.wanted),
             status
                 .source
@@ -113,7 +118,20 @@ pub fn run(args: &StatusArgs, manager: Manager) -> anyhow::Result<ExitCode> {
         )
     };
     lifecycle::print_stdout(&text)?;
+    if status.degraded() {
+        return Ok(ExitCode::from(super::exit::FAILED));
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// ` (failed: a, b)` for a degraded app, else nothing.
+pub(crate) fn failed_list(status: &AppStatus) -> String {
+    let failed = status.failed_units();
+    if failed.is_empty() {
+        return String::new();
+    }
+    let units: Vec<String> = failed.iter().map(|u| format!("`{u}`")).collect();
+    format!(" (failed: {})", units.join(", "))
 }
 
 #[cfg(test)]

@@ -142,12 +142,70 @@ pub struct Parsed {
     pub warnings: Diagnostics,
 }
 
-/// Reads and parses an app.toml from disk. `display` is how the file is named in messages.
-pub fn load(path: &Path, opts: &ParseOptions) -> Result<Parsed, LoadError> {
-    let text = std::fs::read_to_string(path).map_err(|source| LoadError::Read {
+/// The largest app file sysmgr reads. Real ones are a few hundred bytes; the bound keeps a
+/// wrong path (`/dev/zero`, a log file) from being read until memory runs out.
+pub const MAX_APP_FILE: u64 = 1024 * 1024;
+
+/// Reads an app file: a regular file (a FIFO would block for ever, a device may never end)
+/// of at most [`MAX_APP_FILE`] bytes.
+fn read_app_file(path: &Path) -> Result<String, LoadError> {
+    use std::io::Read as _;
+    use std::os::unix::fs::{FileTypeExt as _, OpenOptionsExt as _};
+    let read_error = |source| LoadError::Read {
         path: path.to_path_buf(),
         source,
-    })?;
+    };
+    let not_a_file = |kind: std::fs::FileType| {
+        let what = if kind.is_dir() {
+            "a directory"
+        } else if kind.is_fifo() {
+            "a FIFO"
+        } else if kind.is_char_device() {
+            "a character device"
+        } else if kind.is_block_device() {
+            "a block device"
+        } else if kind.is_socket() {
+            "a socket"
+        } else {
+            "not a regular file"
+        };
+        LoadError::NotAFile {
+            path: path.to_path_buf(),
+            what,
+        }
+    };
+    // Opened without blocking, so a FIFO with no writer does not hang the open; then the
+    // opened file itself is checked.
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(read_error)?;
+    let meta = file.metadata().map_err(read_error)?;
+    if !meta.file_type().is_file() {
+        return Err(not_a_file(meta.file_type()));
+    }
+    let too_large = || LoadError::TooLarge {
+        path: path.to_path_buf(),
+        limit: MAX_APP_FILE,
+    };
+    if meta.len() > MAX_APP_FILE {
+        return Err(too_large());
+    }
+    let mut bytes = Vec::new();
+    file.take(MAX_APP_FILE + 1)
+        .read_to_end(&mut bytes)
+        .map_err(read_error)?;
+    if bytes.len() as u64 > MAX_APP_FILE {
+        return Err(too_large());
+    }
+    String::from_utf8(bytes)
+        .map_err(|e| read_error(std::io::Error::new(std::io::ErrorKind::InvalidData, e)))
+}
+
+/// Reads and parses an app.toml from disk. `display` is how the file is named in messages.
+pub fn load(path: &Path, opts: &ParseOptions) -> Result<Parsed, LoadError> {
+    let text = read_app_file(path)?;
     let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
     parse(&text, &path.display().to_string(), &absolute, opts).map_err(LoadError::Invalid)
 }
@@ -162,6 +220,22 @@ pub enum LoadError {
         path: PathBuf,
         /// The I/O error.
         source: std::io::Error,
+    },
+    /// The path is not a regular file.
+    #[error("cannot read `{}`: it is {what}, not an app file; give the path of an app.toml", path.display())]
+    NotAFile {
+        /// The path.
+        path: PathBuf,
+        /// What it is: `a FIFO`, `a directory`...
+        what: &'static str,
+    },
+    /// The file is larger than any app file.
+    #[error("cannot read `{}`: it is larger than {} KiB, which no app file is; is it the right file?", path.display(), limit / 1024)]
+    TooLarge {
+        /// The file.
+        path: PathBuf,
+        /// [`MAX_APP_FILE`].
+        limit: u64,
     },
     /// The file has errors (and maybe warnings).
     #[error("{0}")]

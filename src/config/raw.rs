@@ -140,7 +140,18 @@ fn suggestion(key: &str) -> Option<&'static str> {
         .map(|(_, k)| k)
 }
 
-pub(super) fn type_name(v: &DeValue<'_>) -> &'static str {
+/// What a value is, for "must be X, found Y" messages. An integer that does not fit in 64
+/// bits is an integer, but no setting can use it: say so rather than "found an integer".
+pub(super) fn type_name(v: &DeValue<'_>) -> std::borrow::Cow<'static, str> {
+    match v {
+        DeValue::Integer(i) if int_of(v).is_none() => {
+            format!("`{}`, an integer out of range", i.as_str()).into()
+        }
+        _ => type_word(v).into(),
+    }
+}
+
+fn type_word(v: &DeValue<'_>) -> &'static str {
     match v {
         DeValue::String(_) => "a string",
         DeValue::Integer(_) => "an integer",

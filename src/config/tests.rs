@@ -164,6 +164,8 @@ fn errors_and_warnings_are_exact() {
         ("name = 7\ncommand = [\"/bin/x\"]\n", "app.toml:1:8: error: `name` must be a string, found an integer"),
         (&format!("{BASE}instances = -2\n"), "app.toml:3:13: error: `instances` is `-2`; use a count, 0 for one per usable core, or -1 for one fewer"),
         (&format!("{BASE}instances = 5000\n"), "app.toml:3:13: error: `instances` is `5000`; sysmgr runs at most 1024 instances of one app"),
+        (&format!("{BASE}instances = 99999999999999999999\n"), "app.toml:3:13: error: `instances` must be an integer (0 or `\"max\"`: one per usable core, -1: one fewer), found `99999999999999999999`, an integer out of range"),
+        (&format!("{BASE}max_restarts = -99999999999999999999\n"), "app.toml:3:16: error: `max_restarts` must be an integer, found `-99999999999999999999`, an integer out of range"),
         (&format!("{BASE}instances = \"many\"\n"), "app.toml:3:13: error: `instances` must be an integer (0 or `\"max\"`: one per usable core, -1: one fewer), found a string"),
         (&format!("{BASE}script = \"app.js\"\n"), "app.toml:3:1: error: `script` is a PM2 key; sysmgr runs `command` directly: write `command = [\"node\", \"app.js\"]`"),
         (&format!("{BASE}watch = true\n"), "app.toml:3:1: error: `watch` is not supported: sysmgr does not watch files; run `sysmgr reload NAME` after a deploy"),

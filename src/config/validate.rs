@@ -263,7 +263,11 @@ impl Checker<'_, '_> {
             Some(v) => self.duration("watchdog", v).map(Some),
         };
         let systemd_version = match f.get("systemd_version") {
-            None => Some(self.opts.systemd.map_or(MIN_SYSTEMD, |v| v.max(MIN_SYSTEMD))),
+            None => Some(
+                self.opts
+                    .systemd
+                    .map_or(MIN_SYSTEMD, |v| v.max(MIN_SYSTEMD)),
+            ),
             Some(v) => self.checked("systemd_version", v, |d| match int_of(d) {
                 Some(n) if (i64::from(MIN_SYSTEMD)..100_000).contains(&n) => Ok(n as u32),
                 Some(n) => Err(format!(

@@ -29,6 +29,12 @@ use crate::systemd::dbus::{
 };
 use crate::systemd::Manager;
 
+/// How many jobs of its own sysmgr keeps queued in systemd at once. Over the bus, systemd
+/// watches the client behind every queued job with a match rule on its own bus connection,
+/// and dbus-daemon allows it 512: past that, job signals went missing (seen: `scale` from 512
+/// to 1024 instances over the bus waited forever for jobs systemd had finished).
+const JOB_WINDOW: usize = 128;
+
 /// An app named on the command line with no sysmgr units in the unit directory.
 #[derive(Debug, thiserror::Error)]
 #[error("app `{name}` is not generated: `{}` holds no units of sysmgr's for it{known}; start it from its app file with `sysmgr start FILE` (or write its units with `sysmgr generate FILE`)", dir.display())]
@@ -219,9 +225,12 @@ impl App {
 
     async fn start_target(&self, sd: &Systemd) -> Result<Vec<(u32, ServiceState)>, DbusError> {
         // Clear failures left from earlier runs, so the start limit does not refuse the start.
-        for &i in self.instances() {
-            sd.reset_failed_unit(&self.names.instance(i)).await?;
-        }
+        // Concurrently: the client bounds how many calls are in flight.
+        futures_util::future::try_join_all(self.instances().iter().map(|&i| {
+            let unit = self.names.instance(i);
+            async move { sd.reset_failed_unit(&unit).await }
+        }))
+        .await?;
         let mut watch = sd.watch_jobs().await?;
         let job = sd
             .start_unit(&self.names.target(), JobMode::Replace)
@@ -380,13 +389,17 @@ impl App {
         }
         if !to_start.is_empty() {
             let mut watch = sd.watch_jobs().await?;
-            let mut jobs = Vec::new();
-            for &i in &to_start {
-                let unit = self.names.instance(i);
-                sd.reset_failed_unit(&unit).await?;
-                jobs.push(sd.start_unit(&unit, JobMode::Replace).await?);
+            for window in to_start.chunks(JOB_WINDOW) {
+                let jobs = futures_util::future::try_join_all(window.iter().map(|&i| {
+                    let unit = self.names.instance(i);
+                    async move {
+                        sd.reset_failed_unit(&unit).await?;
+                        sd.start_unit(&unit, JobMode::Replace).await
+                    }
+                }))
+                .await?;
+                watch.wait_all(&jobs).await?;
             }
-            watch.wait_all(&jobs).await?;
             let states = instance_states(sd, &name, &to_start).await?;
             let failed: Vec<String> = states
                 .iter()
@@ -476,7 +489,8 @@ pub async fn running_instances(sd: &Systemd, app: &str) -> Result<BTreeSet<u32>,
         .collect())
 }
 
-/// The states of `instances` of `app`, read concurrently.
+/// The states of `instances` of `app`, read concurrently (the client bounds the calls in
+/// flight, so a thousand instances are read a few dozen at a time).
 pub async fn instance_states(
     sd: &Systemd,
     app: &str,
@@ -522,21 +536,25 @@ pub async fn stop_instances(
     stop_units(sd, &units).await
 }
 
-/// Stops `units` and waits for all their jobs. A stop that systemd merged into a stop
-/// already queued (e.g. propagated by `PartOf=`) is waited for once.
+/// Stops `units` and waits for all their jobs, 128 at a time (`JOB_WINDOW`). A stop that systemd
+/// merged into a stop already queued (e.g. propagated by `PartOf=`) is waited for once.
 pub async fn stop_units(sd: &Systemd, units: &[String]) -> anyhow::Result<()> {
     let mut watch = sd.watch_jobs().await?;
-    let mut jobs = Vec::with_capacity(units.len());
-    for unit in units {
-        jobs.push(sd.stop_unit(unit, JobMode::Replace).await?);
-    }
-    for removed in watch.wait_all(&jobs).await? {
-        if removed.result != JobResult::Done {
-            return Err(ControlError::StopFailed {
-                unit: removed.unit,
-                result: removed.result.to_string(),
+    for window in units.chunks(JOB_WINDOW) {
+        let jobs = futures_util::future::try_join_all(
+            window
+                .iter()
+                .map(|unit| sd.stop_unit(unit, JobMode::Replace)),
+        )
+        .await?;
+        for removed in watch.wait_all(&jobs).await? {
+            if removed.result != JobResult::Done {
+                return Err(ControlError::StopFailed {
+                    unit: removed.unit,
+                    result: removed.result.to_string(),
+                }
+                .into());
             }
-            .into());
         }
     }
     Ok(())

@@ -1,6 +1,11 @@
 //! The state of installed apps, as `sysmgr status` and `sysmgr list` show it (and as their
 //! `--json` prints it): one `ListUnitsByPatterns` for all apps, then two `GetAll` per
-//! instance, all concurrent. Read without the lock: looking changes nothing.
+//! instance, all concurrent (the client bounds how many calls are in flight), and the state of
+//! every socket that triggers an instance. Read without the lock: looking changes nothing.
+//!
+//! An app is `degraded` when any of its instances or sockets is `failed`, whatever its
+//! target says: a crash-looping instance 1 fails the shared socket while the other instances
+//! still serve, and the target stays `active`.
 
 use std::collections::BTreeSet;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -9,7 +14,10 @@ use serde::Serialize;
 
 use crate::install::InstalledApp;
 use crate::names::UnitNames;
-use crate::systemd::dbus::{DbusError, ServiceState, Systemd};
+use crate::systemd::dbus::{ActiveState, DbusError, ServiceState, Systemd};
+
+/// [`AppStatus::state`] of an app with a failed instance or socket.
+pub const DEGRADED: &str = "degraded";
 
 /// One app's state.
 #[derive(Debug, Serialize)]
@@ -18,11 +26,46 @@ pub struct AppStatus {
     pub name: String,
     /// The app file the units were generated from.
     pub source: Option<String>,
+    /// The app as a whole: [`DEGRADED`] when an instance or a socket of it is `failed`,
+    /// else the state of its target.
+    pub state: String,
     /// `ActiveState` of `NAME.target`.
     pub target: String,
     /// How many instances the target starts (the persisted scale).
     pub wanted: usize,
     pub instances: Vec<InstanceStatus>,
+    /// The sockets that start its instances, by name, sorted.
+    pub sockets: Vec<SocketStatus>,
+}
+
+/// One socket unit's state.
+#[derive(Debug, Serialize)]
+pub struct SocketStatus {
+    pub unit: String,
+    pub active_state: String,
+}
+
+impl AppStatus {
+    /// True when an instance or a socket of the app is `failed`.
+    pub fn degraded(&self) -> bool {
+        self.state == DEGRADED
+    }
+
+    /// The failed units, instances first: what makes the app degraded.
+    pub fn failed_units(&self) -> Vec<&str> {
+        let failed = ActiveState::Failed.to_string();
+        self.instances
+            .iter()
+            .filter(|i| i.active_state == failed)
+            .map(|i| i.unit.as_str())
+            .chain(
+                self.sockets
+                    .iter()
+                    .filter(|s| s.active_state == failed)
+                    .map(|s| s.unit.as_str()),
+            )
+            .collect()
+    }
 }
 
 /// One instance's state.
@@ -95,15 +138,41 @@ pub async fn collect(sd: &Systemd, apps: &[InstalledApp]) -> Result<Vec<AppStatu
                 super::instance_states(sd, &app.name, &all),
             )
             .await?;
+            let socket_units: BTreeSet<String> = states
+                .iter()
+                .flat_map(|s| s.triggered_by.iter().cloned())
+                .collect();
+            let socket_states = futures_util::future::try_join_all(
+                socket_units.iter().map(|unit| sd.active_state(unit)),
+            )
+            .await?;
+            let failed = states
+                .iter()
+                .map(|s| &s.active_state)
+                .chain(&socket_states)
+                .any(|state| *state == ActiveState::Failed);
             Ok::<_, DbusError>(AppStatus {
                 name: app.name.clone(),
                 source: app.source.as_ref().map(|p| p.display().to_string()),
+                state: if failed {
+                    DEGRADED.to_string()
+                } else {
+                    target.to_string()
+                },
                 target: target.to_string(),
                 wanted: wanted.len(),
                 instances: states
                     .into_iter()
                     .zip(&all)
                     .map(|(s, &i)| InstanceStatus::new(i, wanted.contains(&i), s, now_usec))
+                    .collect(),
+                sockets: socket_units
+                    .into_iter()
+                    .zip(socket_states)
+                    .map(|(unit, state)| SocketStatus {
+                        unit,
+                        active_state: state.to_string(),
+                    })
                     .collect(),
             })
         }

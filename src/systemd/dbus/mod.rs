@@ -12,13 +12,30 @@
 //! Jobs are watched the race-free way: [`Systemd::connect`] calls `Subscribe`, and a
 //! [`JobWatch`] (the `JobRemoved` signal stream) is opened *before* the job is enqueued, so
 //! the signal cannot slip past between the reply carrying the job path and the stream opening.
+//!
+//! Where systemd is reached, the way `systemctl` does it: as root, the system manager's own
+//! peer-to-peer socket `/run/systemd/private` (it works with dbus stopped, masked or not
+//! installed, and before systemd has joined the bus); for `--user`, the user manager's
+//! `$XDG_RUNTIME_DIR/systemd/private`; otherwise the bus. On the bus, a systemd that has not
+//! taken its name yet (dbus is socket-activated and systemd joins it a moment after it
+//! starts) is waited for, up to [`COLD_BUS_WAIT`]. An explicit `DBUS_SYSTEM_BUS_ADDRESS`
+//! chooses the system bus, also for root: the benchmarks and tests point sysmgr at a private
+//! systemd that way, and must never reach the host's.
+//!
+//! Every call holds one of [`MAX_CALLS_IN_FLIGHT`] permits while its reply is pending:
+//! dbus-daemon refuses a connection's 129th pending reply (`LimitsExceeded`), and status,
+//! start and stop of a thousand instances fan out that many reads and jobs.
 
+mod private;
 mod proxy;
 
 use std::collections::{BTreeSet, HashMap};
-use std::time::Duration;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use futures_util::StreamExt as _;
+use tokio::sync::{Semaphore, SemaphorePermit};
 use zbus::message::Type as MessageType;
 use zbus::proxy::CacheProperties;
 use zbus::{Connection, MatchRule, MessageStream, OwnedObjectPath};
@@ -34,6 +51,23 @@ const MANAGER_PATH: &str = "/org/freedesktop/systemd1";
 const MANAGER_IFACE: &str = "org.freedesktop.systemd1.Manager";
 const UNIT_PATH_PREFIX: &str = "/org/freedesktop/systemd1/unit";
 
+/// The system manager's peer-to-peer socket, what `systemctl` uses as root.
+pub const SYSTEM_PRIVATE_SOCKET: &str = "/run/systemd/private";
+
+/// How long a bus on which systemd has not (yet, or again) taken its name is waited for:
+/// dbus is socket-activated, and systemd joins it some 40 ms after it started. Long enough
+/// for a loaded machine, short enough that a systemd that will never come is reported soon.
+pub const COLD_BUS_WAIT: Duration = Duration::from_secs(5);
+
+/// How long connecting to and authenticating on the private socket may take before the bus is
+/// tried instead. systemd answers it from its main loop, which a long `daemon-reload` holds.
+const PRIVATE_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// At most this many calls to systemd wait for their replies at once, on one connection:
+/// well under dbus-daemon's default of 128 pending replies per connection, and enough to
+/// read a thousand units' properties in a few dozen round trips.
+pub const MAX_CALLS_IN_FLIGHT: usize = 32;
+
 /// How many signals a job stream buffers. Every job on the machine emits `JobRemoved`; a busy
 /// manager must not push ours out of the queue while we are busy elsewhere.
 const JOB_STREAM_QUEUE: usize = 4096;
@@ -41,12 +75,14 @@ const JOB_STREAM_QUEUE: usize = 4096;
 /// Why a call to systemd failed.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum DbusError {
-    /// No bus, or no systemd on it.
-    #[error("{}", unreachable_message(*manager))]
+    /// No bus, or no systemd on it (and, if it was tried, no private socket either).
+    #[error("{}", unreachable_message(*manager, via))]
     Unreachable {
         /// The manager we tried.
         manager: Manager,
-        /// What zbus said.
+        /// How it was tried.
+        via: Via,
+        /// What zbus said (about the bus, when both were tried).
         #[source]
         source: zbus::Error,
     },
@@ -85,14 +121,41 @@ pub enum DbusError {
     },
 }
 
-fn unreachable_message(manager: Manager) -> &'static str {
-    match manager {
-        Manager::System => {
-            "systemd is not reachable on the system bus; is systemd running (with dbus) on this machine?"
+/// How sysmgr talks (or tried to talk) to a manager.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Via {
+    /// The system or session bus.
+    Bus,
+    /// The manager's own peer-to-peer socket.
+    Private(PathBuf),
+    /// The private socket did not answer, and then neither did the bus.
+    Neither(PathBuf),
+}
+
+fn unreachable_message(manager: Manager, via: &Via) -> String {
+    match (manager, via) {
+        (Manager::System, Via::Bus) => {
+            "systemd is not reachable on the system bus; is systemd running (with dbus) on this machine?".into()
         }
-        Manager::User => {
-            "the user's systemd is not reachable on the session bus; is `systemd --user` running, and is there a session bus (`DBUS_SESSION_BUS_ADDRESS` or `$XDG_RUNTIME_DIR/bus`)?"
+        (Manager::User, Via::Bus) => {
+            "the user's systemd is not reachable on the session bus; is `systemd --user` running, and is there a session bus (`DBUS_SESSION_BUS_ADDRESS` or `$XDG_RUNTIME_DIR/bus`)?".into()
         }
+        (Manager::System, Via::Private(path)) => format!(
+            "lost the connection to systemd on `{}`; is systemd still running?",
+            path.display()
+        ),
+        (Manager::User, Via::Private(path)) => format!(
+            "lost the connection to the user's systemd on `{}`; is `systemd --user` still running?",
+            path.display()
+        ),
+        (Manager::System, Via::Neither(path)) => format!(
+            "systemd is not reachable: neither its private socket `{}` nor the system bus answered; is systemd running on this machine?",
+            path.display()
+        ),
+        (Manager::User, Via::Neither(path)) => format!(
+            "the user's systemd is not reachable: neither its private socket `{}` nor the session bus answered; is `systemd --user` running?",
+            path.display()
+        ),
     }
 }
 
@@ -250,50 +313,182 @@ fn set(value: u64) -> Option<u64> {
 pub struct Systemd {
     conn: Connection,
     manager: Manager,
-    /// systemd's unique bus name, so job signals are only taken from systemd itself.
-    owner: String,
+    /// The private socket or the bus.
+    via: Via,
+    /// On the bus, systemd's unique name, so job signals are only taken from systemd itself.
+    /// On the private socket there are no names: only systemd is at the other end.
+    owner: Option<String>,
     /// The manager object (`/org/freedesktop/systemd1`).
     proxy: SystemdManagerProxy<'static>,
+    /// One permit per call in flight (see [`MAX_CALLS_IN_FLIGHT`]), shared by clones.
+    calls: Arc<Semaphore>,
+}
+
+/// Where to look for a manager; [`Endpoints::for_manager`] reads it from the process.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoints {
+    /// The manager's private socket, tried first when set.
+    pub private: Option<PathBuf>,
+    /// How long to wait for systemd to take its name on the bus.
+    pub cold_bus_wait: Duration,
+}
+
+impl Endpoints {
+    /// What `systemctl` would use: the system manager's private socket for root (unless
+    /// `DBUS_SYSTEM_BUS_ADDRESS` names a bus), the user manager's under `$XDG_RUNTIME_DIR`.
+    pub fn for_manager(manager: Manager) -> Self {
+        let private = match manager {
+            Manager::System => {
+                // SAFETY: geteuid has no preconditions and cannot fail.
+                let root = unsafe { libc::geteuid() } == 0;
+                let bus_named =
+                    std::env::var_os("DBUS_SYSTEM_BUS_ADDRESS").is_some_and(|a| !a.is_empty());
+                (root && !bus_named).then(|| PathBuf::from(SYSTEM_PRIVATE_SOCKET))
+            }
+            Manager::User => super::manager::user_runtime_dir().map(|d| d.join("systemd/private")),
+        };
+        Self {
+            private,
+            cold_bus_wait: COLD_BUS_WAIT,
+        }
+    }
+}
+
+/// Is `e` systemd missing from a bus that works (not yet joined, or left for a restart)?
+fn systemd_not_on_bus(e: &zbus::fdo::Error) -> bool {
+    matches!(
+        e,
+        zbus::fdo::Error::NameHasNoOwner(_) | zbus::fdo::Error::ServiceUnknown(_)
+    )
+}
+
+/// A peer-to-peer connection to the manager's private socket, bounded in time.
+async fn connect_private(path: &Path) -> zbus::Result<Connection> {
+    let connect = async {
+        let stream = tokio::net::UnixStream::connect(path)
+            .await
+            .map_err(|e| zbus::Error::InputOutput(Arc::new(e)))?;
+        zbus::connection::Builder::socket(private::split(stream))
+            .p2p()
+            .build()
+            .await
+    };
+    match tokio::time::timeout(PRIVATE_CONNECT_TIMEOUT, connect).await {
+        Ok(result) => result,
+        Err(_) => Err(zbus::Error::InputOutput(Arc::new(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!(
+                "no answer on `{}` within {}s",
+                path.display(),
+                PRIVATE_CONNECT_TIMEOUT.as_secs()
+            ),
+        )))),
+    }
+}
+
+/// Connects to the bus and waits (up to `wait`) for systemd's name on it; returns the
+/// connection and systemd's unique name.
+async fn connect_bus(manager: Manager, wait: Duration) -> zbus::Result<(Connection, String)> {
+    let conn = match manager {
+        Manager::System => Connection::system().await,
+        Manager::User => Connection::session().await,
+    }?;
+    let bus = zbus::fdo::DBusProxy::builder(&conn)
+        .cache_properties(CacheProperties::No)
+        .build()
+        .await?;
+    let destination = zbus::names::BusName::try_from(DESTINATION)?;
+    let deadline = Instant::now() + wait;
+    loop {
+        match bus.get_name_owner(destination.clone()).await {
+            Ok(owner) => return Ok((conn, owner.to_string())),
+            Err(e) if systemd_not_on_bus(&e) && Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
 }
 
 impl Systemd {
-    /// Connects to the system bus (honours `DBUS_SYSTEM_BUS_ADDRESS`) or, for
-    /// [`Manager::User`], the session bus, and subscribes to systemd's job signals.
+    /// Connects to `manager` where `systemctl` would (see [`Endpoints::for_manager`]) and
+    /// subscribes to its job signals.
     pub async fn connect(manager: Manager) -> Result<Self, DbusError> {
-        let unreachable = |source| DbusError::Unreachable { manager, source };
-        let conn = match manager {
-            Manager::System => Connection::system().await,
-            Manager::User => Connection::session().await,
+        Self::connect_to(manager, &Endpoints::for_manager(manager)).await
+    }
+
+    /// Connects to `manager` through `endpoints`: the private socket if one is given and
+    /// answers, else the bus (the system bus honours `DBUS_SYSTEM_BUS_ADDRESS`).
+    pub async fn connect_to(manager: Manager, endpoints: &Endpoints) -> Result<Self, DbusError> {
+        // A socket file that is not there was not tried: the message then names the bus only.
+        let private = endpoints.private.as_deref().filter(|p| p.exists());
+        let mut tried_private = None;
+        if let Some(path) = private {
+            match connect_private(path).await {
+                Ok(conn) => {
+                    return Self::finish(conn, manager, Via::Private(path.to_path_buf()), None)
+                        .await
+                }
+                Err(_) => tried_private = Some(path.to_path_buf()),
+            }
         }
-        .map_err(unreachable)?;
-        let bus = zbus::fdo::DBusProxy::builder(&conn)
-            .cache_properties(CacheProperties::No)
-            .build()
+        let via = tried_private.map_or(Via::Bus, Via::Neither);
+        let (conn, owner) = connect_bus(manager, endpoints.cold_bus_wait)
             .await
-            .map_err(unreachable)?;
-        let destination = zbus::names::BusName::try_from(DESTINATION).map_err(unreachable)?;
-        let owner = bus
-            .get_name_owner(destination)
-            .await
-            .map_err(|e| unreachable(zbus::Error::from(e)))?
-            .to_string();
+            .map_err(|source| DbusError::Unreachable {
+                manager,
+                via: via.clone(),
+                source,
+            })?;
+        Self::finish(conn, manager, Via::Bus, Some(owner)).await
+    }
+
+    async fn finish(
+        conn: Connection,
+        manager: Manager,
+        via: Via,
+        owner: Option<String>,
+    ) -> Result<Self, DbusError> {
         let proxy = SystemdManagerProxy::builder(&conn)
             .cache_properties(CacheProperties::No)
             .build()
             .await
-            .map_err(unreachable)?;
+            .map_err(|source| DbusError::Unreachable {
+                manager,
+                via: via.clone(),
+                source,
+            })?;
         let me = Self {
             conn,
             manager,
+            via,
             owner,
             proxy,
+            calls: Arc::new(Semaphore::new(MAX_CALLS_IN_FLIGHT)),
         };
-        // systemd only emits job signals while some client is subscribed.
+        // systemd only emits job signals on the bus while some client is subscribed (its
+        // private connections always get them; subscribing there is accepted and harmless).
+        let permit = me.permit().await;
         me.proxy
             .subscribe()
             .await
             .map_err(|e| me.classify(e, None, || "subscribe to job signals".into()))?;
+        drop(permit);
         Ok(me)
+    }
+
+    /// How this connection reaches the manager.
+    pub fn via(&self) -> &Via {
+        &self.via
+    }
+
+    /// A permit for one call in flight; held until its reply is in.
+    async fn permit(&self) -> SemaphorePermit<'_> {
+        // The semaphore is never closed, so acquiring cannot fail.
+        self.calls
+            .acquire()
+            .await
+            .expect("the call semaphore is never closed")
     }
 
     /// The manager this talks to.
@@ -307,11 +502,12 @@ impl Systemd {
         unit: Option<&str>,
         action: impl FnOnce() -> String,
     ) -> DbusError {
-        classify(self.manager, e, unit, action)
+        classify(self.manager, &self.via, e, unit, action)
     }
 
     /// `daemon-reload`: re-reads unit files. systemd replies once the reload is complete.
     pub async fn reload(&self) -> Result<(), DbusError> {
+        let _permit = self.permit().await;
         self.proxy
             .reload()
             .await
@@ -320,6 +516,7 @@ impl Systemd {
 
     /// Enqueues a start job. Open a [`JobWatch`] first to learn when it ends.
     pub async fn start_unit(&self, unit: &str, mode: JobMode) -> Result<JobPath, DbusError> {
+        let _permit = self.permit().await;
         self.proxy
             .start_unit(unit, mode.as_str())
             .await
@@ -329,6 +526,7 @@ impl Systemd {
 
     /// Enqueues a stop job.
     pub async fn stop_unit(&self, unit: &str, mode: JobMode) -> Result<JobPath, DbusError> {
+        let _permit = self.permit().await;
         self.proxy
             .stop_unit(unit, mode.as_str())
             .await
@@ -338,6 +536,7 @@ impl Systemd {
 
     /// Enqueues a restart job (stop, then start; a stopped unit is just started).
     pub async fn restart_unit(&self, unit: &str, mode: JobMode) -> Result<JobPath, DbusError> {
+        let _permit = self.permit().await;
         self.proxy
             .restart_unit(unit, mode.as_str())
             .await
@@ -348,7 +547,10 @@ impl Systemd {
     /// Clears a unit's failed state and its start-rate counter (`systemctl reset-failed`).
     /// A unit that is not loaded has nothing to clear and is not an error.
     pub async fn reset_failed_unit(&self, unit: &str) -> Result<(), DbusError> {
-        match self.proxy.reset_failed_unit(unit).await.map_err(|e| {
+        let permit = self.permit().await;
+        let result = self.proxy.reset_failed_unit(unit).await;
+        drop(permit);
+        match result.map_err(|e| {
             self.classify(e, Some(unit), || {
                 format!("reset the failed state of `{unit}`")
             })
@@ -360,6 +562,7 @@ impl Systemd {
 
     /// `systemctl enable` for unit files in the unit path; returns whether anything changed.
     pub async fn enable_unit_files(&self, units: &[String]) -> Result<bool, DbusError> {
+        let _permit = self.permit().await;
         let (_carries_install_info, changes) = self
             .proxy
             .enable_unit_files(units, false, false)
@@ -370,6 +573,7 @@ impl Systemd {
 
     /// `systemctl disable`; returns whether anything changed.
     pub async fn disable_unit_files(&self, units: &[String]) -> Result<bool, DbusError> {
+        let _permit = self.permit().await;
         let changes = self
             .proxy
             .disable_unit_files(units, false)
@@ -380,6 +584,7 @@ impl Systemd {
 
     /// The loaded units whose names match any of the shell-style `patterns`.
     pub async fn list_units(&self, patterns: &[String]) -> Result<Vec<UnitListing>, DbusError> {
+        let _permit = self.permit().await;
         let rows = self
             .proxy
             .list_units_by_patterns(&[], patterns)
@@ -404,8 +609,14 @@ impl Systemd {
     pub async fn service_state(&self, unit: &str) -> Result<ServiceState, DbusError> {
         let props = self.properties(unit).await?;
         let (unit_props, service_props) = futures_util::future::try_join(
-            props.get_all_unit(UNIT_IFACE),
-            props.get_all_service(SERVICE_IFACE),
+            async {
+                let _permit = self.permit().await;
+                props.get_all_unit(UNIT_IFACE).await
+            },
+            async {
+                let _permit = self.permit().await;
+                props.get_all_service(SERVICE_IFACE).await
+            },
         )
         .await
         .map_err(|e| self.classify(e, Some(unit), || read_action(unit)))?;
@@ -414,9 +625,9 @@ impl Systemd {
 
     /// The `ActiveState` of any unit (sockets, targets), with one `GetAll`.
     pub async fn active_state(&self, unit: &str) -> Result<ActiveState, DbusError> {
-        let props = self
-            .properties(unit)
-            .await?
+        let props = self.properties(unit).await?;
+        let _permit = self.permit().await;
+        let props = props
             .get_all_unit(UNIT_IFACE)
             .await
             .map_err(|e| self.classify(e, Some(unit), || read_action(unit)))?;
@@ -427,10 +638,13 @@ impl Systemd {
     pub async fn watch_jobs(&self) -> Result<JobWatch, DbusError> {
         let action = || "watch job signals".to_string();
         // A match rule of our own rather than the proxy's `receive_job_removed`: it names
-        // systemd's unique name and gets a deep queue (see `JOB_STREAM_QUEUE`).
-        let rule = MatchRule::builder()
-            .msg_type(MessageType::Signal)
-            .sender(self.owner.as_str())
+        // systemd's unique name and gets a deep queue (see `JOB_STREAM_QUEUE`). On the
+        // private socket, signals carry no sender (and come from systemd alone).
+        let mut rule = MatchRule::builder().msg_type(MessageType::Signal);
+        if let Some(owner) = &self.owner {
+            rule = rule.sender(owner.as_str());
+        }
+        let rule = rule
             .path(MANAGER_PATH)
             .interface(MANAGER_IFACE)
             .member("JobRemoved")
@@ -446,6 +660,7 @@ impl Systemd {
         Ok(JobWatch {
             stream,
             manager: self.manager,
+            via: self.via.clone(),
             seen: HashMap::new(),
         })
     }
@@ -459,6 +674,7 @@ fn read_action(unit: &str) -> String {
 pub struct JobWatch {
     stream: MessageStream,
     manager: Manager,
+    via: Via,
     /// Jobs that ended while we waited for another one.
     seen: HashMap<JobPath, JobRemoved>,
 }
@@ -483,8 +699,11 @@ impl JobWatch {
                     what: format!("job `{}`", job.0),
                 });
             };
-            let msg =
-                msg.map_err(|e| classify(self.manager, e, None, || "read job signals".into()))?;
+            let msg = msg.map_err(|e| {
+                classify(self.manager, &self.via, e, None, || {
+                    "read job signals".into()
+                })
+            })?;
             // A malformed signal is not ours to fail on; systemd's own are well-formed.
             let Some(signal) = proxy::JobRemoved::from_message(msg) else {
                 continue;
@@ -525,6 +744,7 @@ impl JobWatch {
 /// Maps a zbus error to what a person can act on.
 fn classify(
     manager: Manager,
+    via: &Via,
     e: zbus::Error,
     unit: Option<&str>,
     action: impl FnOnce() -> String,
@@ -534,7 +754,11 @@ fn classify(
         zbus::Error::Connection(..)
         | zbus::Error::InputOutput(_)
         | zbus::Error::Address(_)
-        | zbus::Error::Handshake(_) => DbusError::Unreachable { manager, source: e },
+        | zbus::Error::Handshake(_) => DbusError::Unreachable {
+            manager,
+            via: via.clone(),
+            source: e,
+        },
         zbus::Error::FDO(fdo) => match **fdo {
             Fdo::AccessDenied(_) | Fdo::InteractiveAuthorizationRequired(_) => {
                 DbusError::PermissionDenied {
@@ -545,7 +769,11 @@ fn classify(
             Fdo::ServiceUnknown(_)
             | Fdo::NameHasNoOwner(_)
             | Fdo::Disconnected(_)
-            | Fdo::NoServer(_) => DbusError::Unreachable { manager, source: e },
+            | Fdo::NoServer(_) => DbusError::Unreachable {
+                manager,
+                via: via.clone(),
+                source: e,
+            },
             _ => DbusError::Call {
                 action: action(),
                 source: e,
