@@ -17,10 +17,18 @@
 //! Run it as root, after building the worker beside the binary (see BENCHMARKS.md):
 //! `cargo build --release -p sysmgr -p sysmgr-hello && cargo bench --bench reload`.
 //! `SYSMGR_BENCH_ROUNDS` (default 5), `SYSMGR_BENCH_SECONDS` (per measurement, default 1.5),
-//! `SYSMGR_BENCH_PM2=0` (skip PM2) and `SYSMGR_BENCH_ONLY=hardening` (only the hardening
-//! comparison) shorten it. Markdown tables go to stdout, progress to
+//! `SYSMGR_BENCH_PARTS` (which parts, default `hardening,hello,node,express`) and
+//! `SYSMGR_BENCH_PM2=0` (skip the parts that need PM2) shorten it. Markdown tables go to stdout,
+//! progress to
 //! stderr.
+//!
+//! The parts: `hello`, sysmgr's socket modes with the reference worker; `node`, a Node app
+//! written for sysmgr under PM2's cluster mode and under sysmgr; `express`, PM2's own app
+//! (the articles' graceful Express app.js and ecosystem.config.js, unchanged) under both, and
+//! the cost of sysmgr's Node bridge itself ([`express`], [`bridge`]).
 
+mod bridge;
+mod express;
 mod pm2;
 
 use std::fmt::Write as _;
@@ -60,9 +68,15 @@ const NODE_RELOAD_ROUNDS: usize = 3;
 struct Settings {
     rounds: usize,
     seconds: Duration,
-    pm2: bool,
-    /// `SYSMGR_BENCH_ONLY=hardening`: only the hardening comparison.
-    only_hardening: bool,
+    parts: Parts,
+}
+
+/// Which parts of the benchmark run.
+struct Parts {
+    hardening: bool,
+    hello: bool,
+    node: bool,
+    express: bool,
 }
 
 impl Settings {
@@ -76,11 +90,19 @@ impl Settings {
             .and_then(|s| s.parse().ok())
             .unwrap_or(1.5f64)
             .clamp(0.5, 10.0);
+        let pm2 = var("SYSMGR_BENCH_PM2").as_deref() != Some("0");
+        let parts =
+            var("SYSMGR_BENCH_PARTS").unwrap_or_else(|| "hardening,hello,node,express".into());
+        let wanted = |part: &str| parts.split(',').any(|p| p.trim() == part);
         Settings {
             rounds,
             seconds: Duration::from_secs_f64(seconds),
-            pm2: var("SYSMGR_BENCH_PM2").as_deref() != Some("0"),
-            only_hardening: var("SYSMGR_BENCH_ONLY").as_deref() == Some("hardening"),
+            parts: Parts {
+                hardening: wanted("hardening"),
+                hello: wanted("hello"),
+                node: pm2 && wanted("node"),
+                express: pm2 && wanted("express"),
+            },
         }
     }
 }
@@ -141,7 +163,7 @@ fn run() -> anyhow::Result<()> {
         .expect("a file in a directory")
         .to_path_buf();
     let hello = bin_dir.join("sysmgr-hello");
-    if !hello.exists() {
+    if settings.parts.hello && !hello.exists() {
         bail!(
             "`{}` is missing; build it beside sysmgr first: `cargo build --release -p sysmgr -p sysmgr-hello` (with the same CARGO_TARGET_DIR)",
             hello.display()
@@ -173,130 +195,32 @@ fn run() -> anyhow::Result<()> {
     machine(&mut out, &bench.settings);
 
     // 0. The hardening profile's cost: the same app with and without it.
-    bench.hardening_comparison(&hello, &mut out)?;
-    if bench.settings.only_hardening {
-        println!("{out}");
-        return Ok(());
+    if bench.settings.parts.hardening {
+        bench.hardening_comparison(&hello, &mut out)?;
     }
 
-    // 1. Steady throughput, both modes, 2 and 4 instances.
     let mut hello_apps = Vec::new();
-    for n in [2, 4] {
-        for socket in [Socket::Shared, Socket::PerInstance] {
-            let name = format!("hello-{}-{n}", socket.key());
-            let app = bench.start_app(&name, &[hello.display().to_string()], n, socket, "")?;
-            hello_apps.push((n, socket, app));
-        }
+    if bench.settings.parts.hello {
+        hello_apps = bench.hello_parts(&hello, &mut out)?;
     }
-    let find = |n: u32, socket: Socket| {
-        hello_apps
-            .iter()
-            .find(|(m, s, _)| *m == n && *s == socket)
-            .map(|(_, _, app)| app)
-            .expect("started above")
-    };
-    writeln!(
-        out,
-        "\n### Steady throughput, sysmgr-hello: shared socket vs per-instance `ReusePort`\n\n\
-         {} connections, {:.1} s per measurement, {} rounds alternating the modes; requests/s, median of rounds.\n",
-        THROUGHPUT_CONNECTIONS,
-        bench.settings.seconds.as_secs_f64(),
-        bench.settings.rounds
-    )?;
-    out.push_str("| instances | load | shared req/s | per-instance req/s | shared / per-instance (median of round ratios) | busiest instance's share of answers, shared / per-instance | failed |\n|---|---|---|---|---|---|---|\n");
-    let mut capacity = [f64::MAX; 2];
-    for n in [2, 4] {
-        let targets = [
-            Target {
-                label: "shared",
-                addr: find(n, Socket::Shared).addr,
-            },
-            Target {
-                label: "per-instance",
-                addr: find(n, Socket::PerInstance).addr,
-            },
-        ];
-        let results = bench.compare(&targets, &format!("{n} instances"));
-        for (l, (_, load)) in LOADS.iter().enumerate() {
-            let shared = &results[l][0];
-            let per = &results[l][1];
-            let failed: u64 = shared.iter().chain(per).map(|r| r.failed).sum();
-            writeln!(
-                out,
-                "| {n} | {load} | {:.0} | {:.0} | {:.2}x | {:.0}% / {:.0}% | {failed} |",
-                median(throughputs(shared)),
-                median(throughputs(per)),
-                median(ratios(shared, per)),
-                busiest(shared),
-                busiest(per),
-            )?;
-            if n == RELOAD_INSTANCES {
-                capacity[l] = median(throughputs(shared)).min(median(throughputs(per)));
-            }
-        }
+    // The hello apps idle from here on; stop them so they cost nothing.
+    for app in &hello_apps {
+        bench.sysmgr_cmd(&["stop", &app.name])?;
     }
-
-    // 2. Reload of 4 instances under load, both modes.
-    let rates = capacity.map(|c| (c * RELOAD_LOAD_SHARE).max(100.0) as u32);
-    writeln!(
-        out,
-        "\n### Reload of {RELOAD_INSTANCES} instances under load, sysmgr-hello\n\n\
-         Load during each round: {RELOAD_KEEP_ALIVE_CONNECTIONS} keep-alive connections paced at {} req/s in all, plus \
-         {RELOAD_PER_REQUEST_CONNECTIONS} connections opening one connection per request paced at {} req/s \
-         (each {:.0}% of the slower mode's capacity above); steady = the same load for {:.1} s just before the reload. \
-         Requests, failed and hung: sums over {} rounds; latencies and times: medians of rounds. \
-         `sysmgr reload` defaults: one instance at a time, 300 ms min-ready.\n",
-        rates[0],
-        rates[1],
-        RELOAD_LOAD_SHARE * 100.0,
-        bench.settings.seconds.as_secs_f64(),
-        bench.settings.rounds,
-    )?;
-    let mut reloads: Vec<(Socket, Vec<ReloadRound>)> = vec![
-        (Socket::Shared, Vec::new()),
-        (Socket::PerInstance, Vec::new()),
-    ];
-    for round in 0..bench.settings.rounds {
-        for k in rotated(2, round) {
-            let socket = reloads[k].0;
-            let app = find(RELOAD_INSTANCES, socket);
-            eprintln!(
-                "reload round {}/{}: {}",
-                round + 1,
-                bench.settings.rounds,
-                socket.key()
-            );
-            let r = bench.reload_round(app.addr, rates, || bench.rollout(app))?;
-            reloads[k].1.push(r);
-        }
-    }
-    client_table(
-        &mut out,
-        "socket",
-        reloads.iter().map(|(s, r)| (s.key(), r.as_slice())),
-    )?;
-    timing_table(
-        &mut out,
-        "socket",
-        reloads.iter().map(|(s, r)| (s.key(), r.as_slice())),
-    )?;
-    failures_note(
-        &mut out,
-        reloads.iter().map(|(s, r)| (s.key(), r.as_slice())),
-    )?;
 
     // 3. PM2's cluster mode against sysmgr, the same Node app.
-    if bench.settings.pm2 {
-        // The hello apps idle from here on; stop them so they cost nothing.
-        for (_, _, app) in &hello_apps {
-            bench.sysmgr_cmd(&["stop", &app.name])?;
+    if bench.settings.parts.node {
+        if let Err(e) = bench.node_comparison(&repo, &mut out) {
+            eprintln!("PM2 comparison skipped: {e:#}");
+            writeln!(out, "\nPM2 comparison skipped: {e:#}")?;
         }
-        match bench.node_comparison(&repo, &mut out) {
-            Ok(()) => {}
-            Err(e) => {
-                eprintln!("PM2 comparison skipped: {e:#}");
-                writeln!(out, "\nPM2 comparison skipped: {e:#}")?;
-            }
+    }
+
+    // 4. PM2's own app, unchanged, under PM2 and under sysmgr; the bridge's own cost.
+    if bench.settings.parts.express {
+        if let Err(e) = express::run(&bench, &repo, &mut out) {
+            eprintln!("Express comparison skipped: {e:#}");
+            writeln!(out, "\nExpress comparison skipped: {e:#}")?;
         }
     }
 
@@ -321,8 +245,22 @@ struct ReloadRound {
     steady: [Report; 2],
     during: [Report; 2],
     wall: Duration,
-    /// The rollout's own report (sysmgr only).
+    /// The rollout's own report (sysmgr's engine only).
     summary: Option<Summary>,
+    /// Slow requests sent just before the reload, and how many of them were answered 200.
+    slow_sent: usize,
+    slow_ok: usize,
+}
+
+/// Slow requests in flight when a reload starts: how many, and the path that makes them slow.
+#[derive(Clone, Copy)]
+struct Slow {
+    count: usize,
+    path: &'static str,
+}
+
+impl Slow {
+    const NONE: Slow = Slow { count: 0, path: "" };
 }
 
 impl Bench {
@@ -334,8 +272,121 @@ impl Bench {
         cmd
     }
 
+    /// Parts 1 and 2: sysmgr-hello's steady throughput in both socket modes with 2 and 4
+    /// instances, then reloads of 4 instances under load. Returns the apps it started.
+    fn hello_parts(&self, hello: &Path, out: &mut String) -> anyhow::Result<Vec<App>> {
+        // 1. Steady throughput, both modes, 2 and 4 instances.
+        let mut hello_apps = Vec::new();
+        for n in [2, 4] {
+            for socket in [Socket::Shared, Socket::PerInstance] {
+                let name = format!("hello-{}-{n}", socket.key());
+                let app = self.start_app(&name, &[hello.display().to_string()], n, socket, "")?;
+                hello_apps.push((n, socket, app));
+            }
+        }
+        let find = |n: u32, socket: Socket| {
+            hello_apps
+                .iter()
+                .find(|(m, s, _)| *m == n && *s == socket)
+                .map(|(_, _, app)| app)
+                .expect("started above")
+        };
+        writeln!(
+            out,
+            "\n### Steady throughput, sysmgr-hello: shared socket vs per-instance `ReusePort`\n\n\
+             {} connections, {:.1} s per measurement, {} rounds alternating the modes; requests/s, median of rounds.\n",
+            THROUGHPUT_CONNECTIONS,
+            self.settings.seconds.as_secs_f64(),
+            self.settings.rounds
+        )?;
+        out.push_str("| instances | load | shared req/s | per-instance req/s | shared / per-instance (median of round ratios) | busiest instance's share of answers, shared / per-instance | failed |\n|---|---|---|---|---|---|---|\n");
+        let mut capacity = [f64::MAX; 2];
+        for n in [2, 4] {
+            let targets = [
+                Target {
+                    label: "shared",
+                    addr: find(n, Socket::Shared).addr,
+                },
+                Target {
+                    label: "per-instance",
+                    addr: find(n, Socket::PerInstance).addr,
+                },
+            ];
+            let results = self.compare(&targets, &format!("{n} instances"));
+            for (l, (_, load)) in LOADS.iter().enumerate() {
+                let shared = &results[l][0];
+                let per = &results[l][1];
+                let failed: u64 = shared.iter().chain(per).map(|r| r.failed).sum();
+                writeln!(
+                    out,
+                    "| {n} | {load} | {:.0} | {:.0} | {:.2}x | {:.0}% / {:.0}% | {failed} |",
+                    median(throughputs(shared)),
+                    median(throughputs(per)),
+                    median(ratios(shared, per)),
+                    busiest(shared),
+                    busiest(per),
+                )?;
+                if n == RELOAD_INSTANCES {
+                    capacity[l] = median(throughputs(shared)).min(median(throughputs(per)));
+                }
+            }
+        }
+
+        // 2. Reload of 4 instances under load, both modes.
+        let rates = capacity.map(|c| (c * RELOAD_LOAD_SHARE).max(100.0) as u32);
+        writeln!(
+            out,
+            "\n### Reload of {RELOAD_INSTANCES} instances under load, sysmgr-hello\n\n\
+             Load during each round: {RELOAD_KEEP_ALIVE_CONNECTIONS} keep-alive connections paced at {} req/s in all, plus \
+             {RELOAD_PER_REQUEST_CONNECTIONS} connections opening one connection per request paced at {} req/s \
+             (each {:.0}% of the slower mode's capacity above); steady = the same load for {:.1} s just before the reload. \
+             Requests, failed and hung: sums over {} rounds; latencies and times: medians of rounds. \
+             `sysmgr reload` defaults: one instance at a time, 300 ms min-ready.\n",
+            rates[0],
+            rates[1],
+            RELOAD_LOAD_SHARE * 100.0,
+            self.settings.seconds.as_secs_f64(),
+            self.settings.rounds,
+        )?;
+        let mut reloads: Vec<(Socket, Vec<ReloadRound>)> = vec![
+            (Socket::Shared, Vec::new()),
+            (Socket::PerInstance, Vec::new()),
+        ];
+        for round in 0..self.settings.rounds {
+            for k in rotated(2, round) {
+                let socket = reloads[k].0;
+                let app = find(RELOAD_INSTANCES, socket);
+                eprintln!(
+                    "reload round {}/{}: {}",
+                    round + 1,
+                    self.settings.rounds,
+                    socket.key()
+                );
+                let r = self.reload_round(app.addr, rates, Slow::NONE, || self.rollout(app))?;
+                reloads[k].1.push(r);
+            }
+        }
+        client_table(
+            out,
+            "socket",
+            reloads.iter().map(|(s, r)| (s.key(), r.as_slice())),
+        )?;
+        timing_table(
+            out,
+            "socket",
+            reloads.iter().map(|(s, r)| (s.key(), r.as_slice())),
+        )?;
+        failures_note(out, reloads.iter().map(|(s, r)| (s.key(), r.as_slice())))?;
+        Ok(hello_apps.into_iter().map(|(_, _, app)| app).collect())
+    }
+
     /// `sysmgr ARGS` inside the sandbox; its stdout, or an error with its stderr.
     fn sysmgr_cmd(&self, args: &[&str]) -> anyhow::Result<String> {
+        Ok(self.sysmgr_output(args)?.0)
+    }
+
+    /// `sysmgr ARGS` inside the sandbox; its stdout and stderr, or an error with its stderr.
+    fn sysmgr_output(&self, args: &[&str]) -> anyhow::Result<(String, String)> {
         let out = self
             .inside(&self.sysmgr)
             .args(args)
@@ -349,7 +400,10 @@ impl Bench {
                 String::from_utf8_lossy(&out.stderr).trim()
             );
         }
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        Ok((
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        ))
     }
 
     /// Writes an app file into the sandbox, `sysmgr start`s it and waits until every
@@ -507,11 +561,13 @@ impl Bench {
     }
 
     /// A steady measurement and then one reload (`reload`, returning its summary if it is
-    /// sysmgr's and its wall time) under the same paced load.
+    /// sysmgr's engine and its wall time) under the same paced load, with `slow` requests in
+    /// flight when it starts.
     fn reload_round(
         &self,
         addr: SocketAddr,
         rates: [u32; 2],
+        slow: Slow,
         reload: impl FnOnce() -> anyhow::Result<(Duration, Option<Summary>)>,
     ) -> anyhow::Result<ReloadRound> {
         let loads = |duration| {
@@ -533,17 +589,33 @@ impl Bench {
         let steady = loads(self.settings.seconds).map(Background::wait);
         // The reload's load is stopped once the reload is done; the duration is only a bound.
         let during = loads(Duration::from_secs(120));
+        let slow_requests: Vec<_> = (0..slow.count)
+            .map(|_| {
+                std::thread::spawn(move || {
+                    sysmgr_load::get_blocking(addr, slow.path, Duration::from_secs(20))
+                })
+            })
+            .collect();
+        // Also lets the slow requests reach their processes before the first one is stopped.
         std::thread::sleep(Duration::from_millis(300));
         let reloaded = reload();
         // Requests in flight at the end of the reload belong to it.
         std::thread::sleep(Duration::from_millis(300));
         let during = during.map(Background::stop);
+        // Each is bounded by its own 20 s timeout.
+        let slow_ok = slow_requests
+            .into_iter()
+            .map(|h| h.join())
+            .filter(|answer| matches!(answer, Ok(Ok((200, _)))))
+            .count();
         let (wall, summary) = reloaded?;
         Ok(ReloadRound {
             steady,
             during,
             wall,
             summary,
+            slow_sent: slow.count,
+            slow_ok,
         })
     }
 
@@ -585,18 +657,10 @@ impl Bench {
         if !Path::new(node).exists() {
             bail!("`{node}` is missing");
         }
-        let prefix = std::env::var_os("CARGO_TARGET_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| repo.join("target"))
-            .join("pm2");
+        let prefix = pm2_prefix(repo);
         eprintln!("installing PM2 under {}", prefix.display());
         let pm2_bin = pm2::install(&prefix).map_err(anyhow::Error::msg)?;
-        // From its package.json: any `pm2` command may start a daemon.
-        let pm2_version = std::fs::read_to_string(prefix.join("node_modules/pm2/package.json"))
-            .ok()
-            .and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok())
-            .and_then(|v| v["version"].as_str().map(str::to_string))
-            .unwrap_or_default();
+        let pm2_version = pm2::version(&prefix);
         let command = [node.to_string(), app_js.display().to_string()];
         let shared = self.start_app("node-shared", &command, NODE_INSTANCES, Socket::Shared, "")?;
         let per = self.start_app(
@@ -688,11 +752,13 @@ impl Bench {
                     rounds[k].0
                 );
                 let r = match k {
-                    0 => self.reload_round(pm2_addr, rates, || {
+                    0 => self.reload_round(pm2_addr, rates, Slow::NONE, || {
                         Ok((pm2.reload().map_err(anyhow::Error::msg)?, None))
                     })?,
-                    1 => self.reload_round(shared.addr, rates, || self.rollout(&shared))?,
-                    _ => self.reload_round(per.addr, rates, || self.rollout(&per))?,
+                    1 => {
+                        self.reload_round(shared.addr, rates, Slow::NONE, || self.rollout(&shared))?
+                    }
+                    _ => self.reload_round(per.addr, rates, Slow::NONE, || self.rollout(&per))?,
                 };
                 rounds[k].1.push(r);
             }
@@ -718,6 +784,15 @@ impl Bench {
         failures_note(out, rounds.iter().map(|(m, r)| (*m, r.as_slice())))?;
         Ok(())
     }
+}
+
+/// Where the benchmark installs PM2 and keeps PM2's copy of an app: beside the build, never
+/// in the repository's tracked files.
+fn pm2_prefix(repo: &Path) -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo.join("target"))
+        .join("pm2")
 }
 
 /// One bounded load run.

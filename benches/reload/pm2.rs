@@ -5,7 +5,9 @@
 //! loopback, with its own `PM2_HOME` in a temporary directory (it never touches a PM2 the
 //! machine may already run). Its app is the same `examples/node/app.js` that sysmgr runs:
 //! without `LISTEN_FDS` the file binds `SYSMGR_DEV_LISTEN` itself, which under PM2's cluster
-//! mode goes through PM2's master process, and it sends PM2's `ready` message.
+//! mode goes through PM2's master process, and it sends PM2's `ready` message. The Express
+//! part starts the articles' own ecosystem.config.js instead, as a PM2 user would
+//! ([`Pm2::start_file`]).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -19,6 +21,8 @@ const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
 pub struct Pm2 {
     bin: PathBuf,
     home: PathBuf,
+    /// The app's name in the ecosystem file (what `pm2 reload` is given).
+    app: String,
     /// The daemon and every worker PID seen, to end them by PID if `pm2 kill` does not.
     pids: Vec<u32>,
 }
@@ -26,6 +30,16 @@ pub struct Pm2 {
 /// Where `npm install --prefix DIR pm2` puts the command.
 pub fn binary(prefix: &Path) -> PathBuf {
     prefix.join("node_modules/pm2/bin/pm2")
+}
+
+/// The version of the PM2 installed under `prefix`, from its package.json (not from `pm2
+/// --version`, which may start a daemon); empty if unknown.
+pub fn version(prefix: &Path) -> String {
+    std::fs::read_to_string(prefix.join("node_modules/pm2/package.json"))
+        .ok()
+        .and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok())
+        .and_then(|v| v["version"].as_str().map(str::to_string))
+        .unwrap_or_default()
 }
 
 /// Installs PM2 under `prefix` unless it is there; an error says why it could not.
@@ -75,7 +89,16 @@ fn bounded(mut cmd: Command, limit: Duration) -> Result<Output, String> {
     }
 }
 
-fn kill(pid: u32) {
+/// A fresh `PM2_HOME` for one daemon: two in one run never share one.
+fn new_home() -> Result<PathBuf, String> {
+    static STARTED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = STARTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let home = std::env::temp_dir().join(format!("sysmgr-bench-pm2-{}-{n}", std::process::id()));
+    std::fs::create_dir_all(&home).map_err(|e| format!("cannot create PM2_HOME: {e}"))?;
+    Ok(home)
+}
+
+pub(crate) fn kill(pid: u32) {
     // SAFETY: kill has no memory preconditions; the PID is one this benchmark started.
     unsafe {
         libc::kill(pid as libc::pid_t, libc::SIGKILL);
@@ -94,8 +117,6 @@ impl Pm2 {
     /// Starts PM2's daemon with `instances` cluster workers of `app_js` on `port`, and waits
     /// until the command returns (PM2 waits for the workers' `ready` with `wait_ready`).
     pub fn start(bin: &Path, app_js: &Path, instances: u32, port: u16) -> Result<Pm2, String> {
-        let home = std::env::temp_dir().join(format!("sysmgr-bench-pm2-{}", std::process::id()));
-        std::fs::create_dir_all(&home).map_err(|e| format!("cannot create PM2_HOME: {e}"))?;
         // The same drain budget and readiness handshake as the sysmgr units: PM2's own
         // defaults (kill_timeout 1600 ms, SIGINT), `wait_ready` so a reload waits for `ready`.
         let ecosystem = serde_json::json!({
@@ -114,30 +135,59 @@ impl Pm2 {
                 },
             }]
         });
+        let home = new_home()?;
         let file = home.join("ecosystem.json");
         std::fs::write(&file, ecosystem.to_string())
             .map_err(|e| format!("cannot write `{}`: {e}", file.display()))?;
+        Pm2::start_in(bin, home, &file, "bench")
+    }
+
+    /// Starts PM2's daemon with the ecosystem file `file` as it is (`pm2 start FILE`, run in
+    /// the file's directory as a user would), whose app is named `app`.
+    pub fn start_file(bin: &Path, file: &Path, app: &str) -> Result<Pm2, String> {
+        Pm2::start_in(bin, new_home()?, file, app)
+    }
+
+    fn start_in(bin: &Path, home: PathBuf, file: &Path, app: &str) -> Result<Pm2, String> {
         let mut pm2 = Pm2 {
             bin: bin.to_path_buf(),
             home,
+            app: app.to_string(),
             pids: Vec::new(),
         };
-        pm2.run(&["start", &file.display().to_string()])?;
+        let mut cmd = pm2.command(&["start", &file.display().to_string()]);
+        if let Some(dir) = file.parent() {
+            cmd.current_dir(dir);
+        }
+        pm2.check(cmd, "start")?;
         pm2.remember_pids();
         Ok(pm2)
     }
 
+    /// The PIDs of the app's processes now (from `pm2 jlist`).
+    pub fn workers(&self) -> Vec<u32> {
+        self.jlist()
+    }
+
     /// `pm2 ARGS` against this daemon; an error carries its output.
     pub fn run(&self, args: &[&str]) -> Result<String, String> {
+        self.check(self.command(args), &args.join(" "))
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(&self.bin);
         cmd.args(args).env("PM2_HOME", &self.home);
+        cmd
+    }
+
+    /// Runs `cmd` (`pm2 WHAT`), bounded; its stdout, or an error with its output.
+    fn check(&self, cmd: Command, what: &str) -> Result<String, String> {
         let out = bounded(cmd, COMMAND_TIMEOUT)?;
         if out.status.success() {
             Ok(String::from_utf8_lossy(&out.stdout).into_owned())
         } else {
             Err(format!(
-                "`pm2 {}` failed ({}): {}{}",
-                args.join(" "),
+                "`pm2 {what}` failed ({}): {}{}",
                 out.status,
                 String::from_utf8_lossy(&out.stdout).trim(),
                 String::from_utf8_lossy(&out.stderr).trim()
@@ -145,10 +195,11 @@ impl Pm2 {
         }
     }
 
-    /// `pm2 reload bench`, timed; PM2 returns once every worker was replaced.
+    /// `pm2 reload APP`, timed; PM2 returns once every worker was replaced.
     pub fn reload(&mut self) -> Result<Duration, String> {
         let started = Instant::now();
-        self.run(&["reload", "bench"])?;
+        let app = self.app.clone();
+        self.run(&["reload", &app])?;
         let took = started.elapsed();
         self.remember_pids();
         Ok(took)
@@ -162,20 +213,28 @@ impl Pm2 {
         {
             self.pids.push(pid);
         }
-        if let Ok(list) = self.run(&["jlist"]) {
-            // jlist prints JSON, sometimes after a line of PM2's own chatter.
-            let json = list.find('[').map_or("", |i| &list[i..]);
-            if let Ok(serde_json::Value::Array(apps)) = serde_json::from_str(json) {
-                self.pids.extend(
-                    apps.iter()
-                        .filter_map(|a| a["pid"].as_u64())
-                        .filter(|&p| p > 0)
-                        .map(|p| p as u32),
-                );
-            }
-        }
+        let workers = self.jlist();
+        self.pids.extend(workers);
         self.pids.sort_unstable();
         self.pids.dedup();
+    }
+
+    /// The workers' PIDs from `pm2 jlist`; empty if it cannot be read.
+    fn jlist(&self) -> Vec<u32> {
+        let Ok(list) = self.run(&["jlist"]) else {
+            return Vec::new();
+        };
+        // jlist prints JSON, sometimes after a line of PM2's own chatter.
+        let json = list.find('[').map_or("", |i| &list[i..]);
+        match serde_json::from_str(json) {
+            Ok(serde_json::Value::Array(apps)) => apps
+                .iter()
+                .filter_map(|a| a["pid"].as_u64())
+                .filter(|&p| p > 0)
+                .map(|p| p as u32)
+                .collect(),
+            _ => Vec::new(),
+        }
     }
 }
 
