@@ -7,6 +7,7 @@ mod cli;
 mod demo;
 mod history;
 mod lifecycle;
+mod logs;
 mod package;
 mod pm2;
 mod reload;
