@@ -8,6 +8,7 @@ mod demo;
 mod history;
 mod lifecycle;
 mod logs;
+mod ops;
 mod package;
 mod pm2;
 mod reload;

@@ -129,7 +129,7 @@ impl Line {
         format!("{time} {tag}{who}: {}", self.message)
     }
 
-    /// The entry as one JSON object (the schema of `sysmgr logs --json`, docs/commands.md).
+    /// The entry as one JSON object (the schema of `sysmgr logs --json`, in docs/commands.md).
     pub fn to_json(&self, app: &str) -> Value {
         let mut o = Map::new();
         o.insert(
