@@ -39,7 +39,8 @@ pub struct ExecArgs {
     pub command: Vec<OsString>,
 }
 
-/// Splits the journal streams, connects the notify socket (Node only), then execs the program; returns only if the exec failed.
+/// Splits the journal streams, connects the notify socket (Node only), then execs the
+/// program; returns only if the exec failed.
 pub fn run(args: &ExecArgs) -> anyhow::Result<ExitCode> {
     let (program, rest) = args.command.split_first().expect("clap requires PROGRAM");
     let mut command = Command::new(program);
@@ -47,25 +48,25 @@ pub fn run(args: &ExecArgs) -> anyhow::Result<ExitCode> {
     if let Some(stream) = journal::split_streams(program) {
         command.env("JOURNAL_STREAM", stream);
     }
+    // Only Node gets the bridge's notify fd: any other program speaks sd_notify itself and
+    // inherits no fd it does not know.
     let node = std::path::Path::new(program)
         .file_name()
         .and_then(|n| n.to_str())
         .is_some_and(crate::config::is_node_program);
-    if !node {
-        let err = command.exec();
-        return Err(err).with_context(|| format!("cannot run `{}`", program.to_string_lossy()));
-    }
-    command.env("SYSMGR_PID", std::process::id().to_string());
-    if let Some(address) = std::env::var_os("NOTIFY_SOCKET") {
-        // Not fatal: without the fd the bridge falls back to `systemd-notify`.
-        match notify_fd(&address) {
-            Ok(fd) => {
-                command.env("SYSMGR_NOTIFY_FD", fd.to_string());
+    if node {
+        command.env("SYSMGR_PID", std::process::id().to_string());
+        if let Some(address) = std::env::var_os("NOTIFY_SOCKET") {
+            // Not fatal: without the fd the bridge falls back to `systemd-notify`.
+            match notify_fd(&address) {
+                Ok(fd) => {
+                    command.env("SYSMGR_NOTIFY_FD", fd.to_string());
+                }
+                Err(err) => eprintln!(
+                    "sysmgr exec: cannot connect to NOTIFY_SOCKET `{}`: {err:#}",
+                    address.to_string_lossy()
+                ),
             }
-            Err(err) => eprintln!(
-                "sysmgr exec: cannot connect to NOTIFY_SOCKET `{}`: {err:#}",
-                address.to_string_lossy()
-            ),
         }
     }
     let err = command.exec();
