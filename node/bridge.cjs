@@ -45,7 +45,22 @@ function install() {
 
   const app = env.SYSMGR_APP || 'app';
   const instance = Number(env.SYSMGR_INSTANCE) || 1;
-  const say = (line) => process.stderr.write(`sysmgr: ${line}\n`);
+  // The bridge's own lines go to the instance's stderr. When that is the journal (`sysmgr
+  // exec` gives stderr a stream of priority err that reads `<N>` line prefixes), each says
+  // its own priority, so a drain notice is not an error in `sysmgr logs --err`.
+  const journaled = (() => {
+    try {
+      const st = fs.fstatSync(2, { bigint: true });
+      return env.JOURNAL_STREAM === `${st.dev}:${st.ino}`;
+    } catch {
+      return false;
+    }
+  })();
+  const NOTICE = 5;
+  const WARNING = 4;
+  const ERR = 3;
+  const say = (line, priority = NOTICE) =>
+    process.stderr.write(`${journaled ? `<${priority}>` : ''}sysmgr: ${line}\n`);
 
   // PM2 numbers instances from 0; the app reads that number where PM2 put it.
   const instanceVar = env.SYSMGR_INSTANCE_VAR || 'NODE_APP_INSTANCE';
@@ -86,13 +101,13 @@ function install() {
         fs.writeSync(notifyFd, state);
         return;
       } catch (err) {
-        say(`cannot write to the notify socket (${err.code || err.message}); using systemd-notify`);
+        say(`cannot write to the notify socket (${err.code || err.message}); using systemd-notify`, WARNING);
       }
     }
     // Without sysmgr exec (a unit written by hand): a helper sends it on this process's behalf;
     // it waits until systemd has read the message, so it is not lost when the helper exits.
     const child = spawn('systemd-notify', [`--pid=${process.pid}`, ...state.split('\n')], { stdio: 'ignore' });
-    child.on('error', (err) => say(`systemd-notify failed: ${err.message}`));
+    child.on('error', (err) => say(`systemd-notify failed: ${err.message}`, ERR));
   }
 
   let ready = false;
@@ -156,7 +171,7 @@ function install() {
       const what = want.path !== undefined ? `\`${want.path}\`` : `port ${Number(want.port)}`;
       const taken = sockets.filter((s) => s.taken).length;
       say(`${app} listens on ${what}, but its sockets are ${described}${taken ? ' (all taken by earlier listen calls)' : ''}; ` +
-        `add ${what} to \`listen\` in the app file, or make the app listen on ${sockets[0].address}`);
+        `add ${what} to \`listen\` in the app file, or make the app listen on ${sockets[0].address}`, ERR);
       process.exit(78); // EX_CONFIG: systemd marks the start failed; a reload halts here
     }
     socket.taken = true;

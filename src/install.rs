@@ -256,6 +256,13 @@ impl UnitDir {
             .collect())
     }
 
+    /// The unit files sysmgr wrote here for `name` (not the wants links), sorted.
+    pub fn app_files(&self, name: &str) -> Result<Vec<PathBuf>, InstallError> {
+        Ok(self.scan()?.remove(name).map_or_else(Vec::new, |existing| {
+            existing.files.keys().map(|f| self.path.join(f)).collect()
+        }))
+    }
+
     /// One app, if its units are here.
     pub fn app(&self, name: &str) -> Result<Option<InstalledApp>, InstallError> {
         Ok(self

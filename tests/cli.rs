@@ -198,7 +198,13 @@ fn dry_run_prints_every_unit_and_writes_nothing() {
             "---/nowhere/hello.target.wants/hello@3.service---",
         ]
     );
-    assert!(r.stdout.contains("ExecStart=\"/bin/true\"\n"));
+    // Every program starts through `sysmgr exec` (the binary that generated the units).
+    let sysmgr = crate::support::sysmgr_bin().canonicalize().unwrap();
+    let exec_start = format!(
+        "ExecStart=\"{}\" \"exec\" \"/bin/true\"\n",
+        sysmgr.display()
+    );
+    assert!(r.stdout.contains(&exec_start), "{}", r.stdout);
     assert!(!std::path::Path::new("/nowhere").exists());
 }
 

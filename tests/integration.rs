@@ -8,6 +8,8 @@ mod demo;
 mod hardening;
 mod history;
 mod lifecycle;
+mod logs;
+mod ops;
 mod package;
 mod pm2;
 mod production;

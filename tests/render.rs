@@ -30,6 +30,20 @@ fn spec_of(text: &str, file: &str, profile: Option<&str>) -> AppSpec {
     }
 }
 
+/// `spec_of`, with units that start through the `sysmgr` binary under test (which
+/// `systemd-analyze verify` checks is executable), not the packaged `/usr/bin/sysmgr`.
+fn spec_with_this_sysmgr(text: &str, file: &str) -> AppSpec {
+    let mut spec = spec_of(text, file, None);
+    spec.runtime = config::Runtime::of(
+        &spec.command,
+        &config::BridgePaths {
+            sysmgr: crate::support::sysmgr_bin(),
+            ..config::BridgePaths::default()
+        },
+    );
+    spec
+}
+
 fn render_n(spec: &AppSpec, n: u32, flavor: Flavor) -> Rendered {
     render::render(spec, NonZeroU32::new(n).unwrap(), Manager::System, flavor)
 }
@@ -383,7 +397,7 @@ fn systemd_analyze_verify_accepts_every_variant_without_warnings() {
     ];
     for extra in variants {
         let text = app_text(extra).replace("/bin/app", "/bin/true");
-        let spec = spec_of(&text, "web.toml", None);
+        let spec = spec_with_this_sysmgr(&text, "web.toml");
         let r = render_n(&spec, 2, Flavor::Generate);
         assert_eq!(
             verify(&r),
@@ -396,7 +410,7 @@ fn systemd_analyze_verify_accepts_every_variant_without_warnings() {
 #[test]
 fn systemd_analyze_verify_does_complain_about_a_bad_unit() {
     // The check above can fail: a unit with an unknown key is reported.
-    let spec = spec_of(&BASE.replace("/bin/app", "/bin/true"), "web.toml", None);
+    let spec = spec_with_this_sysmgr(&BASE.replace("/bin/app", "/bin/true"), "web.toml");
     let mut r = render_n(&spec, 1, Flavor::Generate);
     r.files[0].contents.push_str("Bogus=1\n");
     assert!(verify(&r).contains("Unknown key 'Bogus'"));

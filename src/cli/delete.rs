@@ -11,7 +11,8 @@ use crate::systemd::Manager;
 
 #[derive(Debug, Args)]
 pub struct DeleteArgs {
-    /// The app, or an app file or PM2 ecosystem file (every app of it).
+    /// The app, `all` (every installed app, in turn), or an app file or PM2 ecosystem file
+    /// (every app of it).
     #[arg(value_name = "NAME|FILE")]
     pub name: String,
     #[command(flatten)]
@@ -19,10 +20,9 @@ pub struct DeleteArgs {
 }
 
 pub fn run(args: &DeleteArgs, manager: Manager) -> anyhow::Result<ExitCode> {
-    for name in lifecycle::app_names(&args.name, manager)? {
-        run_one(args, manager, &name)?;
-    }
-    Ok(ExitCode::SUCCESS)
+    lifecycle::for_each_app("delete", &args.name, manager, |name| {
+        run_one(args, manager, name).map(drop)
+    })
 }
 
 fn run_one(args: &DeleteArgs, manager: Manager, name: &str) -> anyhow::Result<ExitCode> {

@@ -1,8 +1,16 @@
-//! `sysmgr exec PROGRAM [ARGS...]`: what the units of a Node app start (hidden; not for
+//! `sysmgr exec PROGRAM [ARGS...]`: what the units of every app start (hidden; not for
 //! people). It prepares the process and then replaces itself with PROGRAM, keeping its PID, so
 //! PROGRAM is the unit's main process as if systemd had started it directly.
 //!
-//! Why a step at all: Node.js cannot send a datagram to `NOTIFY_SOCKET` (it has no unix
+//! For every program: systemd connects stdout and stderr to *one* journal stream, so both are
+//! stored with the same priority and `journalctl -p err` cannot tell them apart. When they are
+//! the journal (`JOURNAL_STREAM` names their device and inode, systemd.exec(5)), each gets a
+//! stream of its own, opened the way `sd_journal_stream_fd(3)` does: stdout at priority 6
+//! (info), stderr at 3 (err). journald attributes a stream to the unit by the cgroup of the
+//! process that connected, which is this one and so the instance's (`_SYSTEMD_UNIT=` stays).
+//! If the journal cannot be reached, the streams systemd gave are kept.
+//!
+//! For Node.js programs, a notify socket too. Why: Node.js cannot send a datagram to `NOTIFY_SOCKET` (it has no unix
 //! datagram sockets), and `READY=1` sent by a helper child is attributed to the service only if
 //! systemd reads it before the helper exits, and only with `NotifyAccess=all`. Here the socket
 //! is made and connected before the exec and handed down as an inherited fd
@@ -31,23 +39,34 @@ pub struct ExecArgs {
     pub command: Vec<OsString>,
 }
 
-/// Connects the notify socket, then execs the program; returns only if the exec failed.
+/// Splits the journal streams, connects the notify socket (Node only), then execs the
+/// program; returns only if the exec failed.
 pub fn run(args: &ExecArgs) -> anyhow::Result<ExitCode> {
     let (program, rest) = args.command.split_first().expect("clap requires PROGRAM");
     let mut command = Command::new(program);
-    command
-        .args(rest)
-        .env("SYSMGR_PID", std::process::id().to_string());
-    if let Some(address) = std::env::var_os("NOTIFY_SOCKET") {
-        // Not fatal: without the fd the bridge falls back to `systemd-notify`.
-        match notify_fd(&address) {
-            Ok(fd) => {
-                command.env("SYSMGR_NOTIFY_FD", fd.to_string());
+    command.args(rest);
+    if let Some(stream) = journal::split_streams(program) {
+        command.env("JOURNAL_STREAM", stream);
+    }
+    // Only Node gets the bridge's notify fd: any other program speaks sd_notify itself and
+    // inherits no fd it does not know.
+    let node = std::path::Path::new(program)
+        .file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(crate::config::is_node_program);
+    if node {
+        command.env("SYSMGR_PID", std::process::id().to_string());
+        if let Some(address) = std::env::var_os("NOTIFY_SOCKET") {
+            // Not fatal: without the fd the bridge falls back to `systemd-notify`.
+            match notify_fd(&address) {
+                Ok(fd) => {
+                    command.env("SYSMGR_NOTIFY_FD", fd.to_string());
+                }
+                Err(err) => eprintln!(
+                    "sysmgr exec: cannot connect to NOTIFY_SOCKET `{}`: {err:#}",
+                    address.to_string_lossy()
+                ),
             }
-            Err(err) => eprintln!(
-                "sysmgr exec: cannot connect to NOTIFY_SOCKET `{}`: {err:#}",
-                address.to_string_lossy()
-            ),
         }
     }
     let err = command.exec();
@@ -73,4 +92,98 @@ fn notify_fd(address: &std::ffi::OsStr) -> anyhow::Result<i32> {
         return Err(std::io::Error::last_os_error().into());
     }
     Ok(socket.into_raw_fd())
+}
+
+/// stdout and stderr as journal streams of their own priorities.
+mod journal {
+    use std::io::Write as _;
+    use std::os::fd::AsRawFd as _;
+    use std::os::unix::net::UnixStream;
+
+    /// journald's socket for stdout streams (the same for the user manager's units).
+    const STDOUT_SOCKET: &str = "/run/systemd/journal/stdout";
+
+    /// syslog priorities (`LOG_ERR`, `LOG_INFO`).
+    const ERR: u8 = 3;
+    const INFO: u8 = 6;
+
+    /// Replaces fds 1 and 2 with streams of their own where they are systemd's journal stream.
+    /// Returns the new `JOURNAL_STREAM` value (stderr's stream, or stdout's when only stdout is
+    /// the journal: one fd can be named, and logging libraries check stderr), or `None` when
+    /// nothing was changed.
+    pub fn split_streams(program: &std::ffi::OsStr) -> Option<String> {
+        let journal = std::env::var("JOURNAL_STREAM").ok()?;
+        let (dev, ino) = journal.split_once(':')?;
+        let journal = (dev.parse::<u64>().ok()?, ino.parse::<u64>().ok()?);
+        let identifier = identifier(program);
+        let unit = unit_id();
+        let mut named = None;
+        for (fd, priority) in [(1, INFO), (2, ERR)] {
+            if dev_ino(fd) != Some(journal) {
+                continue;
+            }
+            match open(&identifier, &unit, priority) {
+                Ok(stream) => {
+                    // dup2 leaves the new fd 1 or 2 open across the exec; `stream` itself
+                    // (close-on-exec) is closed when it goes out of scope.
+                    // SAFETY: dup2 on fds this process owns; no memory is passed.
+                    if unsafe { libc::dup2(stream.as_raw_fd(), fd) } == fd {
+                        named = dev_ino(fd).map(|(d, i)| format!("{d}:{i}"));
+                    }
+                }
+                // Said on the stream systemd gave, which is still there.
+                Err(err) => {
+                    eprintln!(
+                        "sysmgr exec: cannot open a journal stream at `{STDOUT_SOCKET}` ({err}); stdout and stderr stay as systemd connected them"
+                    );
+                    break;
+                }
+            }
+        }
+        named
+    }
+
+    /// A stream connected to journald, with the header of `sd_journal_stream_fd(3)`.
+    fn open(identifier: &str, unit: &str, priority: u8) -> std::io::Result<UnixStream> {
+        let mut stream = UnixStream::connect(STDOUT_SOCKET)?;
+        // identifier, unit id, priority, level prefix (`<3>` at a line's start sets its
+        // priority, systemd's default `SyslogLevelPrefix=yes`), forward to syslog, kmsg, console.
+        write!(stream, "{identifier}\n{unit}\n{priority}\n1\n0\n0\n0\n")?;
+        // journald never writes back; as sd_journal_stream_fd does.
+        stream.shutdown(std::net::Shutdown::Read)?;
+        Ok(stream)
+    }
+
+    /// The unit's `SyslogIdentifier=`, which sysmgr's units set to the app's name
+    /// (`SYSMGR_APP`); otherwise the program's name, as systemd would use.
+    fn identifier(program: &std::ffi::OsStr) -> String {
+        std::env::var("SYSMGR_APP")
+            .ok()
+            .or_else(|| {
+                let name = std::path::Path::new(program).file_name()?;
+                Some(name.to_string_lossy().into_owned())
+            })
+            .unwrap_or_default()
+            .replace('\n', " ")
+    }
+
+    /// `NAME@N.service`, as systemd sends it: journald uses it (from root only) to attribute
+    /// lines that arrive after the process is gone and its cgroup can no longer be read.
+    fn unit_id() -> String {
+        match (
+            std::env::var("SYSMGR_APP"),
+            std::env::var("SYSMGR_INSTANCE"),
+        ) {
+            (Ok(app), Ok(n)) if !app.contains('\n') && !n.contains('\n') => {
+                format!("{app}@{n}.service")
+            }
+            _ => String::new(),
+        }
+    }
+
+    fn dev_ino(fd: i32) -> Option<(u64, u64)> {
+        // SAFETY: fstat writes into the zeroed struct it is given, nothing else.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        (unsafe { libc::fstat(fd, &mut st) } == 0).then_some((st.st_dev, st.st_ino))
+    }
 }

@@ -4,6 +4,7 @@
 //! printing. The operations themselves are the controller's ([`crate::controller`]).
 
 use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::Args;
@@ -119,9 +120,67 @@ pub fn prepare(
         .collect()
 }
 
-/// The apps an argument names: one name, or every app of an app file or ecosystem file
-/// (`sysmgr stop ecosystem.config.js`, as PM2 does).
+/// The word that names every installed app (`sysmgr stop all`, as `pm2 stop all`); no app can
+/// be called that ([`crate::config::AppName::parse`] refuses it).
+pub const ALL: &str = "all";
+
+/// Every installed app's name, sorted: generated with `sysmgr generate`/`start`, or by
+/// sysmgr's systemd generator.
+pub fn all_app_names(manager: Manager) -> anyhow::Result<Vec<String>> {
+    let dir = crate::controller::unit_dir(manager)?;
+    let mut names: Vec<String> = dir.installed_apps()?.into_iter().map(|a| a.name).collect();
+    if let Some(generated) = manager.generator_dir() {
+        let generated = crate::install::UnitDir::new(generated).installed_apps()?;
+        names.extend(generated.into_iter().map(|a| a.name));
+    }
+    names.sort();
+    names.dedup();
+    Ok(names)
+}
+
+/// Runs `each` on every app `arg` names ([`app_names`]; `all` is every installed app) and
+/// says how it went. With several apps, one that fails does not stop the others: its error
+/// is printed at once and the command fails at the end, naming the apps that failed.
+pub fn for_each_app(
+    verb: &str,
+    arg: &str,
+    manager: Manager,
+    mut each: impl FnMut(&str) -> anyhow::Result<()>,
+) -> anyhow::Result<ExitCode> {
+    let names = app_names(arg, manager)?;
+    if arg == ALL && names.is_empty() {
+        eprintln!("{verb} all: no apps are installed");
+        return Ok(ExitCode::SUCCESS);
+    }
+    if names.len() == 1 {
+        each(&names[0])?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut failed = Vec::new();
+    for name in &names {
+        if let Err(err) = each(name) {
+            super::report(&err.context(format!("{verb} `{name}` failed")));
+            failed.push(format!("`{name}`"));
+        }
+    }
+    if failed.is_empty() {
+        return Ok(ExitCode::SUCCESS);
+    }
+    // A failed outcome (exit code 1): each app's own error was printed above.
+    Err(anyhow::anyhow!(
+        "{verb} {arg}: {} of {} apps failed: {}; the others were done",
+        failed.len(),
+        names.len(),
+        failed.join(", ")
+    ))
+}
+
+/// The apps an argument names: `all` (every installed app), one name, or every app of an app
+/// file or ecosystem file (`sysmgr stop ecosystem.config.js`, as PM2 does).
 pub fn app_names(arg: &str, manager: Manager) -> anyhow::Result<Vec<String>> {
+    if arg == ALL {
+        return all_app_names(manager);
+    }
     match Target::parse(arg) {
         // A name, or something that looks like a path but is no file: say what a name is.
         Target::Name(_) => Ok(vec![app_name(arg)?]),

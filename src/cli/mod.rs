@@ -11,6 +11,7 @@ use crate::systemd::Manager;
 mod assets;
 mod check;
 mod delete;
+mod describe;
 mod exec;
 pub mod generate;
 pub mod generator;
@@ -78,11 +79,14 @@ pub enum Command {
     Scale(scale::ScaleArgs),
     /// Stop an app and remove its generated units.
     Delete(delete::DeleteArgs),
-    /// Every app with the state of each instance.
+    /// Every app with the state of each instance (also `ls`).
+    #[command(visible_alias = "ls")]
     List(list::ListArgs),
     /// One app's instances: state, PID, uptime, restarts, memory, CPU.
     Status(status::StatusArgs),
-    /// Show an app's journal (all instances), via journalctl.
+    /// Where an app comes from: its app file, unit files, instances and last reload.
+    Describe(describe::DescribeArgs),
+    /// Show an app's journal (all instances, each line tagged with its instance), via journalctl.
     Logs(logs::LogsArgs),
     /// What sysmgr did to an app: its last reloads, starts, scales..., from the journal.
     History(history::HistoryArgs),
@@ -120,6 +124,7 @@ pub fn main() -> ExitCode {
         Command::Delete(args) => delete::run(&args, cli.manager.manager()),
         Command::List(args) => list::run(&args, cli.manager.manager()),
         Command::Status(args) => status::run(&args, cli.manager.manager()),
+        Command::Describe(args) => describe::run(&args, cli.manager.manager()),
         Command::Logs(args) => logs::run(&args, cli.manager.manager()),
         Command::History(args) => history::run(&args, cli.manager.manager()),
         Command::Completions(args) => assets::completions(&args),

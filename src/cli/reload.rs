@@ -22,8 +22,9 @@ use crate::systemd::Manager;
 
 #[derive(Debug, Args)]
 pub struct ReloadArgs {
-    /// The app's name, or its app file (or PM2 ecosystem file) to regenerate the units from
-    /// first; every app of the file is reloaded in turn.
+    /// The app's name, `all` (every installed app, in turn), or its app file (or PM2
+    /// ecosystem file) to regenerate the units from first; every app of the file is
+    /// reloaded in turn.
     #[arg(value_name = "NAME|FILE")]
     pub app: String,
     /// How many instances restart at the same time.
@@ -39,7 +40,18 @@ pub struct ReloadArgs {
 }
 
 pub fn run(args: &ReloadArgs, manager: Manager) -> anyhow::Result<ExitCode> {
-    let apps = lifecycle::prepare(&args.app, &args.source, manager, &args.lock)?;
+    if args.app == lifecycle::ALL {
+        // Each app in turn, under its own lock; one that halts does not stop the others.
+        return lifecycle::for_each_app("reload", &args.app, manager, |name| {
+            reload_apps(args, manager, name).map(drop)
+        });
+    }
+    reload_apps(args, manager, &args.app)
+}
+
+/// Reloads the apps `arg` names (a name, or every app of a file), halting at the first halt.
+fn reload_apps(args: &ReloadArgs, manager: Manager, arg: &str) -> anyhow::Result<ExitCode> {
+    let apps = lifecycle::prepare(arg, &args.source, manager, &args.lock)?;
     let opts = Options {
         parallel: args.parallel,
         min_ready: Duration::from_millis(args.min_ready),

@@ -12,7 +12,8 @@ use crate::systemd::Manager;
 
 #[derive(Debug, Args)]
 pub struct RestartArgs {
-    /// The app, or an app file or PM2 ecosystem file (every app of it).
+    /// The app, `all` (every installed app, in turn), or an app file or PM2 ecosystem file
+    /// (every app of it).
     #[arg(value_name = "NAME|FILE")]
     pub name: String,
     #[command(flatten)]
@@ -20,10 +21,9 @@ pub struct RestartArgs {
 }
 
 pub fn run(args: &RestartArgs, manager: Manager) -> anyhow::Result<ExitCode> {
-    for name in lifecycle::app_names(&args.name, manager)? {
-        run_one(args, manager, &name)?;
-    }
-    Ok(ExitCode::SUCCESS)
+    lifecycle::for_each_app("restart", &args.name, manager, |name| {
+        run_one(args, manager, name).map(drop)
+    })
 }
 
 fn run_one(args: &RestartArgs, manager: Manager, name: &str) -> anyhow::Result<ExitCode> {

@@ -1,6 +1,7 @@
 //! `sysmgr start FILE|NAME`: from a file, generate the units, reload systemd, then start
 //! `NAME.target`; by name, start the units generated earlier. The target is enabled too, so
-//! the app comes back after a reboot (PM2 needs `pm2 save` and `pm2 startup` for that).
+//! the app comes back after a reboot (PM2 needs `pm2 save` and `pm2 startup` for that), unless
+//! `--no-enable`; `start` says how to undo it.
 
 use std::process::ExitCode;
 
@@ -20,6 +21,9 @@ pub struct StartArgs {
     /// or the name of an app generated earlier.
     #[arg(value_name = "FILE|NAME")]
     pub app: String,
+    /// Start the app now only: do not enable `NAME.target`, so it does not start at boot.
+    #[arg(long)]
+    pub no_enable: bool,
     #[command(flatten)]
     pub source: lifecycle::SourceArgs,
     #[command(flatten)]
@@ -31,7 +35,7 @@ pub fn run(args: &StartArgs, manager: Manager) -> anyhow::Result<ExitCode> {
     lifecycle::runtime()?.block_on(async {
         let sd = Systemd::connect(manager).await?;
         for app in &apps {
-            start_one(&sd, app, manager).await?;
+            start_one(&sd, app, !args.no_enable, manager).await?;
         }
         Ok(ExitCode::SUCCESS)
     })
@@ -40,11 +44,20 @@ pub fn run(args: &StartArgs, manager: Manager) -> anyhow::Result<ExitCode> {
 async fn start_one(
     sd: &Systemd,
     app: &crate::controller::App,
+    enable: bool,
     manager: Manager,
 ) -> anyhow::Result<()> {
     let name = app.name();
-    if let Some(target) = app.enable(sd).await? {
-        eprintln!("start {name}: enabled `{target}`, so it starts at boot");
+    if enable {
+        if let Some(target) = app.enable(sd).await? {
+            let systemctl = match manager {
+                Manager::System => "systemctl",
+                Manager::User => "systemctl --user",
+            };
+            eprintln!(
+                "start {name}: enabled `{target}`, so it starts at boot (undo: `{systemctl} disable {target}`; `sysmgr start --no-enable` skips this)"
+            );
+        }
     }
     let states = app.start(sd).await?;
     let mut failed = Vec::new();

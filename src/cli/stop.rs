@@ -13,7 +13,8 @@ use crate::systemd::Manager;
 
 #[derive(Debug, Args)]
 pub struct StopArgs {
-    /// The app, or an app file or PM2 ecosystem file (every app of it).
+    /// The app, `all` (every installed app, in turn), or an app file or PM2 ecosystem file
+    /// (every app of it).
     #[arg(value_name = "NAME|FILE")]
     pub name: String,
     #[command(flatten)]
@@ -21,10 +22,9 @@ pub struct StopArgs {
 }
 
 pub fn run(args: &StopArgs, manager: Manager) -> anyhow::Result<ExitCode> {
-    for name in lifecycle::app_names(&args.name, manager)? {
-        run_one(args, manager, &name)?;
-    }
-    Ok(ExitCode::SUCCESS)
+    lifecycle::for_each_app("stop", &args.name, manager, |name| {
+        run_one(args, manager, name).map(drop)
+    })
 }
 
 fn run_one(args: &StopArgs, manager: Manager, name: &str) -> anyhow::Result<ExitCode> {

@@ -41,8 +41,13 @@ impl Instances {
 /// How the instances of an app are started.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Runtime {
-    /// The program runs as it is; it speaks systemd's protocols itself.
-    Direct,
+    /// The program speaks systemd's protocols itself. It is started through `sysmgr exec` all
+    /// the same, which only gives its stdout and stderr journal streams of their own
+    /// priorities (see `src/cli/exec.rs`) and then becomes the program.
+    Direct {
+        /// The sysmgr binary, whose `exec` starts each instance.
+        sysmgr: PathBuf,
+    },
     /// The program is Node.js: `sysmgr exec` starts it with sysmgr's bridge preloaded, so an
     /// app written for PM2 runs unchanged (see `node/bridge.cjs`).
     Node(BridgePaths),
@@ -70,6 +75,12 @@ impl Default for BridgePaths {
 /// Programs that are Node.js, by the name they are run as.
 const NODE_PROGRAMS: &[&str] = &["node", "nodejs"];
 
+/// Whether `file_name` (a program's last path component) is Node.js: the one rule both for
+/// rendering and for `sysmgr exec`, which prepares the bridge's notify socket only for Node.
+pub fn is_node_program(file_name: &str) -> bool {
+    NODE_PROGRAMS.contains(&file_name)
+}
+
 impl Runtime {
     /// The runtime of `command` (its program is `command[0]`, a path or a name in `PATH`).
     pub fn of(command: &[String], bridge: &BridgePaths) -> Self {
@@ -77,9 +88,20 @@ impl Runtime {
             .first()
             .and_then(|p| Path::new(p).file_name())
             .and_then(|n| n.to_str());
-        match program {
-            Some(p) if NODE_PROGRAMS.contains(&p) => Self::Node(bridge.clone()),
-            _ => Self::Direct,
+        if program.is_some_and(is_node_program) {
+            Self::Node(bridge.clone())
+        } else {
+            Self::Direct {
+                sysmgr: bridge.sysmgr.clone(),
+            }
+        }
+    }
+
+    /// The sysmgr binary that units start their program through.
+    pub fn sysmgr(&self) -> &Path {
+        match self {
+            Self::Direct { sysmgr } => sysmgr,
+            Self::Node(bridge) => &bridge.sysmgr,
         }
     }
 

@@ -178,7 +178,7 @@ pub const KEYS: &[Key] = &[
         doc: Doc {
             kind: "array of strings, or a string",
             becomes: "`ExecStart=`",
-            notes: "a string is split into words like `sh` would (quotes, backslashes) but nothing is expanded and no shell runs. The program is an absolute path or a bare name looked up in `PATH`. Every word reaches the process exactly: spaces, quotes, `$`, `%`, `;`, backslashes, non-ASCII. A `node` program starts through `sysmgr exec` with sysmgr's Node bridge preloaded, so a PM2 app runs unchanged (docs/pm2.md)",
+            notes: "a string is split into words like `sh` would (quotes, backslashes) but nothing is expanded and no shell runs. The program is an absolute path or a bare name looked up in `PATH`. Every word reaches the process exactly: spaces, quotes, `$`, `%`, `;`, backslashes, non-ASCII. Every program starts through `sysmgr exec PROGRAM ARGS...`, which gives its stdout and stderr journal streams of their own (stderr lines get `PRIORITY=3`, so `sysmgr logs --err` finds them) and then becomes the program, keeping its PID. A `node` program also gets sysmgr's Node bridge preloaded, so a PM2 app runs unchanged (docs/pm2.md)",
         },
         block: Some(command_lines),
         inline: None,
@@ -705,7 +705,12 @@ fn command_lines(s: &AppSpec) -> Vec<Line> {
     let exec =
         |argv: &[String]| syntax::exec_line(argv).expect("command was checked by the config");
     let super::Runtime::Node(bridge) = &s.runtime else {
-        return vec![Line::Value("ExecStart", exec(&s.command))];
+        let mut argv = vec![s.runtime.sysmgr().display().to_string(), "exec".to_string()];
+        argv.extend(s.command.iter().cloned());
+        return vec![
+            Line::Comment("Started by `sysmgr exec`, which becomes the program (same PID) after giving its stdout\nand stderr journal streams of their own: stderr lines are stored with PRIORITY=3 (err),\nstdout lines with 6 (info), so `sysmgr logs --err` finds them."),
+            Line::Value("ExecStart", exec(&argv)),
+        ];
     };
     let mut argv = vec![
         bridge.sysmgr.display().to_string(),

@@ -22,7 +22,7 @@ mod validate;
 
 use std::path::{Path, PathBuf};
 
-pub use derive::{BridgePaths, Runtime};
+pub use derive::{is_node_program, BridgePaths, Runtime};
 use diag::Reporter;
 pub use diag::{Diagnostic, Diagnostics, Severity};
 pub use types::{

@@ -42,6 +42,12 @@ impl AppName {
         if s.starts_with(['.', '-']) {
             return Err(format!("`{s}` must start with a letter, a digit or `_`"));
         }
+        // `sysmgr stop all` means every app, as `pm2 stop all` does.
+        if s == "all" {
+            return Err(
+                "is reserved: `sysmgr stop all` (and restart, reload, delete) means every app; choose another name".into(),
+            );
+        }
         Ok(Self(s.to_string()))
     }
 

@@ -14,6 +14,7 @@
 //! that fails is ignored. The terminal output is the command line's, unchanged.
 
 pub mod history;
+pub mod output;
 
 use std::path::Path;
 use std::time::{Duration, Instant};

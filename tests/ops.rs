@@ -1,0 +1,190 @@
+//! Operating like PM2, against a real systemd: `ls`, the documented JSON of `list` and
+//! `status` (docs/commands.md), `start --no-enable` and how `start` says to undo enabling,
+//! `describe`, and `all` for `reload`, `restart`, `stop` and `delete`.
+
+use serde_json::Value;
+use sysmgr_sandbox::Sandbox;
+
+use crate::lifecycle::{hello_app, running};
+use crate::support::{free_port, sandbox, sysmgr_in, write_in};
+
+fn boot_link(sb: &Sandbox, app: &str) -> bool {
+    sb.root()
+        .join(format!(
+            "etc/systemd/system/multi-user.target.wants/{app}.target"
+        ))
+        .symlink_metadata()
+        .is_ok()
+}
+
+/// Asserts `value` has exactly `keys`, each of the JSON type its letter says: `s` string,
+/// `u` unsigned integer, `b` boolean, `a` array, `S`/`U` string or null, unsigned or null.
+fn assert_schema(what: &str, value: &Value, keys: &[(&str, char)]) {
+    let object = value
+        .as_object()
+        .unwrap_or_else(|| panic!("{what}: {value}"));
+    let mut have: Vec<&str> = object.keys().map(String::as_str).collect();
+    let mut want: Vec<&str> = keys.iter().map(|(k, _)| *k).collect();
+    have.sort_unstable();
+    want.sort_unstable();
+    assert_eq!(have, want, "{what}: the keys of {value:#}");
+    for (key, kind) in keys {
+        let v = &value[key];
+        let ok = match kind {
+            's' => v.is_string(),
+            'u' => v.is_u64(),
+            'b' => v.is_boolean(),
+            'a' => v.is_array(),
+            'S' => v.is_string() || v.is_null(),
+            'U' => v.is_u64() || v.is_null(),
+            _ => unreachable!(),
+        };
+        assert!(ok, "{what}: `{key}` is {v}, wanted kind `{kind}`");
+    }
+}
+
+/// The schema of `list --json` (an array of these) and `status --json` (one).
+fn assert_app_schema(app: &Value) {
+    assert_schema(
+        "app",
+        app,
+        &[
+            ("name", 's'),
+            ("source", 'S'),
+            ("state", 's'),
+            ("target", 's'),
+            ("sockets", 'a'),
+            ("wanted", 'u'),
+            ("instances", 'a'),
+        ],
+    );
+    for socket in app["sockets"].as_array().unwrap() {
+        assert_schema("socket", socket, &[("unit", 's'), ("active_state", 's')]);
+    }
+    for i in app["instances"].as_array().unwrap() {
+        assert_schema(
+            "instance",
+            i,
+            &[
+                ("instance", 'u'),
+                ("unit", 's'),
+                ("wanted", 'b'),
+                ("active_state", 's'),
+                ("sub_state", 's'),
+                ("pid", 'U'),
+                ("uptime_secs", 'U'),
+                ("restarts", 'u'),
+                ("memory_bytes", 'U'),
+                ("cpu_nsec", 'U'),
+                ("result", 's'),
+            ],
+        );
+    }
+}
+
+#[test]
+fn ls_json_schemas_no_enable_describe_and_all() {
+    let sb = sandbox();
+    let (pa, pb) = (free_port(), free_port());
+    let a = write_in(&sb, "/srv/a/app.toml", &hello_app("a", 2, pa, ""));
+    let b = write_in(&sb, "/srv/b/app.toml", &hello_app("b", 1, pb, ""));
+
+    let r = sysmgr_in(&sb, &["start", &a, "--no-enable"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(!r.stderr.contains("enabled"), "{}", r.stderr);
+    assert!(
+        !boot_link(&sb, "a"),
+        "--no-enable leaves the target disabled"
+    );
+    let r = sysmgr_in(&sb, &["start", &b]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(
+        r.stderr.contains(
+            "start b: enabled `b.target`, so it starts at boot (undo: `systemctl disable b.target`; `sysmgr start --no-enable` skips this)\n"
+        ),
+        "{}",
+        r.stderr
+    );
+    assert!(boot_link(&sb, "b"));
+
+    // `ls` is `list`.
+    let ls = sysmgr_in(&sb, &["ls", "--json"]);
+    assert_eq!(ls.code, 0, "{}", ls.stderr);
+    let list: Value = serde_json::from_str(&ls.stdout).unwrap();
+    let apps = list.as_array().unwrap();
+    assert_eq!(apps.len(), 2, "{list:#}");
+    for app in apps {
+        assert_app_schema(app);
+    }
+    assert_eq!(apps[0]["name"], "a");
+    assert_eq!(apps[0]["wanted"], 2);
+    let status: Value =
+        serde_json::from_str(&sysmgr_in(&sb, &["status", "b", "--json"]).stdout).unwrap();
+    assert_app_schema(&status);
+    assert_eq!(status["source"], "/srv/b/app.toml");
+
+    // describe: the app file, the unit files with their paths, the instances, the last reload.
+    let r = sysmgr_in(&sb, &["describe", "a"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(
+        r.stdout,
+        "app          a\n\
+         app file     /srv/a/app.toml\n\
+         units        /etc/systemd/system (written by sysmgr start/generate)\n\
+         unit files   /etc/systemd/system/a.socket\n\
+         \x20            /etc/systemd/system/a.target\n\
+         \x20            /etc/systemd/system/a@.service\n\
+         instances    2 wanted, 2 running\n\
+         last reload  none recorded (`sysmgr history` reads sysmgr's entries in the journal)\n"
+    );
+
+    // `all`: every installed app in turn, each reported.
+    let r = sysmgr_in(&sb, &["reload", "all"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("reload a: 2 of 2 instances ready"),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        r.stderr.contains("reload b: 1 of 1 instances ready"),
+        "{}",
+        r.stderr
+    );
+    let described: Value =
+        serde_json::from_str(&sysmgr_in(&sb, &["describe", "a", "--json"]).stdout).unwrap();
+    assert_eq!(described["source"], "/srv/a/app.toml");
+    assert_eq!(described["wanted"], 2);
+    assert_eq!(described["running"], 2);
+    assert_eq!(described["from_generator"], false);
+    assert_eq!(described["unit_files"].as_array().unwrap().len(), 3);
+    assert_eq!(described["last_reload"]["action"], "reload");
+    assert_eq!(described["last_reload"]["outcome"], "ok");
+
+    let r = sysmgr_in(&sb, &["restart", "all"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let r = sysmgr_in(&sb, &["stop", "all"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(
+        r.stderr,
+        "stopped `a`: 2 instances stopped\nstopped `b`: 1 instance stopped\n"
+    );
+    assert!(running(&sb, "a").is_empty() && running(&sb, "b").is_empty());
+
+    // The name `all` is reserved, so it can never mean one app.
+    let r = sysmgr_in(&sb, &["status", "all"]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert_eq!(
+        r.stderr,
+        "sysmgr: error: `all` is not a valid app name: it is reserved: `sysmgr stop all` (and restart, reload, delete) means every app; choose another name\n"
+    );
+
+    let r = sysmgr_in(&sb, &["delete", "all"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.stderr.lines().count(), 2, "{}", r.stderr);
+    let r = sysmgr_in(&sb, &["stop", "all"]);
+    assert_eq!(
+        (r.code, r.stderr.as_str()),
+        (0, "stop all: no apps are installed\n")
+    );
+}
