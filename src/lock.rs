@@ -54,6 +54,15 @@ pub enum LockError {
     NoRuntimeDir,
 }
 
+impl crate::Classify for LockError {
+    fn class(&self) -> crate::ErrorClass {
+        match self {
+            Self::Denied { .. } => crate::ErrorClass::Systemd,
+            Self::Busy { .. } | Self::Io { .. } | Self::NoRuntimeDir => crate::ErrorClass::Failed,
+        }
+    }
+}
+
 /// Whether to wait for a lock someone else holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Wait {

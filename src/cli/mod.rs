@@ -7,10 +7,12 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 
 use crate::systemd::Manager;
+use crate::{Classify, ErrorClass};
 
 mod assets;
 mod check;
 mod delete;
+mod error;
 mod exec;
 pub mod generate;
 pub mod generator;
@@ -155,28 +157,38 @@ pub mod exit {
     pub const SYSTEMD: u8 = 3;
 }
 
+/// The exit code of a failed command: the highest [`ErrorClass`] that any error in the chain
+/// declares (see [`ErrorClass`] for the order); [`exit::FAILED`] if none does.
 fn exit_code(err: &anyhow::Error) -> ExitCode {
-    for cause in err.chain() {
-        if cause
-            .downcast_ref::<crate::systemd::dbus::DbusError>()
-            .is_some_and(|e| e.is_systemd_unavailable())
-            || matches!(
-                cause.downcast_ref::<crate::lock::LockError>(),
-                Some(crate::lock::LockError::Denied { .. })
-            )
-        {
-            return ExitCode::from(exit::SYSTEMD);
-        }
+    let class = err
+        .chain()
+        .filter_map(class_of)
+        .max()
+        .unwrap_or(ErrorClass::Failed);
+    ExitCode::from(exit_code_of(class))
+}
+
+/// The exit code of one class.
+const fn exit_code_of(class: ErrorClass) -> u8 {
+    match class {
+        ErrorClass::Failed => exit::FAILED,
+        ErrorClass::Invalid => exit::INVALID,
+        ErrorClass::Systemd => exit::SYSTEMD,
     }
-    for cause in err.chain() {
-        if cause.is::<crate::config::LoadError>()
-            || cause.is::<crate::config::ecosystem::EcosystemError>()
-            || cause.is::<crate::controller::NotGenerated>()
-            || cause.is::<crate::config::Diagnostics>()
-            || cause.is::<crate::Invalid>()
-        {
-            return ExitCode::from(exit::INVALID);
-        }
+}
+
+/// The class of one cause, if its type is one of the library's error types: each layer's
+/// enum, listed once here. (`anyhow` can only downcast to concrete types, hence the list.)
+fn class_of(cause: &(dyn std::error::Error + 'static)) -> Option<ErrorClass> {
+    fn ask<E: Classify + 'static>(cause: &(dyn std::error::Error + 'static)) -> Option<ErrorClass> {
+        cause.downcast_ref::<E>().map(Classify::class)
     }
-    ExitCode::from(exit::FAILED)
+    ask::<error::CliError>(cause)
+        .or_else(|| ask::<crate::config::LoadError>(cause))
+        .or_else(|| ask::<crate::config::Diagnostics>(cause))
+        .or_else(|| ask::<crate::config::ecosystem::EcosystemError>(cause))
+        .or_else(|| ask::<crate::controller::ControlError>(cause))
+        .or_else(|| ask::<crate::install::InstallError>(cause))
+        .or_else(|| ask::<crate::lock::LockError>(cause))
+        .or_else(|| ask::<crate::systemd::dbus::DbusError>(cause))
 }

@@ -86,6 +86,14 @@ pub enum EcosystemError {
     },
 }
 
+/// Every variant, Node missing included, means the ecosystem file was not used: nothing was
+/// changed.
+impl crate::Classify for EcosystemError {
+    fn class(&self) -> crate::ErrorClass {
+        crate::ErrorClass::Invalid
+    }
+}
+
 /// What the command line adds to an ecosystem file.
 #[derive(Debug, Clone, Default)]
 pub struct Overrides {
