@@ -115,3 +115,6 @@ impl Classify for CliError {
         }
     }
 }
+
+#[cfg(test)]
+mod messages;

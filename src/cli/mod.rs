@@ -132,7 +132,7 @@ pub fn main() -> ExitCode {
         Ok(code) => code,
         Err(err) => {
             report(&err);
-            exit_code(&err)
+            ExitCode::from(exit_code(&err))
         }
     }
 }
@@ -159,13 +159,16 @@ pub mod exit {
 
 /// The exit code of a failed command: the highest [`ErrorClass`] that any error in the chain
 /// declares (see [`ErrorClass`] for the order); [`exit::FAILED`] if none does.
-fn exit_code(err: &anyhow::Error) -> ExitCode {
+fn exit_code(err: &anyhow::Error) -> u8 {
+    // A typed error given as `.context(..)` is an anyhow wrapper in `chain()`; anyhow's own
+    // downcast still finds the outermost one.
     let class = err
         .chain()
         .filter_map(class_of)
+        .chain(class_of(err))
         .max()
         .unwrap_or(ErrorClass::Failed);
-    ExitCode::from(exit_code_of(class))
+    exit_code_of(class)
 }
 
 /// The exit code of one class.
@@ -177,18 +180,36 @@ const fn exit_code_of(class: ErrorClass) -> u8 {
     }
 }
 
-/// The class of one cause, if its type is one of the library's error types: each layer's
-/// enum, listed once here. (`anyhow` can only downcast to concrete types, hence the list.)
-fn class_of(cause: &(dyn std::error::Error + 'static)) -> Option<ErrorClass> {
-    fn ask<E: Classify + 'static>(cause: &(dyn std::error::Error + 'static)) -> Option<ErrorClass> {
-        cause.downcast_ref::<E>().map(Classify::class)
+/// Something that may hold one of the library's error types: a cause in a chain, or the
+/// `anyhow::Error` itself.
+trait Holds {
+    fn holds<E: Classify + Send + Sync + 'static>(&self) -> Option<&E>;
+}
+
+impl Holds for dyn std::error::Error + 'static {
+    fn holds<E: Classify + Send + Sync + 'static>(&self) -> Option<&E> {
+        self.downcast_ref()
     }
-    ask::<error::CliError>(cause)
-        .or_else(|| ask::<crate::config::LoadError>(cause))
-        .or_else(|| ask::<crate::config::Diagnostics>(cause))
-        .or_else(|| ask::<crate::config::ecosystem::EcosystemError>(cause))
-        .or_else(|| ask::<crate::controller::ControlError>(cause))
-        .or_else(|| ask::<crate::install::InstallError>(cause))
-        .or_else(|| ask::<crate::lock::LockError>(cause))
-        .or_else(|| ask::<crate::systemd::dbus::DbusError>(cause))
+}
+
+impl Holds for anyhow::Error {
+    fn holds<E: Classify + Send + Sync + 'static>(&self) -> Option<&E> {
+        self.downcast_ref()
+    }
+}
+
+/// The class of an error, if its type is one of the library's: each layer's enum, listed
+/// once here (`anyhow` can only downcast to concrete types, hence the list).
+fn class_of<H: Holds + ?Sized>(err: &H) -> Option<ErrorClass> {
+    fn ask<E: Classify + Send + Sync + 'static>(err: &(impl Holds + ?Sized)) -> Option<ErrorClass> {
+        err.holds::<E>().map(Classify::class)
+    }
+    ask::<error::CliError>(err)
+        .or_else(|| ask::<crate::config::LoadError>(err))
+        .or_else(|| ask::<crate::config::Diagnostics>(err))
+        .or_else(|| ask::<crate::config::ecosystem::EcosystemError>(err))
+        .or_else(|| ask::<crate::controller::ControlError>(err))
+        .or_else(|| ask::<crate::install::InstallError>(err))
+        .or_else(|| ask::<crate::lock::LockError>(err))
+        .or_else(|| ask::<crate::systemd::dbus::DbusError>(err))
 }
