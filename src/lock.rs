@@ -57,8 +57,9 @@ pub enum LockError {
 impl crate::Classify for LockError {
     fn class(&self) -> crate::ErrorClass {
         match self {
-            Self::Denied { .. } => crate::ErrorClass::Systemd,
-            Self::Busy { .. } | Self::Io { .. } | Self::NoRuntimeDir => crate::ErrorClass::Failed,
+            // Without a runtime directory there is no user manager to reach either.
+            Self::Denied { .. } | Self::NoRuntimeDir => crate::ErrorClass::Systemd,
+            Self::Busy { .. } | Self::Io { .. } => crate::ErrorClass::Failed,
         }
     }
 }

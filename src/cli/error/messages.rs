@@ -80,7 +80,7 @@ fn rows() -> Vec<(anyhow::Error, &'static str, u8)> {
         (e(LockError::Busy { app: "web".into(), path: "/run/sysmgr/web.lock".into(), holder: None }), "another sysmgr is changing `web` right now (lock `/run/sysmgr/web.lock`); wait for it to finish, or leave out --no-wait to queue behind it", FAILED),
         (e(LockError::Denied { path: "/run/sysmgr/web.lock".into() }), "permission denied: cannot create the lock `/run/sysmgr/web.lock`; run as root, or use --user for your own service manager", SYSTEMD),
         (e(LockError::Io { path: "/run/sysmgr/web.lock".into(), source: enoent() }), "cannot lock `/run/sysmgr/web.lock`: No such file or directory (os error 2)", FAILED),
-        (e(LockError::NoRuntimeDir), "cannot find the user's runtime directory: `XDG_RUNTIME_DIR` is not set (it is where `systemd --user` and sysmgr keep their state)", FAILED),
+        (e(LockError::NoRuntimeDir), "cannot find the user's runtime directory: `XDG_RUNTIME_DIR` is not set (it is where `systemd --user` and sysmgr keep their state)", SYSTEMD),
         // systemd (`Unreachable`'s wordings are asserted against a bus that is not there, in
         // `tests/lifecycle.rs`)
         (e(DbusError::PermissionDenied { action: "stop `web.target`".into(), source: zbus("denied") }), "permission denied: systemd refused to stop `web.target`; run as root, or use --user for your own service manager", SYSTEMD),
