@@ -58,6 +58,14 @@ pub enum InstallError {
     NoHome,
 }
 
+/// Nothing is written when a file is in the way, but the app file is not wrong either: the
+/// other file is; these are failed outcomes.
+impl crate::Classify for InstallError {
+    fn class(&self) -> crate::ErrorClass {
+        crate::ErrorClass::Failed
+    }
+}
+
 fn io_err(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> InstallError {
     let path = path.to_path_buf();
     move |source| InstallError::Io {

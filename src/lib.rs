@@ -19,8 +19,22 @@ pub mod reload;
 pub mod render;
 pub mod systemd;
 
-/// Input that sysmgr refuses (bad arguments, bad names): nothing was changed. Maps to exit
-/// code 2, like a bad app file.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct Invalid(pub String);
+/// What kind of failure an error is; the command line turns it into the exit code
+/// (`cli::exit`). Ordered by precedence: when a chain of causes holds several, the highest
+/// wins (a reload that halted because systemd went away is a systemd failure).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum ErrorClass {
+    /// The command ran but the outcome failed, or the machine around it did (I/O): exit 1.
+    Failed,
+    /// The input was wrong (bad app file, bad arguments); nothing was changed: exit 2.
+    Invalid,
+    /// systemd could not be reached or refused (not running, permission denied): exit 3.
+    Systemd,
+}
+
+/// An error type that declares its [`ErrorClass`]: every layer's error enum, so that the exit
+/// code is chosen by type, never by message text.
+pub trait Classify: std::error::Error {
+    /// The class of this error (for an enum, of this variant).
+    fn class(&self) -> ErrorClass;
+}

@@ -54,6 +54,16 @@ pub enum LockError {
     NoRuntimeDir,
 }
 
+impl crate::Classify for LockError {
+    fn class(&self) -> crate::ErrorClass {
+        match self {
+            // Without a runtime directory there is no user manager to reach either.
+            Self::Denied { .. } | Self::NoRuntimeDir => crate::ErrorClass::Systemd,
+            Self::Busy { .. } | Self::Io { .. } => crate::ErrorClass::Failed,
+        }
+    }
+}
+
 /// Whether to wait for a lock someone else holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Wait {

@@ -537,3 +537,253 @@ fn check_and_generate_dry_run_agree_for_every_key_and_systemd_version() {
         }
     }
 }
+
+/// `sysmgr ARGS` in `dir` with `env` set (an empty value removes the variable).
+fn run_env(dir: &std::path::Path, args: &[&str], env: &[(&str, &str)]) -> crate::support::Run {
+    let mut cmd = crate::support::sysmgr();
+    cmd.args(args).current_dir(dir);
+    for (k, v) in env {
+        if v.is_empty() {
+            cmd.env_remove(k);
+        } else {
+            cmd.env(k, v);
+        }
+    }
+    cmd.output().expect("sysmgr runs").into()
+}
+
+/// `sysmgr ARGS` in `dir` with its stdout on a full disk.
+fn run_to_full_disk(dir: &std::path::Path, args: &[&str], env: &[(&str, &str)]) -> (i32, String) {
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .unwrap();
+    let out = crate::support::sysmgr()
+        .args(args)
+        .current_dir(dir)
+        .envs(env.iter().copied())
+        .stdout(full)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// An executable `journalctl` in `dir/name/` that runs `body`; returns that directory.
+fn fake_journalctl(dir: &std::path::Path, name: &str, body: &str) -> String {
+    use std::os::unix::fs::PermissionsExt as _;
+    let bin = dir.join(name);
+    std::fs::create_dir_all(&bin).unwrap();
+    let path = write(&bin, "journalctl", &format!("#!/bin/sh\n{body}\n"));
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    bin.display().to_string()
+}
+
+/// (arguments, environment, exit code, stderr)
+type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], i32, &'a str);
+
+/// Messages of the command line's edge (I/O around a command, notices, argument errors) that
+/// need no systemd, each verbatim with its exit code. (Every error enum's messages are in
+/// the table of `src/cli/error/messages.rs`.)
+#[test]
+fn edge_messages_and_exit_codes_are_exact() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    write(dir, "hello.toml", HELLO);
+    let no_journalctl = "/nonexistent";
+    let failing = fake_journalctl(dir, "failing", "echo 'Failed to open journal' >&2; exit 1");
+    let empty = fake_journalctl(dir, "empty", "exit 0");
+    std::fs::create_dir_all(dir.join("man/sysmgr.1")).unwrap();
+    let cases: &[Case] = &[
+        (&["init", "web", "--output", "/nonexistent/web.toml"], &[], 1,
+         "sysmgr: error: cannot write `/nonexistent/web.toml`\n  caused by: No such file or directory (os error 2)\n"),
+        (&["scale", "web", "x"], &[], 2,
+         "error: invalid value 'x' for '<N|+N|-N>': `x` is not a count; use N, +N or -N, e.g. 4 or +1\n\nFor more information, try '--help'.\n"),
+        (&["history", "web"], &[("PATH", no_journalctl)], 1,
+         "sysmgr: error: cannot run `journalctl`; is systemd's journal installed?\n  caused by: No such file or directory (os error 2)\n"),
+        (&["history", "web"], &[("PATH", &failing)], 1,
+         "sysmgr: error: `journalctl` failed (exit status: 1): Failed to open journal\n"),
+        (&["history", "web"], &[("PATH", &empty)], 0,
+         "no history of `web` in the journal; sysmgr records what it does there when journald runs (`journalctl SYSLOG_IDENTIFIER=sysmgr`)\n"),
+        (&["man", "/dev/null/man"], &[], 1,
+         "sysmgr: error: cannot create `/dev/null/man`\n  caused by: Not a directory (os error 20)\n"),
+        (&["man", "man"], &[], 1,
+         "sysmgr: error: cannot write `man/sysmgr.1`\n  caused by: Is a directory (os error 21)\n"),
+        (&["exec", "/nonexistent/program"], &[], 1,
+         "sysmgr: error: cannot run `/nonexistent/program`\n  caused by: No such file or directory (os error 2)\n"),
+        (&["exec", "node", "-e", ""], &[("NOTIFY_SOCKET", "/nonexistent/notify")], 0,
+         "sysmgr exec: cannot connect to NOTIFY_SOCKET `/nonexistent/notify`: No such file or directory (os error 2)\n"),
+        // Without a runtime directory the user's manager cannot be reached: exit 3, like a
+        // bus that is not there (it was 1).
+        (&["--user", "stop", "web"], &[("XDG_RUNTIME_DIR", "")], 3,
+         "sysmgr: error: cannot find the user's runtime directory: `XDG_RUNTIME_DIR` is not set (it is where `systemd --user` and sysmgr keep their state)\n"),
+        (&["--user", "generate", "--output", "units", "hello.toml"], &[("HOME", ""), ("XDG_CONFIG_HOME", "")], 1,
+         "sysmgr: error: cannot find the user's unit directory: neither `XDG_CONFIG_HOME` nor `HOME` is set\n"),
+    ];
+    for (args, env, code, stderr) in cases {
+        let r = run_env(dir, args, env);
+        assert_eq!(
+            (r.code, r.stderr.as_str()),
+            (*code, *stderr),
+            "sysmgr {args:?}"
+        );
+    }
+
+    let stdout_full = [
+        (&["completions", "bash"][..], &[][..], "sysmgr: error: cannot write the completion script to stdout\n  caused by: No space left on device (os error 28)\n"),
+        (&["history", "web", "--json"], &[("PATH", empty.as_str())], "sysmgr: error: cannot write to stdout\n  caused by: No space left on device (os error 28)\n"),
+    ];
+    for (args, env, stderr) in stdout_full {
+        assert_eq!(
+            run_to_full_disk(dir, args, env),
+            (1, stderr.to_string()),
+            "sysmgr {args:?}"
+        );
+    }
+}
+
+#[test]
+fn user_generate_says_whether_systemd_was_reloaded() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    write(dir, "hello.toml", HELLO);
+    let config = dir.join("config");
+    let run = dir.join("run");
+    std::fs::create_dir_all(&run).unwrap();
+    let env = [
+        ("XDG_CONFIG_HOME", config.to_str().unwrap()),
+        ("XDG_RUNTIME_DIR", run.to_str().unwrap()),
+        (
+            "DBUS_SESSION_BUS_ADDRESS",
+            "unix:path=/nonexistent/sysmgr-test-bus",
+        ),
+    ];
+    let r = run_env(dir, &["--user", "generate", "hello.toml"], &env);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(
+        r.stderr,
+        format!(
+            "generated `hello`: 3 unit files, 3 instances in {}/systemd/user\n\
+             systemd is not running here; the units take effect when it starts\n",
+            config.display()
+        )
+    );
+    // A user manager that seems to run (its private socket exists) but cannot be reached.
+    std::fs::create_dir_all(run.join("systemd")).unwrap();
+    std::fs::write(run.join("systemd/private"), "").unwrap();
+    write(
+        dir,
+        "hello.toml",
+        &HELLO.replace("instances = 3", "instances = 2"),
+    );
+    let r = run_env(dir, &["--user", "generate", "hello.toml"], &env);
+    assert_eq!(r.code, 3, "{}", r.stderr);
+    let want = format!(
+        "generated `hello`: 3 unit files, 2 instances in {}/systemd/user\n\
+         sysmgr: error: the units were written, but systemd was not reloaded; run `systemctl daemon-reload`\n",
+        config.display()
+    );
+    assert!(r.stderr.starts_with(&want), "{}", r.stderr);
+}
+
+#[test]
+fn the_node_bridge_is_installed_once_or_nothing_is_written() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    write(
+        dir,
+        "node.toml",
+        "name = \"nodeapp\"\ncommand = [\"node\", \"app.js\"]\n",
+    );
+    let data = dir.join("data");
+    let args = ["--user", "generate", "--output", "units", "node.toml"];
+    let r = run_env(dir, &args, &[("XDG_DATA_HOME", "/dev/null")]);
+    assert_eq!(r.code, 1);
+    let (head, tail) = r.stderr.split_once("bridge-").unwrap();
+    assert_eq!(
+        head,
+        "sysmgr: error: cannot install sysmgr's Node bridge at `/dev/null/sysmgr/node/"
+    );
+    assert!(
+        tail.ends_with(".cjs`; nothing was written\n  caused by: Not a directory (os error 20)\n"),
+        "{tail}"
+    );
+    assert!(!dir.join("units").exists());
+    let r = run_env(dir, &args, &[("XDG_DATA_HOME", data.to_str().unwrap())]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let bridge = std::fs::read_dir(data.join("sysmgr/node"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    assert_eq!(
+        r.stderr,
+        format!(
+            "installed sysmgr's Node bridge at {}\ngenerated `nodeapp`: 2 unit files, 1 instance in units\n",
+            bridge.display()
+        )
+    );
+}
+
+#[test]
+fn an_imported_app_that_fails_its_checks_is_shown_and_nothing_is_written() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let app = r#"{"name":"web","script":"/bin/true","env":{"PORT":3000}"#;
+    write(
+        dir,
+        "eco.json",
+        &format!(r#"{{"apps":[{app},"instances":5000}}]}}"#),
+    );
+    write(dir, "ok.json", &format!(r#"{{"apps":[{app}}}]}}"#));
+    let errors = "`instances` is `5000`; sysmgr runs at most 1024 instances of one app\n";
+    let r = run_in(dir, &["import", "eco.json", "--output", "out"]);
+    assert_eq!(r.code, 2);
+    assert!(
+        r.stderr
+            .starts_with(&format!("out/web.toml:11:13: error: {errors}")),
+        "{}",
+        r.stderr
+    );
+    assert!(r.stderr.ends_with(
+        "\nsysmgr: error: the app file made for `web` has errors; nothing was written\n"
+    ));
+    assert!(!dir.join("out").exists());
+    // start, check and generate show the app file that failed.
+    let r = run_in(dir, &["check", "eco.json"]);
+    assert_eq!(r.code, 2);
+    let (diagnostics, rest) = r
+        .stderr
+        .split_once("\nthe app file made from it:\n")
+        .unwrap();
+    assert!(
+        diagnostics.starts_with(&format!("eco.json (app `web`):11:13: error: {errors}")),
+        "{diagnostics}"
+    );
+    assert!(rest.starts_with("# Imported by sysmgr"), "{rest}");
+    assert!(
+        rest.ends_with(
+            "\nsysmgr: error: 1 of 1 app files has errors (eco.json); fix them and check again\n"
+        ),
+        "{rest}"
+    );
+    // Where the files cannot go.
+    write(dir, "file", "");
+    let r = run_in(dir, &["import", "ok.json", "--output", "file/sub"]);
+    assert_eq!(
+        (r.code, r.stderr.as_str()),
+        (
+            1,
+            "sysmgr: error: cannot create `file/sub`\n  caused by: Not a directory (os error 20)\n"
+        )
+    );
+    std::fs::create_dir_all(dir.join("out/web.toml")).unwrap();
+    let r = run_in(dir, &["import", "ok.json", "--output", "out", "--force"]);
+    assert_eq!(
+        (r.code, r.stderr.as_str()),
+        (1, "sysmgr: error: cannot write `out/web.toml`\n  caused by: Is a directory (os error 21)\n")
+    );
+}

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::Args;
 
+use super::error::CliError;
 use super::lifecycle::{self, LockArgs};
 use crate::systemd::dbus::Systemd;
 use crate::systemd::Manager;
@@ -28,13 +29,10 @@ pub fn run(args: &DeleteArgs, manager: Manager) -> anyhow::Result<ExitCode> {
 fn run_one(args: &DeleteArgs, manager: Manager, name: &str) -> anyhow::Result<ExitCode> {
     let app = lifecycle::open(manager, name, &args.lock)?;
     if app.installed().from_generator {
-        let source = app.installed().source.as_ref().map_or_else(
-            || "its app file".to_string(),
-            |s| format!("`{}`", s.display()),
-        );
-        return Err(crate::Invalid(format!(
-            "`{name}` comes from {source} through sysmgr's systemd generator; remove that file and run `systemctl daemon-reload` (or `sysmgr stop {name}` to stop it)"
-        ))
+        return Err(CliError::FromGenerator {
+            app: name.to_string(),
+            app_file: app.installed().source.clone(),
+        }
         .into());
     }
     lifecycle::runtime()?.block_on(async {

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::Args;
 
+use super::error::CliError;
 use crate::config::{self, ecosystem, ParseOptions};
 use crate::install::{UnitDir, WriteReport};
 use crate::render::{self, Flavor, Rendered};
@@ -103,23 +104,21 @@ pub(crate) fn load_all(
         }
     }
     if !failed.is_empty() {
-        return Err(crate::Invalid(format!(
-            "{} of {} app files {} errors ({}); {consequence}",
-            failed.len(),
-            inputs.len(),
-            if failed.len() == 1 { "has" } else { "have" },
-            failed.join(", ")
-        ))
+        return Err(CliError::AppFiles {
+            failed,
+            total: inputs.len(),
+            consequence: consequence.to_string(),
+        }
         .into());
     }
     for (i, a) in specs.iter().enumerate() {
         if let Some(b) = specs[..i].iter().find(|b| b.name == a.name) {
-            return Err(crate::Invalid(format!(
-                "`{}` and `{}` both define the app `{}`; app names must be unique; {consequence}",
-                b.source.display(),
-                a.source.display(),
-                a.name
-            ))
+            return Err(CliError::DuplicateApp {
+                app: a.name.to_string(),
+                first: b.source.clone(),
+                second: a.source.clone(),
+                consequence: consequence.to_string(),
+            }
             .into());
         }
     }

@@ -9,6 +9,7 @@ use std::process::{Command, ExitCode};
 use anyhow::Context as _;
 use clap::Args;
 
+use super::error::CliError;
 use super::lifecycle;
 use crate::journal::history;
 use crate::systemd::Manager;
@@ -33,11 +34,11 @@ pub fn run(args: &HistoryArgs, manager: Manager) -> anyhow::Result<ExitCode> {
         .output()
         .context("cannot run `journalctl`; is systemd's journal installed?")?;
     if !out.status.success() {
-        anyhow::bail!(
-            "`journalctl` failed ({}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
+        return Err(CliError::Journalctl {
+            status: out.status,
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        }
+        .into());
     }
     let rows = history::parse(&String::from_utf8_lossy(&out.stdout));
     if args.json {

@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::Args;
 
+use super::error::CliError;
 use crate::config::{self, ecosystem};
 use crate::systemd::Manager;
 
@@ -45,18 +46,13 @@ pub fn run(args: &ImportArgs, manager: Manager) -> anyhow::Result<ExitCode> {
         let source = std::path::absolute(&path).unwrap_or_else(|_| path.clone());
         if let Err(d) = config::parse(&app.toml, &path.display().to_string(), &source, &opts) {
             eprintln!("{d}");
-            return Err(crate::Invalid(format!(
-                "the app file made for `{}` has errors; nothing was written",
-                app.name
-            ))
+            return Err(CliError::Imported {
+                app: app.name.clone(),
+            }
             .into());
         }
         if path.exists() && !args.force {
-            return Err(crate::Invalid(format!(
-                "`{}` exists; move it away or pass --force; nothing was written",
-                path.display()
-            ))
-            .into());
+            return Err(CliError::ImportExists { path }.into());
         }
         planned.push((path, &app.toml));
     }

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::Args;
 
+use super::error::CliError;
 use crate::config::AppName;
 
 /// The skeleton; `@NAME@` is the app name. Every key is shown, the optional ones commented.
@@ -30,8 +31,10 @@ pub fn skeleton(name: &AppName) -> String {
 }
 
 pub fn run(args: &InitArgs) -> anyhow::Result<ExitCode> {
-    let name =
-        AppName::parse(&args.name).map_err(|e| crate::Invalid(format!("the app name {e}")))?;
+    let name = AppName::parse(&args.name).map_err(|reason| CliError::NewAppName {
+        name: args.name.clone(),
+        reason,
+    })?;
     let text = skeleton(&name);
     let path = args
         .output
@@ -50,11 +53,7 @@ pub fn run(args: &InitArgs) -> anyhow::Result<ExitCode> {
     }
     let mut file = match options.open(&path) {
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-            return Err(crate::Invalid(format!(
-                "`{}` exists; choose another name with --output, or replace it with --force",
-                path.display()
-            ))
-            .into())
+            return Err(CliError::InitExists { path }.into())
         }
         other => other.with_context(|| format!("cannot write `{}`", path.display()))?,
     };

@@ -9,6 +9,7 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::Args;
 
+use super::error::CliError;
 use super::generate::{load_all, parse_options, write_specs, Input};
 use crate::config::AppName;
 use crate::controller::App;
@@ -50,7 +51,13 @@ impl Target {
 pub fn app_name(name: &str) -> anyhow::Result<String> {
     AppName::parse(name)
         .map(|n| n.as_str().to_string())
-        .map_err(|e| crate::Invalid(format!("`{name}` is not a valid app name: it {e}")).into())
+        .map_err(|reason| {
+            CliError::AppName {
+                name: name.to_string(),
+                reason,
+            }
+            .into()
+        })
 }
 
 /// Takes the lock of the app named `name` and opens it: what `stop`, `restart`, `scale` and

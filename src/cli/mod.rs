@@ -7,11 +7,13 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 
 use crate::systemd::Manager;
+use crate::{Classify, ErrorClass};
 
 mod assets;
 mod check;
 mod delete;
 mod describe;
+mod error;
 mod exec;
 pub mod generate;
 pub mod generator;
@@ -135,7 +137,7 @@ pub fn main() -> ExitCode {
         Ok(code) => code,
         Err(err) => {
             report(&err);
-            exit_code(&err)
+            ExitCode::from(exit_code(&err))
         }
     }
 }
@@ -160,28 +162,59 @@ pub mod exit {
     pub const SYSTEMD: u8 = 3;
 }
 
-fn exit_code(err: &anyhow::Error) -> ExitCode {
-    for cause in err.chain() {
-        if cause
-            .downcast_ref::<crate::systemd::dbus::DbusError>()
-            .is_some_and(|e| e.is_systemd_unavailable())
-            || matches!(
-                cause.downcast_ref::<crate::lock::LockError>(),
-                Some(crate::lock::LockError::Denied { .. })
-            )
-        {
-            return ExitCode::from(exit::SYSTEMD);
-        }
+/// The exit code of a failed command: the highest [`ErrorClass`] that any error in the chain
+/// declares (see [`ErrorClass`] for the order); [`exit::FAILED`] if none does.
+fn exit_code(err: &anyhow::Error) -> u8 {
+    // A typed error given as `.context(..)` is an anyhow wrapper in `chain()`; anyhow's own
+    // downcast still finds the outermost one.
+    let class = err
+        .chain()
+        .filter_map(class_of)
+        .chain(class_of(err))
+        .max()
+        .unwrap_or(ErrorClass::Failed);
+    exit_code_of(class)
+}
+
+/// The exit code of one class.
+const fn exit_code_of(class: ErrorClass) -> u8 {
+    match class {
+        ErrorClass::Failed => exit::FAILED,
+        ErrorClass::Invalid => exit::INVALID,
+        ErrorClass::Systemd => exit::SYSTEMD,
     }
-    for cause in err.chain() {
-        if cause.is::<crate::config::LoadError>()
-            || cause.is::<crate::config::ecosystem::EcosystemError>()
-            || cause.is::<crate::controller::NotGenerated>()
-            || cause.is::<crate::config::Diagnostics>()
-            || cause.is::<crate::Invalid>()
-        {
-            return ExitCode::from(exit::INVALID);
-        }
+}
+
+/// Something that may hold one of the library's error types: a cause in a chain, or the
+/// `anyhow::Error` itself.
+trait Holds {
+    fn holds<E: Classify + Send + Sync + 'static>(&self) -> Option<&E>;
+}
+
+impl Holds for dyn std::error::Error + 'static {
+    fn holds<E: Classify + Send + Sync + 'static>(&self) -> Option<&E> {
+        self.downcast_ref()
     }
-    ExitCode::from(exit::FAILED)
+}
+
+impl Holds for anyhow::Error {
+    fn holds<E: Classify + Send + Sync + 'static>(&self) -> Option<&E> {
+        self.downcast_ref()
+    }
+}
+
+/// The class of an error, if its type is one of the library's: each layer's enum, listed
+/// once here (`anyhow` can only downcast to concrete types, hence the list).
+fn class_of<H: Holds + ?Sized>(err: &H) -> Option<ErrorClass> {
+    fn ask<E: Classify + Send + Sync + 'static>(err: &(impl Holds + ?Sized)) -> Option<ErrorClass> {
+        err.holds::<E>().map(Classify::class)
+    }
+    ask::<error::CliError>(err)
+        .or_else(|| ask::<crate::config::LoadError>(err))
+        .or_else(|| ask::<crate::config::Diagnostics>(err))
+        .or_else(|| ask::<crate::config::ecosystem::EcosystemError>(err))
+        .or_else(|| ask::<crate::controller::ControlError>(err))
+        .or_else(|| ask::<crate::install::InstallError>(err))
+        .or_else(|| ask::<crate::lock::LockError>(err))
+        .or_else(|| ask::<crate::systemd::dbus::DbusError>(err))
 }

@@ -10,6 +10,7 @@ use std::str::FromStr;
 
 use clap::Args;
 
+use super::error::CliError;
 use super::lifecycle::{self, LockArgs};
 use crate::config::types::MAX_INSTANCES;
 use crate::controller::Scaled;
@@ -48,21 +49,24 @@ impl FromStr for Count {
 
 impl Count {
     /// The new count from the current one, within 1..=MAX_INSTANCES.
-    pub fn apply(self, app: &str, current: u32) -> Result<NonZeroU32, crate::Invalid> {
+    pub fn apply(self, app: &str, current: u32) -> Result<NonZeroU32, CliError> {
         let wanted = match self {
             Self::Set(n) => i64::from(n),
             Self::Add(n) => i64::from(current) + i64::from(n),
             Self::Remove(n) => i64::from(current) - i64::from(n),
         };
         if wanted < 1 {
-            return Err(crate::Invalid(format!(
-                "cannot scale `{app}` to {wanted} instances (it has {current}); at least 1 must run; use `sysmgr stop {app}` to stop it"
-            )));
+            return Err(CliError::ScaleBelowOne {
+                app: app.to_string(),
+                wanted,
+                current,
+            });
         }
         if wanted > i64::from(MAX_INSTANCES) {
-            return Err(crate::Invalid(format!(
-                "cannot scale `{app}` to {wanted} instances; at most {MAX_INSTANCES} are allowed"
-            )));
+            return Err(CliError::ScaleAboveMax {
+                app: app.to_string(),
+                wanted,
+            });
         }
         Ok(NonZeroU32::new(wanted as u32).expect("checked above"))
     }
@@ -121,11 +125,11 @@ mod tests {
         assert_eq!(Count::Add(2).apply("web", 3).unwrap().get(), 5);
         assert_eq!(Count::Remove(2).apply("web", 3).unwrap().get(), 1);
         assert_eq!(
-            Count::Remove(3).apply("web", 3).unwrap_err().0,
+            Count::Remove(3).apply("web", 3).unwrap_err().to_string(),
             "cannot scale `web` to 0 instances (it has 3); at least 1 must run; use `sysmgr stop web` to stop it"
         );
         assert_eq!(
-            Count::Set(5000).apply("web", 3).unwrap_err().0,
+            Count::Set(5000).apply("web", 3).unwrap_err().to_string(),
             "cannot scale `web` to 5000 instances; at most 1024 are allowed"
         );
     }

@@ -76,6 +76,12 @@ impl fmt::Display for Diagnostics {
 
 impl std::error::Error for Diagnostics {}
 
+impl crate::Classify for Diagnostics {
+    fn class(&self) -> crate::ErrorClass {
+        crate::ErrorClass::Invalid
+    }
+}
+
 /// Turns byte spans of one source text into diagnostics with line and column.
 pub(crate) struct Reporter<'a> {
     file: &'a str,

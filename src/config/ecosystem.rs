@@ -86,6 +86,14 @@ pub enum EcosystemError {
     },
 }
 
+/// Every variant, Node missing included, means the ecosystem file was not used: nothing was
+/// changed.
+impl crate::Classify for EcosystemError {
+    fn class(&self) -> crate::ErrorClass {
+        crate::ErrorClass::Invalid
+    }
+}
+
 /// What the command line adds to an ecosystem file.
 #[derive(Debug, Clone, Default)]
 pub struct Overrides {
@@ -773,6 +781,32 @@ mod tests {
         ];
         for (value, message) in cases {
             assert_eq!(one(value.clone()).unwrap_err().to_string(), *message);
+        }
+    }
+
+    #[test]
+    fn every_wrong_type_is_named() {
+        let web = |extra: Value| {
+            let mut app =
+                serde_json::json!({ "name": "web", "script": "app.js", "listen": "3000" });
+            app.as_object_mut()
+                .unwrap()
+                .extend(extra.as_object().unwrap().clone());
+            serde_json::json!({ "apps": [app] })
+        };
+        let cases: Vec<(Value, &str)> = vec![
+            (serde_json::json!({ "apps": ["web"] }), "ecosystem.config.js: app `#0` (apps[0]): is a string, not an object like `{ name: 'app', script: './app.js' }`"),
+            (web(serde_json::json!({ "script": 7 })), "ecosystem.config.js: app `#0` (apps[0]): `script` must be a string, found a number"),
+            (web(serde_json::json!({ "interpreter": 7 })), "ecosystem.config.js: app `web` (apps[0]): `interpreter` must be a string, found a number"),
+            (web(serde_json::json!({ "interpreter": "node", "node_args": 7 })), "ecosystem.config.js: app `web` (apps[0]): `node_args` must be a string or an array of strings"),
+            (web(serde_json::json!({ "args": 7 })), "ecosystem.config.js: app `web` (apps[0]): `args` must be a string or an array of strings"),
+            (web(serde_json::json!({ "instances": true })), "ecosystem.config.js: app `web` (apps[0]): `instances` must be a number or \"max\", found a boolean"),
+            (web(serde_json::json!({ "listen": true })), "ecosystem.config.js: app `web` (apps[0]): `listen` must be an address like \"127.0.0.1:3000\", found a boolean"),
+            (web(serde_json::json!({ "wait_ready": "yes" })), "ecosystem.config.js: app `web` (apps[0]): `wait_ready` must be true or false, found a string"),
+            (web(serde_json::json!({ "env_production": [] })), "ecosystem.config.js: app `web` (apps[0]): `env_production` must be an object of variables, found an array"),
+        ];
+        for (value, message) in cases {
+            assert_eq!(one(value.clone()).unwrap_err().to_string(), message);
         }
     }
 

@@ -241,6 +241,13 @@ pub enum LoadError {
     #[error("{0}")]
     Invalid(Diagnostics),
 }
+
+/// An app file that cannot be read is bad input too (a wrong path): nothing was changed.
+impl crate::Classify for LoadError {
+    fn class(&self) -> crate::ErrorClass {
+        crate::ErrorClass::Invalid
+    }
+}
 /// Parses app.toml text. `file` names it in messages; `source` is its absolute path, whose
 /// directory relative `cwd` values and the default working directory are taken from.
 pub fn parse(

@@ -35,21 +35,20 @@ use crate::systemd::Manager;
 /// to 1024 instances over the bus waited forever for jobs systemd had finished).
 const JOB_WINDOW: usize = 128;
 
-/// An app named on the command line with no sysmgr units in the unit directory.
-#[derive(Debug, thiserror::Error)]
-#[error("app `{name}` is not generated: `{}` holds no units of sysmgr's for it{known}; start it from its app file with `sysmgr start FILE` (or write its units with `sysmgr generate FILE`)", dir.display())]
-pub struct NotGenerated {
-    /// The name given.
-    pub name: String,
-    /// The directory looked in.
-    pub dir: PathBuf,
-    /// ` (apps there: a, b)` or empty.
-    pub known: String,
-}
-
-/// An operation ran but its outcome failed.
+/// Why an operation on an installed app failed: the app is not there, or the operation ran
+/// and its outcome failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ControlError {
+    /// An app named on the command line with no sysmgr units in the unit directory.
+    #[error("app `{name}` is not generated: `{}` holds no units of sysmgr's for it{known}; start it from its app file with `sysmgr start FILE` (or write its units with `sysmgr generate FILE`)", dir.display())]
+    NotGenerated {
+        /// The name given.
+        name: String,
+        /// The directory looked in.
+        dir: PathBuf,
+        /// ` (apps there: a, b)` or empty.
+        known: String,
+    },
     /// Some instances are not running after a start.
     #[error("{failed} of {total} instances of `{app}` are not running: {units}; see `sysmgr logs {app}`")]
     NotRunning {
@@ -91,7 +90,7 @@ pub fn unit_dir(manager: Manager) -> anyhow::Result<UnitDir> {
 
 /// The installed app `name`, read without the lock (for looking only): generated into
 /// `dir` by `sysmgr generate`, or by sysmgr's systemd generator into the manager's
-/// generator directory; else [`NotGenerated`].
+/// generator directory; else [`ControlError::NotGenerated`].
 pub fn find(dir: &UnitDir, manager: Manager, name: &str) -> anyhow::Result<InstalledApp> {
     if let Some(app) = dir.app(name)? {
         return Ok(app);
@@ -109,7 +108,7 @@ pub fn find(dir: &UnitDir, manager: Manager, name: &str) -> anyhow::Result<Insta
         let names: Vec<&str> = apps.iter().map(|a| a.name.as_str()).collect();
         format!(" (apps there: {})", names.join(", "))
     };
-    Err(NotGenerated {
+    Err(ControlError::NotGenerated {
         name: name.to_string(),
         dir: dir.path().to_path_buf(),
         known,
@@ -558,6 +557,17 @@ pub async fn stop_units(sd: &Systemd, units: &[String]) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+impl crate::Classify for ControlError {
+    fn class(&self) -> crate::ErrorClass {
+        match self {
+            Self::NotGenerated { .. } => crate::ErrorClass::Invalid,
+            Self::NotRunning { .. } | Self::Halted { .. } | Self::StopFailed { .. } => {
+                crate::ErrorClass::Failed
+            }
+        }
+    }
 }
 
 #[cfg(test)]

@@ -8,6 +8,19 @@ pub mod syntax;
 
 pub use manager::Manager;
 
+/// systemd unreachable, refused or gone is [`crate::ErrorClass::Systemd`]; a call that systemd
+/// answered with a failure is a failed outcome. (Declared here rather than beside the enum in
+/// `dbus/`, so it reads [`dbus::DbusError::is_systemd_unavailable`], the one list of those.)
+impl crate::Classify for dbus::DbusError {
+    fn class(&self) -> crate::ErrorClass {
+        if self.is_systemd_unavailable() {
+            crate::ErrorClass::Systemd
+        } else {
+            crate::ErrorClass::Failed
+        }
+    }
+}
+
 /// Asks the manager to re-read its unit files, like `systemctl daemon-reload`.
 pub async fn manager_reload(manager: Manager) -> anyhow::Result<()> {
     // Through the typed client, so "not reachable" and "permission denied" keep their exit code.
