@@ -39,9 +39,9 @@ if (env.SYSMGR_PID === String(process.pid) && !process.__sysmgrBridge) {
 function install() {
   const fs = require('node:fs');
   const net = require('node:net');
-  const http = require('node:http');
-  const https = require('node:https');
-  const { spawn } = require('node:child_process');
+  // Only `fs` and `net` up front: `http` is required when a server is adopted (the app has
+  // loaded it by then), `child_process` only for the fallback notifier; loading them at start
+  // cost a bare `node` ~10 ms.
 
   const app = env.SYSMGR_APP || 'app';
   const instance = Number(env.SYSMGR_INSTANCE) || 1;
@@ -106,6 +106,7 @@ function install() {
     }
     // Without sysmgr exec (a unit written by hand): a helper sends it on this process's behalf;
     // it waits until systemd has read the message, so it is not lost when the helper exits.
+    const { spawn } = require('node:child_process');
     const child = spawn('systemd-notify', [`--pid=${process.pid}`, ...state.split('\n')], { stdio: 'ignore' });
     child.on('error', (err) => say(`systemd-notify failed: ${err.message}`, ERR));
   }
@@ -194,7 +195,8 @@ function install() {
       state.connections.set(conn, { inFlight: new Set(), bytesRead: 0, quietSince: 0 });
       conn.on('close', () => state.connections.delete(conn));
     });
-    if (server instanceof http.Server || server instanceof https.Server) {
+    // http.Server, and https.Server (which is not one, but has the same request options).
+    if (server instanceof require('node:http').Server || 'headersTimeout' in server) {
       // Before the app's own listener, so the header is set before the app answers.
       server.prependListener('request', (req, res) => {
         const conn = state.connections.get(req.socket);
