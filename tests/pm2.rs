@@ -570,8 +570,21 @@ fn the_bridge_keeps_a_node_apps_watchdog_fed() {
     let pid = instances(&sb, "dog")[&1].1;
     std::thread::sleep(Duration::from_secs(4));
     let show = sb
-        .systemctl(&["show", "-p", "NRestarts,ActiveState,WatchdogUSec", "dog@1.service"])
+        .systemctl(&[
+            "show",
+            "-p",
+            "NRestarts,ActiveState,WatchdogUSec",
+            "dog@1.service",
+        ])
         .unwrap();
-    assert!(show.contains("NRestarts=0") && show.contains("ActiveState=active"), "{show}\n{}", journal(&sb, "dog"));
-    assert_eq!(instances(&sb, "dog")[&1].1, pid, "the same process, 4 watchdog periods later");
+    assert!(
+        show.contains("NRestarts=0") && show.contains("ActiveState=active"),
+        "{show}\n{}",
+        journal(&sb, "dog")
+    );
+    assert_eq!(
+        instances(&sb, "dog")[&1].1,
+        pid,
+        "the same process, 4 watchdog periods later"
+    );
 }
