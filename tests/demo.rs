@@ -105,7 +105,7 @@ fn the_demo_skips_the_pm2_act_when_asked() {
     assert!(
         stdout
             .trim_end()
-            .ends_with("\n== act 2, a PM2 app unchanged: skipped (--no-pm2)"),
+            .ends_with("\n== act 2, a PM2 app unchanged: skipped: --no-pm2"),
         "{stdout}"
     );
 }

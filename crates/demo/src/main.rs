@@ -511,7 +511,7 @@ fn acts(
     let mut ok = hello_ok?;
 
     match pm2 {
-        Err(reason) => println!("\n== act 2, a PM2 app unchanged: skipped ({reason})"),
+        Err(reason) => println!("\n== act 2, a PM2 app unchanged: skipped: {reason}"),
         Ok(app) => {
             let (port, why) = pm2_port(args.pm2_port)?;
             let plan = Plan {
