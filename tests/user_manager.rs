@@ -379,9 +379,11 @@ fn user_manager_generate_start_reload_and_delete() {
 fn the_demo_uses_the_user_manager_where_systemd_runs() {
     workspace_bin("sysmgr-hello");
     let um = UserManager::boot();
+    let pm2_port = free_port().to_string();
     let r: Run = um
         .command(workspace_bin("sysmgr-demo"))
         .args(["--seconds", "1", "--instances", "2", "--connections", "4"])
+        .args(["--pm2-port", &pm2_port])
         .output()
         .expect("nsenter runs")
         .into();
@@ -404,13 +406,34 @@ fn the_demo_uses_the_user_manager_where_systemd_runs() {
         "{}",
         r.stdout
     );
-    // The demo deletes its app from the user's manager at the end.
+    // Act 2, the PM2 app, runs in the user's manager too, from the ecosystem file's
+    // directory.
     assert!(
+        r.stdout.contains(&format!(
+            "\n$ sysmgr --user start ecosystem.config.js --listen 127.0.0.1:{pm2_port}\n"
+        )),
+        "{}",
         r.stdout
-            .trim_end()
-            .ends_with("$ sysmgr --user delete hello"),
+    );
+    assert_eq!(
+        r.stdout
+            .matches("\n== every instance was replaced and no request failed\n")
+            .count(),
+        2,
+        "{}",
+        r.stdout
+    );
+    // The demo deletes each app from the user's manager after its act.
+    assert!(
+        r.stdout.contains("\n$ sysmgr --user delete hello\n"),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        r.stdout.trim_end().ends_with("$ sysmgr --user delete app"),
         "{}",
         r.stdout
     );
     assert!(!um.unit_dir().join("hello@.service").exists());
+    assert!(!um.unit_dir().join("app@.service").exists());
 }
