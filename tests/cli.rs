@@ -771,6 +771,33 @@ fn user_generate_says_whether_systemd_was_reloaded() {
     assert!(r.stderr.starts_with(&want), "{}", r.stderr);
 }
 
+/// A scale that cannot reach systemd changes nothing: the wants links stay as they were
+/// (they used to be rewritten before connecting, and the failure did not say so).
+#[test]
+fn a_scale_that_cannot_reach_systemd_changes_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    write(dir, "hello.toml", HELLO);
+    let config = dir.join("config");
+    let run = dir.join("run");
+    std::fs::create_dir_all(&run).unwrap();
+    let env = [
+        ("XDG_CONFIG_HOME", config.to_str().unwrap()),
+        ("XDG_RUNTIME_DIR", run.to_str().unwrap()),
+        (
+            "DBUS_SESSION_BUS_ADDRESS",
+            "unix:path=/nonexistent/sysmgr-test-bus",
+        ),
+    ];
+    let r = run_env(dir, &["--user", "generate", "hello.toml"], &env);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let units = config.join("systemd/user");
+    let before = crate::support::tree(&units);
+    let r = run_env(dir, &["--user", "scale", "hello", "5"], &env);
+    assert_eq!(r.code, 3, "{}", r.stderr);
+    assert_eq!(crate::support::tree(&units), before);
+}
+
 #[test]
 fn the_node_bridge_is_installed_once_or_nothing_is_written() {
     let tmp = tempfile::tempdir().unwrap();
