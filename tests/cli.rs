@@ -798,6 +798,44 @@ fn a_scale_that_cannot_reach_systemd_changes_nothing() {
     assert_eq!(crate::support::tree(&units), before);
 }
 
+/// A port another program holds is only a warning for `start`: the app may hold it itself,
+/// and the start says what fails.
+#[test]
+fn start_warns_about_a_port_in_use_and_goes_on() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = held.local_addr().unwrap().port();
+    let me = std::fs::read_to_string("/proc/self/comm").unwrap();
+    write(
+        dir,
+        "hello.toml",
+        &format!("name = \"hello\"\ncommand = [\"/bin/true\"]\nlisten = [\"127.0.0.1:{port}\"]\n"),
+    );
+    let config = dir.join("config");
+    let run = dir.join("run");
+    std::fs::create_dir_all(&run).unwrap();
+    let env = [
+        ("XDG_CONFIG_HOME", config.to_str().unwrap()),
+        ("XDG_RUNTIME_DIR", run.to_str().unwrap()),
+        (
+            "DBUS_SESSION_BUS_ADDRESS",
+            "unix:path=/nonexistent/sysmgr-test-bus",
+        ),
+    ];
+    let r = run_env(dir, &["--user", "start", "hello.toml"], &env);
+    let want = format!(
+        "hello.toml:3:11: warning: `listen[0]` `127.0.0.1:{port}` is in use by `{}` (pid {}), so the app's socket cannot bind it; stop that program or choose another port\n\
+         generated `hello`: 3 unit files, 1 instance in {}/systemd/user\n",
+        me.trim_end(),
+        std::process::id(),
+        config.display()
+    );
+    assert!(r.stderr.starts_with(&want), "{}", r.stderr);
+    // It went on to systemd, which is not there.
+    assert_eq!(r.code, 3, "{}", r.stderr);
+}
+
 #[test]
 fn the_node_bridge_is_installed_once_or_nothing_is_written() {
     let tmp = tempfile::tempdir().unwrap();
