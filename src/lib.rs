@@ -10,6 +10,7 @@
 pub mod cli;
 pub mod config;
 pub mod controller;
+pub mod host;
 pub mod install;
 pub mod journal;
 pub mod lock;

@@ -101,6 +101,89 @@ fn one_bad_file_means_nothing_is_written_and_every_error_is_shown() {
     assert!(!tmp.path().join("units").exists());
 }
 
+/// What the file names must be on this machine: a missing program, an unknown user or group
+/// fail `check` and `generate` at the key's position; a port another program listens on
+/// fails `check` only (`generate` writes files; `start` warns).
+#[test]
+fn check_reports_a_missing_program_an_unknown_account_and_a_port_in_use() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let tmp = tempfile::tempdir().unwrap();
+    let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = held.local_addr().unwrap().port();
+    let me = std::fs::read_to_string("/proc/self/comm").unwrap();
+    let me = me.trim_end();
+    let pid = std::process::id();
+    write(
+        tmp.path(),
+        "web.toml",
+        &format!(
+            "name = \"web\"\ncommand = [\"/nonexistent/web\", \"--port\"]\nuser = \"nosuchuser\"\ngroup = \"nosuchgroup\"\nlisten = [\"127.0.0.1:{port}\"]\n"
+        ),
+    );
+    let plain = write(tmp.path(), "plain", "not a program\n");
+    std::fs::set_permissions(&plain, std::fs::Permissions::from_mode(0o644)).unwrap();
+    write(
+        tmp.path(),
+        "api.toml",
+        &format!(
+            "name = \"api\"\ncommand = \"{}\"\nuser = \"root\"\ngroup = \"0\"\n",
+            plain.display()
+        ),
+    );
+    write(
+        tmp.path(),
+        "bare.toml",
+        "name = \"bare\"\ncommand = \"sysmgr-no-such-program --x\"\ndynamic_user = true\ngroup = \"nosuchgroup\"\n",
+    );
+    let r = run_in(tmp.path(), &["check", "web.toml", "api.toml", "bare.toml"]);
+    assert_eq!(
+        (r.code, r.stderr.as_str()),
+        (2, format!(
+            "web.toml:2:11: error: `command` runs `/nonexistent/web`, which does not exist; install it or give its full path\n\
+             web.toml:3:8: error: `user` is `nosuchuser`, which is not a user on this machine; create it (`useradd --system nosuchuser`) or name another\n\
+             web.toml:4:9: error: `group` is `nosuchgroup`, which is not a group on this machine; create it (`groupadd --system nosuchgroup`) or name another\n\
+             web.toml:5:11: error: `listen[0]` `127.0.0.1:{port}` is in use by `{me}` (pid {pid}), so the app's socket cannot bind it; stop that program or choose another port\n\
+             api.toml:2:11: error: `command` runs `{}`, which is not executable; install it or give its full path\n\
+             bare.toml:2:11: error: `command` runs `sysmgr-no-such-program`, which is not in systemd's `PATH` (`/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin`); install it or give its full path\n\
+             sysmgr: error: 3 of 3 app files have errors (web.toml, api.toml, bare.toml); fix them and check again\n",
+            plain.display()
+        ).as_str())
+    );
+
+    // `generate` reports the program and the accounts, not the port; nothing is written.
+    let r = run_in(tmp.path(), &["generate", "--output", "units", "web.toml"]);
+    assert_eq!(
+        (r.code, r.stderr.as_str()),
+        (2, "web.toml:2:11: error: `command` runs `/nonexistent/web`, which does not exist; install it or give its full path\n\
+             web.toml:3:8: error: `user` is `nosuchuser`, which is not a user on this machine; create it (`useradd --system nosuchuser`) or name another\n\
+             web.toml:4:9: error: `group` is `nosuchgroup`, which is not a group on this machine; create it (`groupadd --system nosuchgroup`) or name another\n\
+             sysmgr: error: 1 of 1 app files has errors (web.toml); nothing was written\n")
+    );
+    assert!(!tmp.path().join("units").exists());
+
+    // Once the program and the accounts exist, only the held port fails `check`.
+    write(
+        tmp.path(),
+        "web.toml",
+        &format!(
+            "name = \"web\"\ncommand = [\"/bin/true\"]\nuser = \"root\"\nlisten = [\"{port}\"]\n"
+        ),
+    );
+    let r = run_in(tmp.path(), &["check", "web.toml"]);
+    assert_eq!(
+        (r.code, r.stderr.as_str()),
+        (2, format!(
+            "web.toml:4:11: error: `listen[0]` `{port}` is in use by `{me}` (pid {pid}), so the app's socket cannot bind it; stop that program or choose another port\n\
+             sysmgr: error: 1 of 1 app files has errors (web.toml); fix them and check again\n"
+        ).as_str())
+    );
+    let r = run_in(tmp.path(), &["generate", "--output", "units", "web.toml"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    drop(held);
+    let r = run_in(tmp.path(), &["check", "web.toml"]);
+    assert_eq!((r.code, r.stderr.as_str()), (0, ""));
+}
+
 #[test]
 fn two_files_defining_one_app_are_refused() {
     let tmp = tempfile::tempdir().unwrap();
@@ -439,7 +522,7 @@ fn one_instance_per_core_honours_a_cgroup_cpu_quota() {
 /// An app file that sets every key, so every key has a row in `sysmgr check`.
 fn every_key(version: u32, wait_ready: bool, autorestart: bool, socket: &str) -> String {
     let text = format!(
-        "name = \"every\"\ndescription = \"Every key\"\ncommand = [\"/bin/app\", \"--flag\"]\n\
+        "name = \"every\"\ndescription = \"Every key\"\ncommand = [\"/bin/true\", \"--flag\"]\n\
          cwd = \"/srv\"\nuser = \"www-data\"\ngroup = \"www-data\"\ninstances = 2\n\
          instance_var = \"WORKER_ID\"\nsocket = \"{socket}\"\nlisten = [\"127.0.0.1:3000\"]\n\
          wait_ready = {wait_ready}\nlisten_timeout = \"20s\"\nkill_timeout = 5000\n\
@@ -686,6 +769,71 @@ fn user_generate_says_whether_systemd_was_reloaded() {
         config.display()
     );
     assert!(r.stderr.starts_with(&want), "{}", r.stderr);
+}
+
+/// A scale that cannot reach systemd changes nothing: the wants links stay as they were
+/// (they used to be rewritten before connecting, and the failure did not say so).
+#[test]
+fn a_scale_that_cannot_reach_systemd_changes_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    write(dir, "hello.toml", HELLO);
+    let config = dir.join("config");
+    let run = dir.join("run");
+    std::fs::create_dir_all(&run).unwrap();
+    let env = [
+        ("XDG_CONFIG_HOME", config.to_str().unwrap()),
+        ("XDG_RUNTIME_DIR", run.to_str().unwrap()),
+        (
+            "DBUS_SESSION_BUS_ADDRESS",
+            "unix:path=/nonexistent/sysmgr-test-bus",
+        ),
+    ];
+    let r = run_env(dir, &["--user", "generate", "hello.toml"], &env);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let units = config.join("systemd/user");
+    let before = crate::support::tree(&units);
+    let r = run_env(dir, &["--user", "scale", "hello", "5"], &env);
+    assert_eq!(r.code, 3, "{}", r.stderr);
+    assert_eq!(crate::support::tree(&units), before);
+}
+
+/// A port another program holds is only a warning for `start`: the app may hold it itself,
+/// and the start says what fails.
+#[test]
+fn start_warns_about_a_port_in_use_and_goes_on() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = held.local_addr().unwrap().port();
+    let me = std::fs::read_to_string("/proc/self/comm").unwrap();
+    write(
+        dir,
+        "hello.toml",
+        &format!("name = \"hello\"\ncommand = [\"/bin/true\"]\nlisten = [\"127.0.0.1:{port}\"]\n"),
+    );
+    let config = dir.join("config");
+    let run = dir.join("run");
+    std::fs::create_dir_all(&run).unwrap();
+    let env = [
+        ("XDG_CONFIG_HOME", config.to_str().unwrap()),
+        ("XDG_RUNTIME_DIR", run.to_str().unwrap()),
+        (
+            "DBUS_SESSION_BUS_ADDRESS",
+            "unix:path=/nonexistent/sysmgr-test-bus",
+        ),
+    ];
+    let r = run_env(dir, &["--user", "start", "hello.toml"], &env);
+    let want = format!(
+        "hello.toml:3:11: warning: `listen[0]` `127.0.0.1:{port}` is in use by `{}` (pid {}), so the app's socket cannot bind it; stop that program or choose another port\n\
+         generated `hello`: 3 unit files, 1 instance in {}/systemd/user\n",
+        me.trim_end(),
+        std::process::id(),
+        config.display()
+    );
+    assert!(r.stderr.starts_with(&want), "{}", r.stderr);
+    // It went on to systemd, which is not there.
+    assert_eq!(r.code, 3, "{}", r.stderr);
 }
 
 #[test]

@@ -32,6 +32,10 @@ pub fn run(args: &CheckArgs, manager: Manager) -> anyhow::Result<ExitCode> {
         &opts,
         args.listen.as_deref(),
         "fix them and check again",
+        Some(crate::host::Checks {
+            manager,
+            ports: crate::host::Ports::Error,
+        }),
     )?;
     let cores = super::generate::usable_cores();
     for spec in &specs {

@@ -9,6 +9,7 @@ use clap::Args;
 
 use super::error::CliError;
 use crate::config::{self, ecosystem, ParseOptions};
+use crate::host::{self, Ports};
 use crate::install::{UnitDir, WriteReport};
 use crate::render::{self, Flavor, Rendered};
 use crate::systemd::Manager;
@@ -88,17 +89,19 @@ impl Input {
 
 /// Loads every input, printing warnings; fails with every input's errors if any has one.
 /// `listen` is `--listen`, for ecosystem apps that declare no port. `consequence` ends the
-/// summary line: what did not happen because of the errors.
+/// summary line: what did not happen because of the errors. `checks` looks at the machine
+/// too (the program, the accounts, the ports: [`crate::host`]); `None` only reads the files.
 pub(crate) fn load_all(
     inputs: &[Input],
     opts: &ParseOptions,
     listen: Option<&str>,
     consequence: &str,
+    checks: Option<host::Checks>,
 ) -> anyhow::Result<Vec<config::AppSpec>> {
     let mut specs = Vec::new();
     let mut failed = Vec::new();
     for input in inputs {
-        match load_one(input, opts, listen) {
+        match load_one(input, opts, listen, checks) {
             Ok(loaded) => specs.extend(loaded),
             Err(()) => failed.push(input.display()),
         }
@@ -130,7 +133,23 @@ fn load_one(
     input: &Input,
     opts: &ParseOptions,
     listen: Option<&str>,
+    checks: Option<host::Checks>,
 ) -> Result<Vec<config::AppSpec>, ()> {
+    // The machine's problems of a parsed app, printed; `Err` if any is an error.
+    let on_host = |parsed: &config::Parsed| -> Result<(), config::Diagnostics> {
+        for w in parsed.warnings.warnings() {
+            eprintln!("{w}");
+        }
+        let Some(checks) = checks else { return Ok(()) };
+        let found = host::check(&parsed.spec, &parsed.places, checks);
+        if found.has_errors() {
+            return Err(found);
+        }
+        for w in found.warnings() {
+            eprintln!("{w}");
+        }
+        Ok(())
+    };
     let overrides = ecosystem::Overrides {
         listen: listen.map(str::to_string),
         profile: opts.profile.clone(),
@@ -138,12 +157,13 @@ fn load_one(
     let (path, imported) = match input {
         Input::File(path) if !ecosystem::is_ecosystem_file(path) => {
             return match config::load(path, opts) {
-                Ok(parsed) => {
-                    for w in parsed.warnings.warnings() {
-                        eprintln!("{w}");
+                Ok(parsed) => match on_host(&parsed) {
+                    Ok(()) => Ok(vec![parsed.spec]),
+                    Err(d) => {
+                        eprintln!("{d}");
+                        Err(())
                     }
-                    Ok(vec![parsed.spec])
-                }
+                },
                 Err(e) => {
                     eprintln!("{e}");
                     Err(())
@@ -181,12 +201,13 @@ fn load_one(
         }
         let display = format!("{} (app `{}`)", path.display(), app.name);
         match config::parse(&app.toml, &display, &source, opts) {
-            Ok(parsed) => {
-                for w in parsed.warnings.warnings() {
-                    eprintln!("{w}");
+            Ok(parsed) => match on_host(&parsed) {
+                Ok(()) => specs.push(parsed.spec),
+                Err(d) => {
+                    eprintln!("{d}\nthe app file made from it:\n{}", app.toml);
+                    return Err(());
                 }
-                specs.push(parsed.spec);
-            }
+            },
             Err(d) => {
                 eprintln!("{d}\nthe app file made from it:\n{}", app.toml);
                 return Err(());
@@ -233,7 +254,11 @@ fn load_and_render(
     manager: Manager,
 ) -> anyhow::Result<Vec<Rendered>> {
     let opts = parse_options(profile, manager);
-    let specs = load_all(inputs, &opts, listen, "nothing was written")?;
+    let checks = host::Checks {
+        manager,
+        ports: Ports::Skip,
+    };
+    let specs = load_all(inputs, &opts, listen, "nothing was written", Some(checks))?;
     Ok(render_all(&specs, manager, Flavor::Generate))
 }
 
@@ -346,6 +371,10 @@ pub fn run(args: &GenerateArgs, manager: Manager) -> anyhow::Result<ExitCode> {
         &opts,
         args.listen.as_deref(),
         "nothing was written",
+        Some(host::Checks {
+            manager,
+            ports: Ports::Skip,
+        }),
     )?;
     write_specs(
         &specs,

@@ -111,6 +111,12 @@ pub fn prepare(
         &opts,
         source.listen.as_deref(),
         "nothing was changed",
+        // The app may hold its port itself (its socket unit or its instances), which is
+        // never reported; another program on it is a warning: the start says what fails.
+        Some(crate::host::Checks {
+            manager,
+            ports: crate::host::Ports::Warn,
+        }),
     )?;
     // In name order, so two commands on overlapping files cannot wait for each other.
     let mut names: Vec<String> = specs.iter().map(|s| s.name.as_str().to_string()).collect();
@@ -201,6 +207,7 @@ pub fn app_names(arg: &str, manager: Manager) -> anyhow::Result<Vec<String>> {
                 &opts,
                 Some("127.0.0.1:1"),
                 "nothing was changed",
+                None,
             )?;
             Ok(specs.iter().map(|s| s.name.as_str().to_string()).collect())
         }

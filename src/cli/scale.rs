@@ -2,7 +2,8 @@
 //!
 //! The count is persisted as the links in `NAME.target.wants/` (what the target starts at
 //! boot); then the new instances are started, or the ones beyond the count stopped with
-//! their per-instance sockets. A stopped app only has its count changed.
+//! their per-instance sockets. A stopped app only has its count changed. A failure changes
+//! nothing, or says what it changed (`controller::App::scale`).
 
 use std::num::NonZeroU32;
 use std::process::ExitCode;
@@ -90,8 +91,8 @@ pub fn run(args: &ScaleArgs, manager: Manager) -> anyhow::Result<ExitCode> {
     let app = lifecycle::open(manager, &name, &args.lock)?;
     let current = app.instances().len() as u32;
     let new = args.count.apply(&name, current)?;
-    app.persist_count(new)?;
     lifecycle::runtime()?.block_on(async {
+        // Connected before anything is written: an unreachable systemd changes nothing.
         let sd = Systemd::connect(manager).await?;
         match app.scale(&sd, new).await? {
             Scaled::CountOnly { to } => eprintln!(

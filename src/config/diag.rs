@@ -87,6 +87,35 @@ pub(crate) struct Reporter<'a> {
     file: &'a str,
     text: &'a str,
     pub(crate) found: Vec<Diagnostic>,
+    marked: Vec<(String, usize, usize)>,
+}
+
+/// Where the keys that name things on the machine (`command`, `user`, `group`, `listen[i]`)
+/// are in the file: checks after parsing (is the program installed? is the port free?) report
+/// at the key's position like parsing does.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Places {
+    file: String,
+    keys: Vec<(String, usize, usize)>,
+}
+
+impl Places {
+    /// A diagnostic at `key` (at the top of the file if the key was not marked).
+    pub fn diagnostic(&self, severity: Severity, key: &str, message: String) -> Diagnostic {
+        let (line, col) = self
+            .keys
+            .iter()
+            .find(|(k, _, _)| k == key)
+            .map_or((1, 1), |&(_, line, col)| (line, col));
+        Diagnostic {
+            severity,
+            file: self.file.clone(),
+            line,
+            col,
+            key: Some(key.to_string()),
+            message,
+        }
+    }
 }
 
 impl<'a> Reporter<'a> {
@@ -95,6 +124,21 @@ impl<'a> Reporter<'a> {
             file,
             text,
             found: Vec::new(),
+            marked: Vec::new(),
+        }
+    }
+
+    /// Remembers where `key`'s value is, for checks made after parsing ([`Places`]).
+    pub(crate) fn mark(&mut self, key: &str, span: Range<usize>) {
+        let (line, col) = self.position(span.start);
+        self.marked.push((key.to_string(), line, col));
+    }
+
+    /// The marked keys.
+    pub(crate) fn places(&self) -> Places {
+        Places {
+            file: self.file.to_string(),
+            keys: self.marked.clone(),
         }
     }
 

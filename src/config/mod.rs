@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 
 pub use derive::{is_node_program, BridgePaths, Runtime};
 use diag::Reporter;
-pub use diag::{Diagnostic, Diagnostics, Severity};
+pub use diag::{Diagnostic, Diagnostics, Places, Severity};
 pub use types::{
     AppName, Bytes, FdName, Hardening, Instances, ListenAddress, Millis, Signal, SocketMode,
 };
@@ -140,6 +140,8 @@ pub struct Parsed {
     pub spec: AppSpec,
     /// Warnings only (errors make [`parse`] fail).
     pub warnings: Diagnostics,
+    /// Where the keys that name things on the machine are, for [`crate::host`]'s checks.
+    pub places: Places,
 }
 
 /// The largest app file sysmgr reads. Real ones are a few hundred bytes; the bound keeps a
@@ -262,11 +264,13 @@ pub fn parse(
     };
     let found = raw::sort(doc.get_ref(), &mut rep);
     let spec = validate::validate(&found, &mut rep, source, opts);
+    let places = rep.places();
     let diagnostics = rep.finish();
     match spec {
         Some(spec) if !diagnostics.has_errors() => Ok(Parsed {
             spec,
             warnings: diagnostics,
+            places,
         }),
         _ => Err(diagnostics),
     }

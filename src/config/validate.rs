@@ -127,7 +127,10 @@ impl Checker<'_, '_> {
             .and_then(|v| self.string("description", v).map(str::to_string));
         let base_dir = self.source.parent().unwrap_or(Path::new("/"));
         let command = match f.get("command") {
-            Some(v) => self.command(v, base_dir),
+            Some(v) => {
+                self.rep.mark("command", v.span());
+                self.command(v, base_dir)
+            }
             None => {
                 self.rep.error(
                     whole.clone(),
@@ -145,6 +148,7 @@ impl Checker<'_, '_> {
         };
         let account = |this: &mut Self, key: &str| -> Option<String> {
             let v = f.get(key)?;
+            this.rep.mark(key, v.span());
             let s = this.string(key, v)?;
             if this.opts.user_manager {
                 this.rep.error(
@@ -681,6 +685,7 @@ impl Checker<'_, '_> {
                 ok = false;
                 continue;
             }
+            self.rep.mark(&key, addr_value.span());
             out.push((Listen { address, name }, addr_value.span()));
         }
         ok.then(|| out.into_iter().map(|(l, _)| l).collect())

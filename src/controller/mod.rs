@@ -73,6 +73,19 @@ pub enum ControlError {
         /// Why, in words.
         reason: String,
     },
+    /// A scale failed; says what it changed (the cause follows in the chain).
+    #[error("cannot scale `{app}` from {from} to {to}; {changed}")]
+    ScaleFailed {
+        /// The app.
+        app: String,
+        /// The count before.
+        from: u32,
+        /// The count asked for.
+        to: u32,
+        /// What was changed: `nothing was changed`, or the count on disk and the instances
+        /// started and stopped.
+        changed: String,
+    },
     /// A stop job did not end with `done`.
     #[error("systemd could not stop `{unit}`: the job ended with `{result}`")]
     StopFailed {
@@ -81,6 +94,66 @@ pub enum ControlError {
         /// The job result.
         result: String,
     },
+}
+
+/// How a failed scale left the app.
+#[derive(Debug)]
+enum ScaleOutcome {
+    /// No instance moved and the old count is back on disk.
+    Restored,
+    /// No instance moved, but the new count stays on disk (why putting it back failed).
+    NotRestored(Option<String>),
+    /// Instances were started or stopped: the running ones before and now, or why they
+    /// could not be read back.
+    Moved(Result<(BTreeSet<u32>, BTreeSet<u32>), String>),
+}
+
+/// The `changed` of [`ControlError::ScaleFailed`]. `wants` names where the count is kept.
+fn what_scale_changed(
+    names: &UnitNames,
+    from: u32,
+    to: u32,
+    wants: &str,
+    outcome: ScaleOutcome,
+) -> String {
+    let name = names.app();
+    let back = format!("`sysmgr scale {name} {from}` goes back");
+    match outcome {
+        ScaleOutcome::Restored => "nothing was changed".to_string(),
+        ScaleOutcome::NotRestored(why) => {
+            let why = why.map_or(String::new(), |e| {
+                format!(", and putting {from} back failed ({e})")
+            });
+            format!("no instance was started or stopped, but the count on disk is {to} ({wants}){why}; {back}")
+        }
+        ScaleOutcome::Moved(read) => {
+            let moved = match read {
+                Ok((before, now)) => {
+                    let units = |set: Vec<u32>| {
+                        if set.is_empty() {
+                            "none".to_string()
+                        } else {
+                            set.iter()
+                                .map(|&i| format!("`{}`", names.instance(i)))
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        }
+                    };
+                    format!(
+                        "started {}, stopped {}",
+                        units(now.difference(&before).copied().collect()),
+                        units(before.difference(&now).copied().collect())
+                    )
+                }
+                Err(e) => format!(
+                    "instances may have been started or stopped, which could not be read back ({e})"
+                ),
+            };
+            format!(
+                "changed: the count on disk is {to} ({wants}), {moved}; once the cause is fixed `sysmgr scale {name} {to}` finishes it, {back}"
+            )
+        }
+    }
 }
 
 /// The unit directory of `manager`.
@@ -338,8 +411,8 @@ impl App {
     }
 
     /// Persists a new count: the links in `NAME.target.wants/`, or the generator's scale
-    /// file. Then [`Self::scale`] applies it.
-    pub fn persist_count(&self, new: NonZeroU32) -> anyhow::Result<()> {
+    /// file.
+    fn persist_count(&self, new: NonZeroU32) -> anyhow::Result<()> {
         if self.installed.from_generator {
             // The generator rebuilds its links on every reload; it reads the count from here.
             crate::install::write_scale(self.manager, self.name(), new)?;
@@ -349,12 +422,23 @@ impl App {
         Ok(())
     }
 
-    /// Applies the count [`Self::persist_count`] wrote: reloads systemd, then starts the new
-    /// instances or stops the ones beyond the count with their per-instance sockets. A
-    /// stopped app only has its count changed.
+    /// Persists the new count, reloads systemd, then starts the new instances or stops the
+    /// ones beyond the count with their per-instance sockets. A stopped app only has its
+    /// count changed. A failure changes nothing when it comes before any instance was
+    /// started or stopped (the count on disk is put back); after that, its error
+    /// ([`ControlError::ScaleFailed`]) says what changed: the count, and the instances that
+    /// run now and did not before or the other way round.
     pub async fn scale(&self, sd: &Systemd, new: NonZeroU32) -> anyhow::Result<Scaled> {
         let record = self.record(Action::Scale);
-        let result = self.apply_count(sd, new).await;
+        let mut before = None;
+        let result = match self.persist_count(new) {
+            Ok(()) => self.apply_count(sd, new, &mut before).await,
+            Err(e) => Err(e),
+        };
+        let result = match result {
+            Err(e) => Err(self.scale_failed(sd, e, new, before).await),
+            ok => ok,
+        };
         match &result {
             Ok(Scaled::CountOnly { to }) => {
                 record.scaled(self.installed.instances.len() as u32, *to, 0, 0);
@@ -370,7 +454,57 @@ impl App {
         result
     }
 
-    async fn apply_count(&self, sd: &Systemd, new: NonZeroU32) -> anyhow::Result<Scaled> {
+    /// The error of a failed scale, with what it changed. `before` is the instances that ran
+    /// before the first one was started or stopped, `None` if none was.
+    async fn scale_failed(
+        &self,
+        sd: &Systemd,
+        cause: anyhow::Error,
+        new: NonZeroU32,
+        before: Option<BTreeSet<u32>>,
+    ) -> anyhow::Error {
+        let name = self.name();
+        let from = self.installed.instances.len() as u32;
+        let to = new.get();
+        let wants = if self.installed.from_generator {
+            "sysmgr's generator count".to_string()
+        } else {
+            format!("`{}/`", self.names.wants_dir())
+        };
+        let outcome = match before {
+            None => match NonZeroU32::new(from).map(|old| self.persist_count(old)) {
+                Some(Ok(())) => {
+                    // systemd may have read the new links already; let it read the old ones.
+                    let _ = sd.reload().await;
+                    ScaleOutcome::Restored
+                }
+                Some(Err(e)) => ScaleOutcome::NotRestored(Some(format!("{e:#}"))),
+                None => ScaleOutcome::NotRestored(None),
+            },
+            Some(before) => ScaleOutcome::Moved(
+                running_instances(sd, name)
+                    .await
+                    .map(|now| (before, now))
+                    .map_err(|e| e.to_string()),
+            ),
+        };
+        let changed = what_scale_changed(&self.names, from, to, &wants, outcome);
+        cause.context(ControlError::ScaleFailed {
+            app: name.to_string(),
+            from,
+            to,
+            changed,
+        })
+    }
+
+    /// Applies the count just persisted; sets `before` to the running instances just before
+    /// the first is started or stopped.
+    async fn apply_count(
+        &self,
+        sd: &Systemd,
+        new: NonZeroU32,
+        before: &mut Option<BTreeSet<u32>>,
+    ) -> anyhow::Result<Scaled> {
         let name = self.name().to_string();
         let current = self.installed.instances.len() as u32;
         // The target's Wants= changed on disk (or the generator will change it now).
@@ -383,6 +517,9 @@ impl App {
         }
         let to_stop: Vec<u32> = running.iter().copied().filter(|&i| i > n).collect();
         let to_start: Vec<u32> = (1..=n).filter(|i| !running.contains(i)).collect();
+        if !to_stop.is_empty() || !to_start.is_empty() {
+            *before = Some(running.clone());
+        }
         if !to_stop.is_empty() {
             stop_instances(sd, &name, &to_stop, false).await?;
         }
@@ -563,9 +700,10 @@ impl crate::Classify for ControlError {
     fn class(&self) -> crate::ErrorClass {
         match self {
             Self::NotGenerated { .. } => crate::ErrorClass::Invalid,
-            Self::NotRunning { .. } | Self::Halted { .. } | Self::StopFailed { .. } => {
-                crate::ErrorClass::Failed
-            }
+            Self::NotRunning { .. }
+            | Self::Halted { .. }
+            | Self::StopFailed { .. }
+            | Self::ScaleFailed { .. } => crate::ErrorClass::Failed,
         }
     }
 }
@@ -573,6 +711,34 @@ impl crate::Classify for ControlError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_failed_scale_says_what_it_changed() {
+        let names = UnitNames::new("web");
+        let wants = "`web.target.wants/`";
+        let said = |outcome| what_scale_changed(&names, 2, 4, wants, outcome);
+        assert_eq!(said(ScaleOutcome::Restored), "nothing was changed");
+        assert_eq!(
+            said(ScaleOutcome::NotRestored(Some("cannot remove `x`: Permission denied".into()))),
+            "no instance was started or stopped, but the count on disk is 4 (`web.target.wants/`), and putting 2 back failed (cannot remove `x`: Permission denied); `sysmgr scale web 2` goes back"
+        );
+        assert_eq!(
+            said(ScaleOutcome::NotRestored(None)),
+            "no instance was started or stopped, but the count on disk is 4 (`web.target.wants/`); `sysmgr scale web 2` goes back"
+        );
+        assert_eq!(
+            said(ScaleOutcome::Moved(Ok(([1, 2].into(), [1, 2, 3].into())))),
+            "changed: the count on disk is 4 (`web.target.wants/`), started `web@3.service`, stopped none; once the cause is fixed `sysmgr scale web 4` finishes it, `sysmgr scale web 2` goes back"
+        );
+        assert_eq!(
+            what_scale_changed(&names, 5, 3, wants, ScaleOutcome::Moved(Ok(([1, 2, 3, 4, 5].into(), [1, 2, 3, 5].into())))),
+            "changed: the count on disk is 3 (`web.target.wants/`), started none, stopped `web@4.service`; once the cause is fixed `sysmgr scale web 3` finishes it, `sysmgr scale web 5` goes back"
+        );
+        assert_eq!(
+            said(ScaleOutcome::Moved(Err("the bus went away".into()))),
+            "changed: the count on disk is 4 (`web.target.wants/`), instances may have been started or stopped, which could not be read back (the bus went away); once the cause is fixed `sysmgr scale web 4` finishes it, `sysmgr scale web 2` goes back"
+        );
+    }
 
     #[test]
     fn instance_numbers_come_from_the_unit_name_of_this_app_only() {
