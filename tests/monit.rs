@@ -98,6 +98,7 @@ fn monit_without_a_terminal_prints_one_snapshot_with_the_app_total() {
         "header, 2 instances, total:\n{}",
         r.stdout
     );
+    eprintln!("memory reported: {memory}\n{}", r.stdout);
     assert_rows(&r.stdout, memory);
     // Every app without NAME; an unknown app is an error, not an empty screen.
     let all = sysmgr_in(&sb, &["monit"]);
@@ -153,6 +154,7 @@ fn monit_in_an_80x24_tmux_pane_shows_the_rows_and_quits_on_q() {
         (s.contains("total") && s.lines().filter(|l| l.contains('%')).count() >= 3).then_some(s)
     })
     .unwrap_or_else(|| panic!("no table: {}", tmux(&["capture-pane", "-p", "-t", "monit"])));
+    eprintln!("memory reported: {memory}\n{screen}");
     assert_rows(&screen, memory);
     assert!(screen.lines().count() <= 24, "{screen}");
     tmux(&["send-keys", "-t", "monit", "q"]);
