@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::lifecycle::hello_app;
+use crate::lifecycle::{hello_app, instances};
 use crate::support::{free_port, sandbox, sysmgr_bin, sysmgr_in, wait_for, write_in};
 
 /// Whether systemd in the sandbox reports `MemoryCurrent` for the instances (it does when
@@ -157,6 +157,31 @@ fn monit_in_an_80x24_tmux_pane_shows_the_rows_and_quits_on_q() {
     eprintln!("memory reported: {memory}\n{screen}");
     assert_rows(&screen, memory);
     assert!(screen.lines().count() <= 24, "{screen}");
+    // `r` on the first row reloads `web`: every PID is replaced, the status line says so.
+    let before = instances(&sb, "web");
+    tmux(&["send-keys", "-t", "monit", "r"]);
+    let screen = wait_for(60, || {
+        let s = tmux(&["capture-pane", "-p", "-t", "monit"]);
+        s.lines()
+            .any(|l| l.starts_with("done: reload web: 2 of 2 instances ready"))
+            .then_some(s)
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "no reload: {}",
+            tmux(&["capture-pane", "-p", "-t", "monit"])
+        )
+    });
+    eprintln!("{screen}");
+    let after = instances(&sb, "web");
+    assert_eq!(after.len(), 2, "{after:?}");
+    for (n, (state, pid)) in &after {
+        assert_eq!(state, "active/running", "{after:?}");
+        assert_ne!(
+            *pid, before[n].1,
+            "instance {n} was replaced: {before:?} -> {after:?}"
+        );
+    }
     tmux(&["send-keys", "-t", "monit", "q"]);
     let dead = wait_for(10, || {
         let s = tmux(&[

@@ -15,6 +15,7 @@ use std::process::{Child, Command, ExitCode, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use anyhow::Context as _;
 use clap::Args;
 use ratatui::crossterm::event::{self, Event, KeyCode, KeyEventKind, KeyModifiers};
 use ratatui::layout::{Constraint, Layout};
@@ -323,7 +324,7 @@ impl Reload {
                 self.done = Some(if status.success() {
                     "done".into()
                 } else {
-                    format!("failed ({status})")
+                    format!("reload {} failed ({status})", self.app)
                 });
             }
         }
@@ -334,7 +335,8 @@ impl Reload {
         self.running();
         let last = self.last.lock().unwrap_or_else(|e| e.into_inner()).clone();
         match &self.done {
-            Some(done) => format!("reload {}: {done}: {last}", self.app),
+            // `sysmgr reload`'s last line names the app.
+            Some(done) => format!("{done}: {last}"),
             None => format!("reload {}: {last}", self.app),
         }
     }
@@ -350,8 +352,10 @@ impl Drop for Restore {
 }
 
 fn interactive(source: &Source) -> anyhow::Result<ExitCode> {
-    let mut terminal = ratatui::init();
+    // Restores also when entering raw mode fails half-way; `try_init` installs the panic
+    // hook that restores the terminal before the panic message.
     let guard = Restore;
+    let mut terminal = ratatui::try_init().context("cannot set up the terminal")?;
     let mut sampler = Sampler::default();
     let mut state = ListState::default().with_selected(Some(0));
     let mut reload: Option<Reload> = None;
