@@ -444,10 +444,9 @@ fn interactive(source: &Source) -> anyhow::Result<ExitCode> {
             KeyCode::Char('c') if key.modifiers.contains(KeyModifiers::CONTROL) => break,
             KeyCode::Up | KeyCode::Char('k') => state.select(Some(selected.saturating_sub(1))),
             KeyCode::Down | KeyCode::Char('j') => state.select(Some(selected + 1)),
-            KeyCode::Char('r') => {
-                // One reload at a time; the status line shows the one running.
-                if reload.as_mut().is_some_and(Reload::running) {
-                } else if let Some(row) = table.get(selected) {
+            // One reload at a time; the status line shows the one running.
+            KeyCode::Char('r') if !reload.as_mut().is_some_and(Reload::running) => {
+                if let Some(row) = table.get(selected) {
                     match Reload::spawn(&row.app, source.manager) {
                         Ok(r) => reload = Some(r),
                         Err(e) => {
