@@ -195,6 +195,9 @@ fn monit_in_an_80x24_tmux_pane_shows_the_rows_and_quits_on_q() {
     });
     let dead = dead.expect("monit exits on q");
     assert_eq!(dead.trim(), "1 0", "monit exited with status 0");
+    // It left the alternate screen: the pane shows the screen from before, not the table.
+    let after_exit = tmux(&["capture-pane", "-p", "-t", "monit"]);
+    assert!(!after_exit.contains("RESTARTS"), "{after_exit}");
     let _ = sb
         .command("tmux")
         .args(["-L", "sysmgr-monit-test", "kill-server"])
