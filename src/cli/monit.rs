@@ -4,10 +4,11 @@
 //! uptime, with a total row per app. Keys: up/down select a row, `r` reloads the selected app
 //! (`sysmgr reload NAME` as a child of this executable, its last line in the status line),
 //! `q` or Esc quits. When stdout is not a terminal it prints the same table once and exits.
+//! The columns and keys are described in docs/commands.md.
 //!
 //! The table is made by pure functions ([`cpu_percent`], [`rows`], [`layout`]) that the
 //! terminal view and the plain snapshot share; the terminal is restored on exit and on panic
-//! (`ratatui::init` installs the panic hook).
+//! (`ratatui::try_init` installs the panic hook).
 
 use std::collections::HashMap;
 use std::io::{BufRead as _, BufReader, IsTerminal as _, Read};
