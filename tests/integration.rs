@@ -9,6 +9,7 @@ mod hardening;
 mod history;
 mod lifecycle;
 mod logs;
+mod monit;
 mod ops;
 mod package;
 mod pm2;

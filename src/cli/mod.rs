@@ -23,6 +23,7 @@ mod init;
 pub mod lifecycle;
 mod list;
 mod logs;
+mod monit;
 mod reload;
 mod restart;
 mod scale;
@@ -90,6 +91,8 @@ pub enum Command {
     Describe(describe::DescribeArgs),
     /// Show an app's journal (all instances, each line tagged with its instance), via journalctl.
     Logs(logs::LogsArgs),
+    /// A live view of every instance (or one app's): CPU, memory, restarts; `r` reloads.
+    Monit(monit::MonitArgs),
     /// What sysmgr did to an app: its last reloads, starts, scales..., from the journal.
     History(history::HistoryArgs),
     /// Print a completion script for bash, zsh, fish, elvish or powershell.
@@ -128,6 +131,7 @@ pub fn main() -> ExitCode {
         Command::Status(args) => status::run(&args, cli.manager.manager()),
         Command::Describe(args) => describe::run(&args, cli.manager.manager()),
         Command::Logs(args) => logs::run(&args, cli.manager.manager()),
+        Command::Monit(args) => monit::run(&args, cli.manager.manager()),
         Command::History(args) => history::run(&args, cli.manager.manager()),
         Command::Completions(args) => assets::completions(&args),
         Command::Man(args) => assets::man(&args),

@@ -64,7 +64,7 @@ pub(crate) fn table(apps: &[AppStatus]) -> String {
     out
 }
 
-fn uptime(secs: u64) -> String {
+pub(crate) fn uptime(secs: u64) -> String {
     match secs {
         s if s < 60 => format!("{s}s"),
         s if s < 3600 => format!("{}m{}s", s / 60, s % 60),
@@ -73,7 +73,7 @@ fn uptime(secs: u64) -> String {
     }
 }
 
-fn bytes(n: u64) -> String {
+pub(crate) fn bytes(n: u64) -> String {
     const UNITS: [&str; 4] = ["B", "KiB", "MiB", "GiB"];
     let mut value = n as f64;
     let mut unit = 0;
