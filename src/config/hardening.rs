@@ -516,22 +516,7 @@ mod tests {
     /// `docs/hardening.md` shows exactly [`SETTINGS`]; re-bless with `SYSMGR_BLESS=1`.
     #[test]
     fn the_docs_show_exactly_the_profile() {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/hardening.md");
-        let doc = std::fs::read_to_string(path).unwrap();
-        let start = doc.find("| setting | value |").expect("the settings table");
-        let end = doc[start..]
-            .find("\n\n")
-            .map_or(doc.len(), |e| start + e + 1);
-        let want = docs_table();
-        if std::env::var_os("SYSMGR_BLESS").is_some() {
-            std::fs::write(path, format!("{}{want}{}", &doc[..start], &doc[end..])).unwrap();
-            return;
-        }
-        assert_eq!(
-            &doc[start..end],
-            want,
-            "docs/hardening.md's table differs from the profile; re-bless with SYSMGR_BLESS=1"
-        );
+        crate::config::assert_doc_table("docs/hardening.md", "| setting | value |", &docs_table());
     }
 
     #[test]

@@ -794,23 +794,10 @@ mod tests {
     /// After changing a key, rewrite the doc's table with `SYSMGR_BLESS=1`.
     #[test]
     fn the_docs_list_exactly_the_keys_of_the_table() {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/app-toml.md");
-        let doc = std::fs::read_to_string(path).unwrap();
-        let start = doc
-            .find("| key | type and default |")
-            .expect("the key table");
-        let end = doc[start..]
-            .find("\n\n")
-            .map_or(doc.len(), |e| start + e + 1);
-        let want = docs_table();
-        if std::env::var_os("SYSMGR_BLESS").is_some() {
-            std::fs::write(path, format!("{}{want}{}", &doc[..start], &doc[end..])).unwrap();
-            return;
-        }
-        assert_eq!(
-            &doc[start..end],
-            want,
-            "docs/app-toml.md's key table differs from the key table; re-bless with SYSMGR_BLESS=1"
+        crate::config::assert_doc_table(
+            "docs/app-toml.md",
+            "| key | type and default |",
+            &docs_table(),
         );
     }
 

@@ -278,3 +278,27 @@ pub fn parse(
 
 #[cfg(test)]
 mod tests;
+
+/// Asserts that the markdown table of `file` (a path under the crate) starting at the line
+/// `header` is `want`, up to the first blank line; `SYSMGR_BLESS=1` writes `want` there
+/// instead. The docs' tables generated from code (keys, hardening) are kept in step by this.
+#[cfg(test)]
+pub(crate) fn assert_doc_table(file: &str, header: &str, want: &str) {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(file);
+    let doc = std::fs::read_to_string(&path).unwrap();
+    let start = doc
+        .find(header)
+        .unwrap_or_else(|| panic!("{file} has no `{header}`"));
+    let end = doc[start..]
+        .find("\n\n")
+        .map_or(doc.len(), |e| start + e + 1);
+    if std::env::var_os("SYSMGR_BLESS").is_some() {
+        std::fs::write(&path, format!("{}{want}{}", &doc[..start], &doc[end..])).unwrap();
+        return;
+    }
+    assert_eq!(
+        &doc[start..end],
+        want,
+        "{file}'s table differs from the code's; re-bless with SYSMGR_BLESS=1"
+    );
+}
