@@ -10,7 +10,9 @@ use std::time::Duration;
 use sysmgr_load::get_blocking;
 use sysmgr_sandbox::Sandbox;
 
-use crate::support::{free_port, sandbox, sysmgr_in, unit_state, workspace_bin, write_in};
+use crate::support::{
+    free_port, sandbox, sysmgr_in, unit_state, wait_for, workspace_bin, write_in,
+};
 
 /// The score of `systemd-analyze security UNIT` for a running unit, as it prints it.
 fn exposure(sb: &Sandbox, unit: &str) -> f64 {
@@ -115,6 +117,27 @@ fn an_app_writing_to_its_cwd_fails_with_a_message_naming_the_keys_to_set() {
         &sb,
         "/srv/writer/writer.toml",
         &format!("writable_paths = [\"/srv/writer\"]\n{toml}"),
+    );
+    // Restart=always goes on after `start` returned (the unit is `activating` between
+    // attempts): wait until systemd gave up, or the reset below would meet one more attempt
+    // and the next start would hit the start limit of max_restarts = 1.
+    let settled = wait_for(30, || {
+        let state = sb
+            .systemctl(&["show", "-p", "ActiveState,SubState", "writer@1.service"])
+            .unwrap_or_default();
+        (state.contains("ActiveState=failed") && state.contains("SubState=failed")).then_some(())
+    });
+    assert!(
+        settled.is_some(),
+        "{}\n{}",
+        sb.systemctl(&[
+            "show",
+            "-p",
+            "ActiveState,SubState,Result,NRestarts",
+            "writer@1.service"
+        ])
+        .unwrap_or_default(),
+        sb.journal("writer@1.service", 20)
     );
     sb.systemctl(&["reset-failed", "writer@1.service"]).unwrap();
     let r = sysmgr_in(&sb, &["start", &file]);
