@@ -175,15 +175,10 @@ fn load_one(
             script,
             instances,
             name,
-        } => {
-            let value = ecosystem::quick_form(script, instances.as_deref(), name.as_deref());
-            let base = std::path::absolute(script)
-                .ok()
-                .and_then(|p| p.parent().map(Path::to_path_buf))
-                .unwrap_or_default();
-            let file = script.display().to_string();
-            (script, ecosystem::convert(&value, &file, &base, &overrides))
-        }
+        } => (
+            script,
+            ecosystem::quick(script, instances.as_deref(), name.as_deref(), &overrides),
+        ),
     };
     let apps = imported.map_err(|e| eprintln!("sysmgr: error: {e}"))?;
     let source = std::path::absolute(path).unwrap_or_else(|_| path.clone());

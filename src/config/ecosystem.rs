@@ -118,15 +118,31 @@ pub struct ImportedApp {
 pub fn import(path: &Path, overrides: &Overrides) -> Result<Vec<ImportedApp>, EcosystemError> {
     let file = path.display().to_string();
     let value = evaluate(path, &file)?;
-    let base = std::path::absolute(path)
-        .ok()
-        .and_then(|p| p.parent().map(Path::to_path_buf))
-        .unwrap_or_else(|| PathBuf::from("."));
-    convert(&value, &file, &base, overrides)
+    convert(&value, &file, &directory_of(path), overrides)
 }
 
-/// The PM2 app of the quick form `pm2 start SCRIPT -i N --name NAME`, as an ecosystem value.
-pub fn quick_form(script: &Path, instances: Option<&str>, name: Option<&str>) -> Value {
+/// PM2's quick form, `pm2 start SCRIPT -i N --name NAME`: the one app it describes.
+pub fn quick(
+    script: &Path,
+    instances: Option<&str>,
+    name: Option<&str>,
+    overrides: &Overrides,
+) -> Result<Vec<ImportedApp>, EcosystemError> {
+    let value = quick_form(script, instances, name);
+    let file = script.display().to_string();
+    convert(&value, &file, &directory_of(script), overrides)
+}
+
+/// The directory relative paths of the apps in `path` start from: the file's own.
+fn directory_of(path: &Path) -> PathBuf {
+    std::path::absolute(path)
+        .ok()
+        .and_then(|p| p.parent().map(Path::to_path_buf))
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+/// The PM2 app of the quick form as an ecosystem value.
+fn quick_form(script: &Path, instances: Option<&str>, name: Option<&str>) -> Value {
     let mut app = Map::new();
     app.insert("script".into(), Value::String(script.display().to_string()));
     if let Some(n) = instances {
