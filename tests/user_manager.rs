@@ -82,32 +82,12 @@ struct UserManager {
     /// every manager's units share the cgroup of the process that booted it, so one manager
     /// stopping its `dbus.service` at teardown kills the bus of another, also one booted by
     /// another test run (a second checkout, the soak). Dropped last.
-    _one_at_a_time: OneAtATime,
-}
-
-/// An exclusive `flock(2)` on a file every test run on this machine opens: held until drop
-/// (closing the file releases it, also when the process dies).
-struct OneAtATime(#[allow(dead_code)] std::fs::File);
-
-impl OneAtATime {
-    fn take() -> Self {
-        use std::os::fd::AsRawFd as _;
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(std::env::temp_dir().join("sysmgr-tests-user-manager.lock"))
-            .expect("the lock file opens");
-        // SAFETY: flock on an fd this function owns.
-        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) };
-        assert_eq!(rc, 0, "flock: {}", std::io::Error::last_os_error());
-        Self(file)
-    }
+    _one_at_a_time: crate::support::OneAtATime,
 }
 
 impl UserManager {
     fn boot() -> Self {
-        let one_at_a_time = OneAtATime::take();
+        let one_at_a_time = crate::support::OneAtATime::take("user-manager");
         let dir = tempfile::Builder::new()
             .prefix("sysmgr-user-test")
             .tempdir()

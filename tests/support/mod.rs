@@ -200,3 +200,26 @@ pub fn dry_run_wants_links(out: &Output) -> Vec<String> {
         .map(str::to_string)
         .collect()
 }
+
+/// An exclusive `flock(2)` on a lock file named `sysmgr-tests-NAME.lock` that every test run on
+/// this machine opens: tests that must not overlap (user managers sharing a cgroup, the
+/// 1024-instance loads) take it, also across test runs; held until drop (closing the file
+/// releases it, also when the process dies).
+pub struct OneAtATime(#[allow(dead_code)] std::fs::File);
+
+impl OneAtATime {
+    /// Waits for the lock `name`.
+    pub fn take(name: &str) -> Self {
+        use std::os::fd::AsRawFd as _;
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(std::env::temp_dir().join(format!("sysmgr-tests-{name}.lock")))
+            .expect("the lock file opens");
+        // SAFETY: flock on an fd this function owns.
+        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) };
+        assert_eq!(rc, 0, "flock: {}", std::io::Error::last_os_error());
+        Self(file)
+    }
+}
