@@ -61,33 +61,45 @@ fn reload_apps(args: &ReloadArgs, manager: Manager, arg: &str) -> anyhow::Result
         let sd = Systemd::connect(manager).await?;
         // One app after the other; a halt stops here, the apps after it keep their version.
         for app in &apps {
-            reload_one(&sd, app, &opts).await?;
+            reload_one(&sd, app, &opts, &mut printer("reload"), &mut |line| {
+                eprintln!("{line}");
+            })
+            .await?;
         }
         Ok(ExitCode::SUCCESS)
     })
 }
 
-async fn reload_one(
+/// Reloads one app opened under its lock: systemd first if its unit files changed, the
+/// rollout (its events to `on_event`), then the instances beyond the app's count are stopped.
+/// The lines a person reads (the closing line included) go to `say`; `sysmgr monit` shows
+/// them in its status line.
+pub(crate) async fn reload_one(
     sd: &Systemd,
     app: &crate::controller::App,
     opts: &Options,
+    on_event: &mut dyn FnMut(&Event<'_>),
+    say: &mut dyn FnMut(String),
 ) -> anyhow::Result<()> {
     let name = app.name();
     let running = app.running(sd).await?;
     if app.reload_systemd_if_stale(sd).await? {
-        eprintln!("reload {name}: the unit files changed on disk; reloaded systemd first");
+        say(format!(
+            "reload {name}: the unit files changed on disk; reloaded systemd first"
+        ));
     }
-    let summary = app.reload(sd, opts, &mut printer("reload")).await;
-    report("reload", &summary, &running)?;
+    let summary = app.reload(sd, opts, on_event).await;
+    say(closing_line("reload", &summary, &running));
+    halt_error("reload", &summary)?;
     // Scale down to the count in the unit directory: instances beyond it still run the
     // previous version and are stopped only now, after the new ones proved ready.
     let extra = app.stop_unwanted(sd, &running).await?;
     if !extra.is_empty() {
-        eprintln!(
+        say(format!(
             "reload {name}: stopped {} beyond the app's count: {}",
             lifecycle::instances_word(extra.len()),
             list(&extra)
-        );
+        ));
     }
     Ok(())
 }
@@ -178,13 +190,25 @@ fn result_text(result: Option<&ServiceResult>) -> &str {
     result.map_or("", ServiceResult::as_str)
 }
 
-/// The closing line, or the halt report and its error. `running`: the instances that ran
-/// before the rollout, so the report names only those still serving the previous version.
+/// The closing line (on stderr), and the halt's error when the rollout halted. `running`: the
+/// instances that ran before the rollout, so the report names only those still serving the
+/// previous version.
 pub(crate) fn report(
     verb: &'static str,
     summary: &Summary,
     running: &BTreeSet<u32>,
 ) -> anyhow::Result<()> {
+    eprintln!("{}", closing_line(verb, summary, running));
+    halt_error(verb, summary)
+}
+
+/// The line that ends a rollout: its times when it completed, else where it halted and the
+/// instances of `running` still serving the previous version.
+pub(crate) fn closing_line(
+    verb: &'static str,
+    summary: &Summary,
+    running: &BTreeSet<u32>,
+) -> String {
     let app = &summary.app;
     if summary.completed() {
         let jobs: Vec<Duration> = summary.instances.iter().map(|i| i.total).collect();
@@ -192,7 +216,7 @@ pub(crate) fn report(
             jobs.iter().min().copied().unwrap_or_default(),
             jobs.iter().max().copied().unwrap_or_default(),
         );
-        eprintln!(
+        return format!(
             "{verb} {app}: {n} of {n} instances ready in {} (per instance {} to {}; controller overhead {})",
             human(summary.wall),
             human(min),
@@ -200,7 +224,6 @@ pub(crate) fn report(
             human(summary.overhead()),
             n = summary.instances.len(),
         );
-        return Ok(());
     }
     let failed = summary
         .failed()
@@ -211,14 +234,25 @@ pub(crate) fn report(
         .map(|r| r.unit.as_str())
         .collect();
     if skipped.is_empty() {
-        eprintln!("{verb} {app}: halted; `{}` is stopped", failed.unit);
+        format!("{verb} {app}: halted; `{}` is stopped", failed.unit)
     } else {
-        eprintln!(
+        format!(
             "{verb} {app}: halted; `{}` is stopped; not restarted, still running the previous version: {}",
             failed.unit,
             skipped.join(", ")
-        );
+        )
     }
+}
+
+/// The error of a rollout that halted ([`ControlError::Halted`]), `Ok` when it completed.
+pub(crate) fn halt_error(verb: &'static str, summary: &Summary) -> anyhow::Result<()> {
+    let app = &summary.app;
+    if summary.completed() {
+        return Ok(());
+    }
+    let failed = summary
+        .failed()
+        .expect("a rollout that did not complete has a failed instance");
     let failure = failed
         .failure
         .as_ref()

@@ -94,20 +94,25 @@ pub fn run(args: &ScaleArgs, manager: Manager) -> anyhow::Result<ExitCode> {
     lifecycle::runtime()?.block_on(async {
         // Connected before anything is written: an unreachable systemd changes nothing.
         let sd = Systemd::connect(manager).await?;
-        match app.scale(&sd, new).await? {
-            Scaled::CountOnly { to } => eprintln!(
-                "scale {name}: {} from now on; `{name}` is stopped, `sysmgr start {name}` starts them",
-                lifecycle::instances_word(to as usize)
-            ),
-            Scaled::Now {
-                from,
-                to,
-                started,
-                stopped,
-            } => eprintln!("scaled `{name}` from {from} to {to}: started {started}, stopped {stopped}"),
-        }
+        eprintln!("{}", scaled_line(&name, &app.scale(&sd, new).await?));
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// What a scale did, in words (`sysmgr scale` prints it, `sysmgr monit` shows it).
+pub(crate) fn scaled_line(name: &str, scaled: &Scaled) -> String {
+    match scaled {
+        Scaled::CountOnly { to } => format!(
+            "scale {name}: {} from now on; `{name}` is stopped, `sysmgr start {name}` starts them",
+            lifecycle::instances_word(*to as usize)
+        ),
+        Scaled::Now {
+            from,
+            to,
+            started,
+            stopped,
+        } => format!("scaled `{name}` from {from} to {to}: started {started}, stopped {stopped}"),
+    }
 }
 
 #[cfg(test)]

@@ -350,8 +350,27 @@ impl App {
                 .unwrap_or(std::num::NonZeroUsize::MIN),
             ..Options::default()
         };
-        self.recorded_rollout(Action::Restart, sd, &opts, on_event)
+        self.recorded_rollout(Action::Restart, sd, self.instances(), &opts, on_event)
             .await
+    }
+
+    /// Restarts one instance (`NAME@N.service`, wanted or beyond the count), verified like
+    /// in a reload: systemd stops it through its kill signal (the worker drains) and starts
+    /// it again, and the instance counts once it is ready.
+    pub async fn restart_instance(
+        &self,
+        sd: &Systemd,
+        instance: u32,
+        on_event: &mut dyn FnMut(&Event<'_>),
+    ) -> Summary {
+        self.recorded_rollout(
+            Action::Restart,
+            sd,
+            &[instance],
+            &Options::default(),
+            on_event,
+        )
+        .await
     }
 
     /// A rollout whose events also go to the journal, with a summary at the end.
@@ -359,6 +378,7 @@ impl App {
         &self,
         action: Action,
         sd: &Systemd,
+        instances: &[u32],
         opts: &Options,
         on_event: &mut dyn FnMut(&Event<'_>),
     ) -> Summary {
@@ -367,7 +387,7 @@ impl App {
             record.rollout_event(event);
             on_event(event);
         };
-        let summary = reload::rollout(sd, self.name(), self.instances(), opts, &mut both).await;
+        let summary = reload::rollout(sd, self.name(), instances, opts, &mut both).await;
         record.rollout_done(&summary);
         summary
     }
@@ -391,7 +411,7 @@ impl App {
         opts: &Options,
         on_event: &mut dyn FnMut(&Event<'_>),
     ) -> Summary {
-        self.recorded_rollout(Action::Reload, sd, opts, on_event)
+        self.recorded_rollout(Action::Reload, sd, self.instances(), opts, on_event)
             .await
     }
 
