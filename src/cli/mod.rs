@@ -91,7 +91,8 @@ pub enum Command {
     Describe(describe::DescribeArgs),
     /// Show an app's journal (all instances, each line tagged with its instance), via journalctl.
     Logs(logs::LogsArgs),
-    /// A live view of every instance (or one app's): CPU, memory, restarts; `r` reloads.
+    /// A live view of every instance (or one app's): CPU, memory, restarts, the selected
+    /// instance's journal; keys reload, restart one instance, scale by one.
     Monit(monit::MonitArgs),
     /// What sysmgr did to an app: its last reloads, starts, scales..., from the journal.
     History(history::HistoryArgs),
