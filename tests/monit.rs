@@ -286,8 +286,42 @@ fn monit_in_an_80x24_tmux_pane_shows_rows_and_journal_and_acts_on_one_instance()
             );
         }
     }
-    // `+` then `-`: 4 -> 5 -> 4 instances, on screen and in systemd.
+    // `+` then `-`: 4 -> 5 -> 4 instances, on screen and in systemd. The first waits for the
+    // app's lock, held here as another sysmgr would hold it, and the screen keeps working
+    // meanwhile: the selection moves, the journal pane follows.
+    let mut holder = sb
+        .command("flock")
+        .args([
+            "/run/sysmgr/web.lock",
+            "sh",
+            "-c",
+            "touch /srv/web/locked; sleep 5",
+        ])
+        .spawn()
+        .expect("flock runs");
+    let locked = sb.root().join("srv/web/locked");
+    wait_for(10, || locked.exists().then_some(())).expect("flock takes the lock");
     pane.keys("+");
+    pane.wait(10, "the scale does not wait for the lock", |s| {
+        // The holder's PID, when the lock file's holder can be told, in parentheses.
+        s.lines().any(|l| {
+            l.starts_with("scale web +1: another sysmgr ")
+                && l.ends_with(" is changing `web`; waiting for it")
+        })
+    });
+    pane.keys("k");
+    pane.wait(
+        10,
+        "the selection does not move while the scale waits",
+        |s| s.contains("journal of web@1.service") && s.contains("; waiting for it"),
+    );
+    pane.keys("j");
+    assert_eq!(
+        running(&sb, "web"),
+        [1, 2, 3, 4],
+        "nothing changed under the lock"
+    );
+    assert!(holder.wait().unwrap().success());
     pane.outcome(60, "ok: scaled `web` from 4 to 5: started 1, stopped 0");
     assert_eq!(running(&sb, "web"), [1, 2, 3, 4, 5]);
     table(&pane, 5);

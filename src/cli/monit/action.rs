@@ -141,8 +141,9 @@ fn perform(action: &Action, manager: Manager, say: &dyn Fn(String)) -> anyhow::R
     let dir = lock::lock_dir(manager)?;
     let lock = AppLock::acquire(&dir, name, Wait::Block, |holder| {
         let who = holder.map(|p| format!(" (pid {p})")).unwrap_or_default();
+        // Short: the status line is one line of the screen.
         say(format!(
-            "another sysmgr{who} is changing `{name}`; waiting for it to finish"
+            "another sysmgr{who} is changing `{name}`; waiting for it"
         ));
     })?;
     say("working".into());

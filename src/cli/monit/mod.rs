@@ -467,6 +467,49 @@ mod tests {
     }
 
     #[test]
+    fn the_selection_stays_on_its_instance_as_rows_come_and_go() {
+        let row = |app: &str, instance| Row {
+            app: app.into(),
+            instance,
+            cells: Default::default(),
+        };
+        let four: Vec<Row> = (1..=4)
+            .map(|i| row("web", Some(i)))
+            .chain([row("web", None)])
+            .collect();
+        let mut sel = Selection::default();
+        sel.place(&four);
+        assert_eq!(
+            (sel.index, sel.subject.clone().unwrap().instance),
+            (0, Some(1))
+        );
+        sel.moved(&four, -1);
+        assert_eq!(sel.index, 0, "stops at the top");
+        sel.moved(&four, 2);
+        assert_eq!(sel.subject.clone().unwrap().instance, Some(3));
+        // An app listed before `web` now: the selection follows instance 3.
+        let more: Vec<Row> = [row("api", Some(1)), row("api", None)]
+            .into_iter()
+            .chain(four.iter().cloned())
+            .collect();
+        sel.place(&more);
+        assert_eq!(sel.index, 4);
+        // Its row went away: the same place, within the table.
+        sel.place(&four[..2]);
+        assert_eq!(
+            (sel.index, sel.subject.clone().unwrap().instance),
+            (1, Some(2))
+        );
+        sel.moved(&four, 10);
+        assert_eq!(
+            (sel.index, sel.subject.clone().unwrap().instance),
+            (4, None)
+        );
+        sel.place(&[]);
+        assert_eq!((sel.index, sel.subject), (0, None));
+    }
+
+    #[test]
     fn the_screen_fits_80x24_with_the_journal_below_the_table() {
         assert!(HELP.chars().count() <= 80, "{}", HELP.chars().count());
         // 4 instances and a total: the whole table (with its header), the journal the rest.
