@@ -113,15 +113,37 @@ impl Key {
 }
 
 /// The heights of the table (its header included) and of the journal's lines on a screen
-/// `height` lines high, for a table of `rows` rows: besides them, the help line, the
-/// journal's title and the status line. The table takes what it needs as long as the journal
-/// keeps [`JOURNAL_MIN`] lines (it scrolls beyond), the journal the rest.
-pub fn heights(height: u16, rows: usize) -> (u16, u16) {
-    let free = height.saturating_sub(3);
+/// `height` lines high, for a table of `rows` rows and a status line of `status` lines:
+/// besides them, the help line and the journal's title. The table takes what it needs as long
+/// as the journal keeps [`JOURNAL_MIN`] lines (it scrolls beyond), the journal the rest.
+pub fn heights(height: u16, rows: usize, status: u16) -> (u16, u16) {
+    let free = height.saturating_sub(2 + status);
     let wanted = u16::try_from(rows + 1).unwrap_or(u16::MAX);
     let table = wanted.min(free.saturating_sub(JOURNAL_MIN).max(free / 2));
     (table, free - table)
 }
+
+/// The status line's text in at most [`STATUS_MAX`] lines of `width` characters (an error
+/// should be read whole): wrapped, and cut with `~` beyond.
+pub fn status_lines(text: &str, width: usize) -> Vec<String> {
+    let chars: Vec<char> = text.chars().collect();
+    let mut lines: Vec<String> = chars
+        .chunks(width.max(1))
+        .map(|c| c.iter().collect())
+        .collect();
+    if lines.len() > usize::from(STATUS_MAX) {
+        let rest: String = lines[usize::from(STATUS_MAX) - 1..].concat();
+        lines.truncate(usize::from(STATUS_MAX) - 1);
+        lines.push(cut(&rest, width));
+    }
+    if lines.is_empty() {
+        lines.push(String::new());
+    }
+    lines
+}
+
+/// The most lines the status line takes.
+pub const STATUS_MAX: u16 = 3;
 
 /// The fewest lines of journal the screen keeps when the table is long.
 pub const JOURNAL_MIN: u16 = 6;
@@ -287,14 +309,16 @@ fn interactive(source: &Source) -> anyhow::Result<ExitCode> {
         terminal.draw(|f| {
             let area = f.area();
             let width = usize::from(area.width);
-            let (table_h, journal_h) = heights(area.height, table.len());
+            let status = status_lines(&status_line, width);
+            let status_h = u16::try_from(status.len()).unwrap_or(STATUS_MAX);
+            let (table_h, journal_h) = heights(area.height, table.len(), status_h);
             let [help, head, body, title, pane, bottom] = Layout::vertical([
                 Constraint::Length(1),
                 Constraint::Length(1),
                 Constraint::Length(table_h.saturating_sub(1)),
                 Constraint::Length(1),
                 Constraint::Length(journal_h),
-                Constraint::Length(1),
+                Constraint::Length(status_h),
             ])
             .areas(area);
             f.render_widget(Paragraph::new(cut(HELP, width)), help);
@@ -347,7 +371,10 @@ fn interactive(source: &Source) -> anyhow::Result<ExitCode> {
                 ),
                 pane,
             );
-            f.render_widget(Paragraph::new(cut(&status_line, width)), bottom);
+            f.render_widget(
+                Paragraph::new(status.into_iter().map(Line::from).collect::<Vec<_>>()),
+                bottom,
+            );
         })?;
         let wait = next.saturating_duration_since(Instant::now()).min(REFRESH);
         if !event::poll(wait)? {
@@ -467,6 +494,14 @@ mod tests {
     }
 
     #[test]
+    fn a_long_status_is_wrapped_on_up_to_three_lines() {
+        assert_eq!(status_lines("ok: done", 80), ["ok: done"]);
+        assert_eq!(status_lines("", 80), [""]);
+        assert_eq!(status_lines("abcdefgh", 3), ["abc", "def", "gh"]);
+        assert_eq!(status_lines("abcdefghijk", 3), ["abc", "def", "gh~"]);
+    }
+
+    #[test]
     fn the_selection_stays_on_its_instance_as_rows_come_and_go() {
         let row = |app: &str, instance| Row {
             app: app.into(),
@@ -513,14 +548,16 @@ mod tests {
     fn the_screen_fits_80x24_with_the_journal_below_the_table() {
         assert!(HELP.chars().count() <= 80, "{}", HELP.chars().count());
         // 4 instances and a total: the whole table (with its header), the journal the rest.
-        assert_eq!(heights(24, 5), (6, 15));
+        assert_eq!(heights(24, 5, 1), (6, 15));
+        // A status line of three lines takes them from the journal.
+        assert_eq!(heights(24, 5, 3), (6, 13));
         // 64 instances: the table scrolls, the journal keeps its lines.
-        assert_eq!(heights(24, 65), (15, 6));
+        assert_eq!(heights(24, 65, 1), (15, 6));
         // A small terminal shares what there is.
-        assert_eq!(heights(10, 65), (3, 4));
-        assert_eq!(heights(2, 5), (0, 0));
+        assert_eq!(heights(10, 65, 1), (3, 4));
+        assert_eq!(heights(2, 5, 1), (0, 0));
         for (h, rows) in [(24, 1), (24, 200), (5, 3), (40, 10)] {
-            let (t, j) = heights(h, rows);
+            let (t, j) = heights(h, rows, 1);
             assert!(t + j + 3 <= h, "{h} {rows}");
         }
     }
