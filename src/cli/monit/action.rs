@@ -60,6 +60,8 @@ pub struct Job {
     progress: Arc<Mutex<String>>,
     thread: Option<JoinHandle<Result<String, String>>>,
     outcome: Option<Result<String, String>>,
+    /// Whether [`Job::just_ended`] said so already.
+    told: bool,
 }
 
 impl Job {
@@ -83,6 +85,7 @@ impl Job {
             progress,
             thread: Some(thread),
             outcome: None,
+            told: false,
         })
     }
 
@@ -97,6 +100,16 @@ impl Job {
             self.join();
         }
         self.outcome.is_none()
+    }
+
+    /// True once, the first time it is asked after the action ended (the view then reads
+    /// systemd at once, so the change shows).
+    pub fn just_ended(&mut self) -> bool {
+        if self.running() || self.told {
+            return false;
+        }
+        self.told = true;
+        true
     }
 
     fn join(&mut self) {

@@ -274,6 +274,9 @@ fn interactive(source: &Source) -> anyhow::Result<ExitCode> {
     let mut table: Vec<Row> = Vec::new();
     let mut next = Instant::now();
     loop {
+        if job.as_mut().is_some_and(Job::just_ended) {
+            next = Instant::now();
+        }
         if Instant::now() >= next {
             match source.read() {
                 Ok(status) => {
@@ -346,11 +349,10 @@ fn interactive(source: &Source) -> anyhow::Result<ExitCode> {
             f.render_stateful_widget(list, body, &mut state);
             let (journal_title, journal_lines) = match &follower {
                 Some(fl) => {
-                    let (lines, error) = fl.last(usize::from(journal_h));
-                    let mut shown = journal::fit(&lines, width, usize::from(journal_h));
-                    if let Some(error) = error {
-                        shown = journal::fit(&[error], width, usize::from(journal_h));
-                    }
+                    let (mut lines, error) = fl.last(usize::from(journal_h));
+                    // journalctl's complaint (it may go on reading) under its lines.
+                    lines.extend(error);
+                    let shown = journal::fit(&lines, width, usize::from(journal_h));
                     (fl.subject().title(), shown)
                 }
                 None => ("journal".to_string(), Vec::new()),
