@@ -105,6 +105,24 @@ impl UnitNames {
         }
     }
 
+    /// `NAME-sysmgr-health@.socket`: the template of each instance's own health socket
+    /// (`health_check`). `sysmgr-health` is refused as a `listen` name, so no socket of the
+    /// app's can take this name.
+    pub fn health_socket_file(&self) -> String {
+        format!("{}-{}@.socket", self.name, crate::config::HEALTH_FD_NAME)
+    }
+
+    /// `NAME-sysmgr-health@%i.socket`: the health socket as its instance refers to it.
+    pub fn health_socket_ref(&self) -> String {
+        format!("{}-{}@%i.socket", self.name, crate::config::HEALTH_FD_NAME)
+    }
+
+    /// Where instance `instance` (a number, or `%i` in a unit) has its health socket, below
+    /// the manager's runtime directory (`%t`: `/run`, or `$XDG_RUNTIME_DIR` for `--user`).
+    pub fn health_socket_path(&self, instance: &str) -> String {
+        format!("sysmgr/{}/health-{instance}.sock", self.name)
+    }
+
     /// `NAME.target.wants`, the directory whose links say which instances the target starts.
     pub fn wants_dir(&self) -> String {
         format!("{}.wants", self.target())

@@ -22,6 +22,7 @@ const SERVICE_TEMPLATE: &str = include_str!("../units/app@.service");
 const INSTANCE_SOCKET_TEMPLATE: &str = include_str!("../units/app@.socket");
 const SHARED_SOCKET_TEMPLATE: &str = include_str!("../units/app.socket");
 const TARGET_TEMPLATE: &str = include_str!("../units/app.target");
+const HEALTH_SOCKET_TEMPLATE: &str = include_str!("../units/app-health@.socket");
 
 /// The line that marks a file as sysmgr's; the writer only replaces or removes such files.
 pub const HEADER_MARK: &str = "# sysmgr-app: ";
@@ -78,6 +79,7 @@ pub const STRUCTURE: &[&str] = &[
     "FD_NAME",
     "SERVICE",
     "WANTED_BY",
+    "HEALTH_SOCKET",
 ];
 
 /// The unit templates, by the file name they have in `units/`.
@@ -86,6 +88,7 @@ pub const TEMPLATES: &[(&str, &str)] = &[
     ("app@.socket", INSTANCE_SOCKET_TEMPLATE),
     ("app.socket", SHARED_SOCKET_TEMPLATE),
     ("app.target", TARGET_TEMPLATE),
+    ("app-health@.socket", HEALTH_SOCKET_TEMPLATE),
 ];
 
 /// How a placeholder stands in a template.
@@ -217,6 +220,19 @@ pub fn render(spec: &AppSpec, instances: NonZeroU32, manager: Manager, flavor: F
                         "SERVICE" => service.clone(),
                         _ => return None,
                     })
+                })
+            }),
+        });
+    }
+    if spec.health_check.is_some() {
+        let path = format!("%t/{}", names.health_socket_path("%i"));
+        files.push(UnitFile {
+            name: names.health_socket_file(),
+            contents: fill(HEALTH_SOCKET_TEMPLATE, &|key, form| {
+                common(key, form).or_else(|| match key {
+                    "HEALTH_SOCKET" => Some(path.clone()),
+                    "FD_NAME" => Some(crate::config::HEALTH_FD_NAME.to_string()),
+                    _ => None,
                 })
             }),
         });

@@ -552,6 +552,38 @@ pub const KEYS: &[Key] = &[
         becomes: None,
     },
     Key {
+        name: "health_check",
+        doc: Doc {
+            kind: "HTTP path like `\"/health\"`, or `{ path = \"/health\", timeout = \"2s\" }` (default timeout `5s`, at most `10min`)",
+            becomes: "`NAME-sysmgr-health@.socket` (`ListenStream=%t/sysmgr/NAME/health-%i.sock`, fd name `sysmgr-health`), `Sockets=` and `Environment=SYSMGR_HEALTH_*`",
+            notes: "`sysmgr reload` moves on from a new instance only once it answers `GET path` with 2xx or 3xx on a socket of its own (asked every 200 ms until the timeout): a version that is ready but unhealthy halts the reload like one that does not start. The Node bridge and `sysmgr-worker` apps serving every socket answer it with no change; see docs/workers.md for others",
+        },
+        block: Some(|s| match &s.health_check {
+            Some(h) => {
+                let names = UnitNames::new(s.name.as_str());
+                let vars = [
+                    syntax::env_assignment("SYSMGR_HEALTH_PATH", &h.path)
+                        .expect("the path was checked by the config"),
+                    format!("\"SYSMGR_HEALTH_TIMEOUT_MS={}\"", h.timeout.as_millis()),
+                    // App names and instance numbers need no quoting; `%t` and `%i` expand.
+                    format!("\"SYSMGR_HEALTH_SOCKET=%t/{}\"", names.health_socket_path("%i")),
+                ];
+                vec![
+                    Line::Comment("health_check: `sysmgr reload` asks this instance itself for GET SYSMGR_HEALTH_PATH on\na socket of its own (fd name sysmgr-health) before it moves on to the next one."),
+                    Line::Value("Sockets", names.health_socket_ref()),
+                    Line::Value("Environment", vars.join(" ")),
+                ]
+            }
+            None => Vec::new(),
+        }),
+        inline: None,
+        values: |s, _| optional(s.health_check.as_ref(), |h| format!("GET {} within {}", h.path, h.timeout)),
+        becomes: Some(|s, _| {
+            let names = UnitNames::new(s.name.as_str());
+            format!("{} Sockets= Environment=", names.health_socket_file())
+        }),
+    },
+    Key {
         name: "systemd_version",
         doc: Doc {
             kind: "integer, default the installed systemd's (239 when none is found)",

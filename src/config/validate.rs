@@ -13,7 +13,8 @@ use toml::de::DeValue;
 use super::diag::{Reporter, Severity};
 use super::raw::{int_of, type_name, Found, Value};
 use super::types::{
-    self, AppName, Bytes, FdName, Hardening, Instances, ListenAddress, Millis, Signal, SocketMode,
+    self, AppName, Bytes, FdName, Hardening, HealthCheck, Instances, ListenAddress, Millis, Signal,
+    SocketMode,
 };
 use super::{derive, hardening, AppSpec, Listen, ParseOptions, Runtime};
 use super::{DEFAULT_KILL_TIMEOUT, DEFAULT_LISTEN_TIMEOUT, DEFAULT_MAX_RESTARTS, MIN_SYSTEMD};
@@ -29,6 +30,9 @@ const RESERVED_ENV: &[&str] = &[
     "LISTEN_PID",
     "LISTEN_FDNAMES",
     "NOTIFY_SOCKET",
+    "SYSMGR_HEALTH_PATH",
+    "SYSMGR_HEALTH_TIMEOUT_MS",
+    "SYSMGR_HEALTH_SOCKET",
     "WATCHDOG_USEC",
     "WATCHDOG_PID",
     "MAINPID",
@@ -266,6 +270,10 @@ impl Checker<'_, '_> {
             None => Some(None),
             Some(v) => self.duration("watchdog", v).map(Some),
         };
+        let health_check = match f.get("health_check") {
+            None => Some(None),
+            Some(v) => self.health_check(v).map(Some),
+        };
         let systemd_version = match f.get("systemd_version") {
             None => Some(
                 self.opts
@@ -412,6 +420,7 @@ impl Checker<'_, '_> {
             max_memory_restart: max_memory_restart?,
             stop_exit_codes: stop_exit_codes?,
             watchdog: watchdog?,
+            health_check: health_check?,
             systemd_version: systemd_version?,
             env: env?,
             profile: self.opts.profile.clone(),
@@ -689,6 +698,77 @@ impl Checker<'_, '_> {
             out.push((Listen { address, name }, addr_value.span()));
         }
         ok.then(|| out.into_iter().map(|(l, _)| l).collect())
+    }
+
+    /// `"/health"`, or `{ path = "/health", timeout = "2s" }`.
+    fn health_check(&mut self, v: &Value<'_>) -> Option<HealthCheck> {
+        const KEY: &str = "health_check";
+        let (path_value, timeout) = match v.get_ref() {
+            DeValue::String(_) => (v, Some(HealthCheck::DEFAULT_TIMEOUT)),
+            DeValue::Table(t) => {
+                let mut path = None;
+                let mut timeout = Some(HealthCheck::DEFAULT_TIMEOUT);
+                let mut ok = true;
+                for (k, val) in t.iter() {
+                    match &**k.get_ref() {
+                        "path" => path = Some(val),
+                        "timeout" => {
+                            let key = format!("{KEY}.timeout");
+                            timeout = self.duration(&key, val).and_then(|t| {
+                                if t > HealthCheck::MAX_TIMEOUT {
+                                    self.rep.error(
+                                        val.span(),
+                                        &key,
+                                        format!("is {t}; give at most {}: the reload waits this long for each instance", HealthCheck::MAX_TIMEOUT),
+                                    );
+                                    return None;
+                                }
+                                Some(t)
+                            });
+                        }
+                        other => {
+                            self.rep.error(
+                                k.span(),
+                                &format!("{KEY}.{other}"),
+                                "is not a key of a health check; use `path` and `timeout`",
+                            );
+                            ok = false;
+                        }
+                    }
+                }
+                let Some(path) = path else {
+                    self.rep.error(
+                        v.span(),
+                        KEY,
+                        "has no `path`; write `{ path = \"/health\", timeout = \"2s\" }`",
+                    );
+                    return None;
+                };
+                if !ok {
+                    return None;
+                }
+                (path, timeout)
+            }
+            _ => {
+                self.wrong_type(
+                    KEY,
+                    v,
+                    "an HTTP path like `\"/health\"` or a table like `{ path = \"/health\", timeout = \"2s\" }`",
+                );
+                return None;
+            }
+        };
+        let key = if std::ptr::eq(path_value, v) {
+            KEY.to_string()
+        } else {
+            format!("{KEY}.path")
+        };
+        let path = self.string(&key, path_value)?;
+        self.checked(&key, path_value, |_| HealthCheck::check_path(path))?;
+        Some(HealthCheck {
+            path: path.to_string(),
+            timeout: timeout?,
+        })
     }
 
     fn exit_codes(&mut self, v: &Value<'_>) -> Option<Vec<u8>> {
