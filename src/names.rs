@@ -117,6 +117,17 @@ impl UnitNames {
         format!("{}-{}@%i.socket", self.name, crate::config::HEALTH_FD_NAME)
     }
 
+    /// `NAME-sysmgr-check@.service`: the template of the oneshot that runs a `health_check`
+    /// command for an instance.
+    pub fn health_command_file(&self) -> String {
+        format!("{}-sysmgr-check@.service", self.name)
+    }
+
+    /// `NAME-sysmgr-check@%i.service`: the check of the instance that refers to it.
+    pub fn health_command_ref(&self) -> String {
+        format!("{}-sysmgr-check@%i.service", self.name)
+    }
+
     /// Where instance `instance` (a number, or `%i` in a unit) has its health socket, below
     /// the manager's runtime directory (`%t`: `/run`, or `$XDG_RUNTIME_DIR` for `--user`).
     pub fn health_socket_path(&self, instance: &str) -> String {

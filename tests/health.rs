@@ -47,10 +47,10 @@ fn pids(sb: &Sandbox, name: &str) -> Vec<(u64, u64)> {
         .collect()
 }
 
-/// The halt of `name`'s reload at instance 1 by a health check answering `status_line`,
-/// as `sysmgr reload` prints it (the number of attempts and the time vary, so they are cut
-/// out and checked for their form).
-fn assert_halted_unhealthy(name: &str, n: u64, stderr: &str, status_line: &str) {
+/// The halt of `name`'s reload at instance 1 because `what` failed, as `sysmgr reload`
+/// prints it (the number of attempts and the time vary, so they are cut out and checked for
+/// their form); `output`: what the message says after them (a check command's output).
+fn assert_halted_unhealthy(name: &str, n: u64, stderr: &str, what: &str, output: &str) {
     let others: Vec<String> = (2..=n).map(|i| format!("{name}@{i}.service")).collect();
     assert!(
         stderr.contains(&format!(
@@ -60,10 +60,10 @@ fn assert_halted_unhealthy(name: &str, n: u64, stderr: &str, status_line: &str) 
         "{stderr}"
     );
     let head = format!(
-        "sysmgr: error: reload of `{name}` halted: `{name}@1.service` failed (the new process is not healthy: `GET /health` on its own socket answered `{status_line}` (asked "
+        "sysmgr: error: reload of `{name}` halted: `{name}@1.service` failed (the new process is not healthy: {what} (asked "
     );
     let tail = format!(
-        "); systemd's result: `success`); the instances not yet restarted still run the previous version; fix the app and run `sysmgr reload {name}` again\n"
+        "{output}; systemd's result: `success`); the instances not yet restarted still run the previous version; fix the app and run `sysmgr reload {name}` again\n"
     );
     let last = stderr.lines().last().unwrap_or_default();
     let line = format!("{last}\n");
@@ -74,7 +74,20 @@ fn assert_halted_unhealthy(name: &str, n: u64, stderr: &str, status_line: &str) 
     let middle = &line[head.len()..line.len() - tail.len()];
     let (times, after) = middle.split_once(" times in ").expect(middle);
     assert!(times.parse::<u32>().unwrap() >= 2, "{middle}");
-    assert!(after.ends_with(" s") || after.ends_with(" ms"), "{middle}");
+    assert!(
+        after.ends_with(" s)") || after.ends_with(" ms)"),
+        "{middle}"
+    );
+}
+
+/// The way a check fails, as the halt message words it.
+struct Expect<'a> {
+    /// What failed and how.
+    what: &'a str,
+    /// What follows the attempts.
+    output: &'a str,
+    /// Whether the instances have health sockets (an HTTP check).
+    sockets: bool,
 }
 
 /// Reloads `file` into `bad` (halts) and then `good` (completes) under keep-alive and
@@ -87,10 +100,10 @@ fn halt_then_pass(
     port: u16,
     bad: &str,
     good: &str,
-    status_line: &str,
+    expect: &Expect<'_>,
 ) {
     assert_eq!(running(sb, name).len() as u64, n);
-    for i in 1..=n {
+    for i in (1..=n).filter(|_| expect.sockets) {
         assert_eq!(
             unit_state(sb, &format!("{name}-sysmgr-health@{i}.socket")),
             "active",
@@ -106,7 +119,7 @@ fn halt_then_pass(
     let r = sysmgr_in(sb, &["reload", file]);
     eprintln!("{}", r.stderr);
     assert_eq!(r.code, 1, "{}", r.stderr);
-    assert_halted_unhealthy(name, n, &r.stderr, status_line);
+    assert_halted_unhealthy(name, n, &r.stderr, expect.what, expect.output);
     let after = pids(sb, name);
     for i in 2..=n {
         assert_eq!(
@@ -175,7 +188,11 @@ fn sysmgr_hello_answering_503_on_its_health_path_halts_the_reload_and_a_healthy_
         port,
         &bad,
         &good,
-        "HTTP/1.1 503 Service Unavailable",
+        &Expect {
+            what: "`GET /health` on its own socket answered `HTTP/1.1 503 Service Unavailable`",
+            output: "",
+            sockets: true,
+        },
     );
 }
 
@@ -224,7 +241,11 @@ fn an_express_app_answering_500_on_its_health_path_halts_the_reload_at_the_first
         port,
         &bad,
         &good,
-        "HTTP/1.1 500 Internal Server Error",
+        &Expect {
+            what: "`GET /health` on its own socket answered `HTTP/1.1 500 Internal Server Error`",
+            output: "",
+            sockets: true,
+        },
     );
     // Each new process answered its own health check: the probe reached the instance
     // itself, through the bridge, on the app's own route.
@@ -235,4 +256,38 @@ fn an_express_app_answering_500_on_its_health_path_halts_the_reload_at_the_first
             "instance {i} (pid {pid}) was asked:\n{journal}"
         );
     }
+}
+
+// soak: zero loss
+#[test]
+fn a_failing_health_check_command_halts_the_reload_and_a_passing_one_completes() {
+    let sb = sandbox();
+    let port = free_port();
+    // The check runs as a oneshot with the app's environment: `VERSION` tells it which
+    // version it asks about, `SYSMGR_INSTANCE` which instance.
+    let check = |version: &str| {
+        format!(
+            "health_check = {{ command = [\"/bin/sh\", \"-c\", \"echo checking instance $SYSMGR_INSTANCE of $VERSION; test $VERSION != broken\"], timeout = \"1500ms\" }}\n[env]\nVERSION = \"{version}\"\n"
+        )
+    };
+    let good = hello_app("web", 3, port, &check("good"));
+    let file = write_in(&sb, "/srv/web/app.toml", &good);
+    let r = sysmgr_in(&sb, &["start", &file]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let bad = hello_app("web", 3, port, &check("broken"));
+    let expect = Expect {
+        what: "its check `web-sysmgr-check@1.service` exited with status 1",
+        output: "; its last output: `checking instance 1 of broken`",
+        sockets: false,
+    };
+    halt_then_pass(&sb, "web", &file, 3, port, &bad, &good, &expect);
+    // Each instance's check ran for it, and none is left failed.
+    let journal = sb.journal("web-sysmgr-check@*", 100);
+    for i in 1..=3 {
+        assert!(
+            journal.contains(&format!("checking instance {i} of good")),
+            "{journal}"
+        );
+    }
+    assert_eq!(unit_state(&sb, "web-sysmgr-check@1.service"), "inactive");
 }

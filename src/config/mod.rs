@@ -26,8 +26,8 @@ pub use derive::{is_node_program, BridgePaths, Runtime};
 use diag::Reporter;
 pub use diag::{Diagnostic, Diagnostics, Places, Severity};
 pub use types::{
-    AppName, Bytes, FdName, Hardening, HealthCheck, Instances, ListenAddress, Millis, Signal,
-    SocketMode, HEALTH_FD_NAME,
+    AppName, Bytes, FdName, Hardening, HealthCheck, HealthProbe, Instances, ListenAddress, Millis,
+    Signal, SocketMode, HEALTH_FD_NAME,
 };
 
 /// PM2's default `kill_timeout`: how long a worker gets to drain before SIGKILL.

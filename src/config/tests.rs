@@ -185,8 +185,13 @@ fn errors_and_warnings_are_exact() {
         (&format!("{BASE}health_check = \"health\"\n"), "app.toml:3:16: error: `health_check` is `health`; give an HTTP path starting with `/`, like `\"/health\"`"),
         (&format!("{BASE}health_check = \"/he alth\"\n"), "app.toml:3:16: error: `health_check` `/he alth` contains ` `; write it as in a URL, e.g. a space as `%20`"),
         (&format!("{BASE}health_check = 200\n"), "app.toml:3:16: error: `health_check` must be an HTTP path like `\"/health\"` or a table like `{ path = \"/health\", timeout = \"2s\" }`, found an integer"),
-        (&format!("{BASE}health_check = {{ timeout = \"2s\" }}\n"), "app.toml:3:16: error: `health_check` has no `path`; write `{ path = \"/health\", timeout = \"2s\" }`"),
-        (&format!("{BASE}health_check = {{ path = \"/health\", url = \"x\" }}\n"), "app.toml:3:36: error: `health_check.url` is not a key of a health check; use `path` and `timeout`"),
+        (&format!("{BASE}health_check = {{ timeout = \"2s\" }}\n"), "app.toml:3:16: error: `health_check` has neither `path` nor `command`; write `{ path = \"/health\", timeout = \"2s\" }`"),
+        (&format!("{BASE}health_check = {{ path = \"/health\", command = [\"/bin/check\"] }}\n"), "app.toml:3:36: error: `health_check.command` cannot be given with `path`: a health check is an HTTP `path` or a `command`; keep one"),
+        (&format!("{BASE}health_check = {{ command = [] }}\n"), "app.toml:3:28: error: `health_check.command` is empty; give the program and its arguments, e.g. `[\"/usr/bin/curl\", \"-fsS\", \"http://127.0.0.1:3000/health\"]`"),
+        (&format!("{BASE}health_check = {{ command = [\"./check\"] }}\n"), "app.toml:3:28: error: `health_check.command` starts with the relative path `./check`; systemd needs an absolute path or a bare program name found in `PATH`: write `/srv/web/check`"),
+        (&format!("{BASE}health_check = {{ command = [\"/bin/check\", 1] }}\n"), "app.toml:3:43: error: `health_check.command[1]` must be a string, found an integer"),
+        (&format!("{BASE}health_check = {{ command = \"check 'x\" }}\n"), "app.toml:3:28: error: `health_check.command` cannot be split into words: the ' quote opened here is never closed; close the quote, or write the words as an array"),
+        (&format!("{BASE}health_check = {{ path = \"/health\", url = \"x\" }}\n"), "app.toml:3:36: error: `health_check.url` is not a key of a health check; use `path` or `command`, and `timeout`"),
         (&format!("{BASE}health_check = {{ path = \"/health\", timeout = \"2 days\" }}\n"), "app.toml:3:46: error: `health_check.timeout` `2 days` is not a duration; write a number and a unit, like `\"500ms\"`, `\"10s\"` or `\"2min\"`"),
         (&format!("{BASE}health_check = {{ path = \"/health\", timeout = \"1h\" }}\n"), "app.toml:3:46: error: `health_check.timeout` is 60min; give at most 10min: the reload waits this long for each instance"),
         (&format!("{BASE}health_check = {{ path = 1 }}\n"), "app.toml:3:25: error: `health_check.path` must be a string, found an integer"),
@@ -347,12 +352,12 @@ fn a_command_string_is_split_like_a_shell_without_expanding() {
 }
 
 #[test]
-fn a_health_check_is_a_path_or_a_table() {
+fn a_health_check_is_a_path_a_table_or_a_command() {
     assert_eq!(ok(BASE).health_check, None);
     assert_eq!(
         ok(&format!("{BASE}health_check = \"/health\"\n")).health_check,
         Some(HealthCheck {
-            path: "/health".into(),
+            probe: HealthProbe::Http("/health".into()),
             timeout: HealthCheck::DEFAULT_TIMEOUT,
         })
     );
@@ -362,8 +367,18 @@ fn a_health_check_is_a_path_or_a_table() {
         ))
         .health_check,
         Some(HealthCheck {
-            path: "/ready?deep=1&x=%20".into(),
+            probe: HealthProbe::Http("/ready?deep=1&x=%20".into()),
             timeout: Millis::new(750),
+        })
+    );
+    assert_eq!(
+        ok(&format!(
+            "{BASE}health_check = {{ command = \"check --instance 'a b'\", timeout = \"1s\" }}\n"
+        ))
+        .health_check,
+        Some(HealthCheck {
+            probe: HealthProbe::Command(vec!["check".into(), "--instance".into(), "a b".into()]),
+            timeout: Millis::new(1000),
         })
     );
 }

@@ -387,15 +387,26 @@ impl fmt::Display for FdName {
 /// finds it in `LISTEN_FDNAMES` and serves HTTP on it like on its other sockets.
 pub const HEALTH_FD_NAME: &str = "sysmgr-health";
 
-/// `health_check`: the HTTP path `sysmgr reload` asks each new instance for, on that
-/// instance's own socket, before it moves on; and how long the instance has to pass.
+/// `health_check`: what `sysmgr reload` asks each new instance before it moves on, and how
+/// long the instance has to pass.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HealthCheck {
-    /// Path and query, starting with `/`.
-    pub path: String,
+    /// How the instance is asked.
+    pub probe: HealthProbe,
     /// How long after the instance is ready (and stayed up for the min-ready window) it may
-    /// take to answer 2xx or 3xx.
+    /// take to pass.
     pub timeout: Millis,
+}
+
+/// How a new instance is asked whether it is healthy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HealthProbe {
+    /// `GET PATH` on the instance's own health socket; 2xx or 3xx passes. Path and query,
+    /// starting with `/`.
+    Http(String),
+    /// A command run as a oneshot unit with the app's user, directory, environment and
+    /// hardening, told which instance (`SYSMGR_INSTANCE`); exit status 0 passes.
+    Command(Vec<String>),
 }
 
 impl HealthCheck {

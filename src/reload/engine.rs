@@ -503,7 +503,7 @@ async fn settle_phase<U: Units>(
     let result = match units.state(&unit).await {
         Err(e) => Err(FailureReason::Systemd(e)),
         Ok(now) if now.is_running() && now.invocation_id == after.invocation_id => {
-            probe(&now).await
+            probe(units, &now).await
         }
         Ok(_) => Err(FailureReason::ExitedEarly { within: min_ready }),
     };
@@ -511,10 +511,10 @@ async fn settle_phase<U: Units>(
 }
 
 /// The health gate: the unit's check, asked of the new process on its own socket.
-async fn probe(now: &ServiceState) -> Result<(), FailureReason> {
+async fn probe<U: Units>(units: &U, now: &ServiceState) -> Result<(), FailureReason> {
     match health::Check::of(now) {
         None => Ok(()),
-        Some(check) => health::wait_healthy(&check)
+        Some(check) => health::wait_healthy(&check, units)
             .await
             .map(drop)
             .map_err(FailureReason::Unhealthy),

@@ -1,4 +1,5 @@
-//! The health gate of a rollout: `GET PATH` on the new instance's own socket.
+//! The health gate of a rollout: `GET PATH` on the new instance's own socket, or a check
+//! command run as a oneshot unit.
 //!
 //! A process that sent `READY=1` may still be broken (its database unreachable, a bad
 //! configuration it only notices per request). An app with `health_check` gets a socket of
@@ -8,19 +9,24 @@
 //! (`SYSMGR_HEALTH_PATH`, `SYSMGR_HEALTH_TIMEOUT_MS`, `SYSMGR_HEALTH_SOCKET`), so the check
 //! is the one systemd loaded, also for `sysmgr reload NAME` without the app file.
 //!
+//! A command check is `NAME-sysmgr-check@N.service` (`SYSMGR_HEALTH_UNIT`): a oneshot with
+//! the app's user, directory, environment and hardening, whose start job ends `done` when the
+//! command exits 0. systemd runs it, so it never runs as root unless the app does.
+//!
 //! The client is a few lines of HTTP/1.1 over a unix stream (one request, `Connection:
 //! close`, the status line read back), not an HTTP library: the answer's status is all the
 //! gate needs. It asks every [`INTERVAL`] until an answer is 2xx or 3xx or the timeout has
 //! passed, like a readiness probe: an app still warming up gets the whole timeout.
 
 use std::fmt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::UnixStream;
 
-use crate::systemd::dbus::ServiceState;
+use super::units::{JobOutcome, Units};
+use crate::systemd::dbus::{JobResult, ServiceState};
 
 /// The unit's variable with the path to ask for.
 pub const PATH_VAR: &str = "SYSMGR_HEALTH_PATH";
@@ -28,6 +34,8 @@ pub const PATH_VAR: &str = "SYSMGR_HEALTH_PATH";
 pub const TIMEOUT_VAR: &str = "SYSMGR_HEALTH_TIMEOUT_MS";
 /// The unit's variable with the instance's health socket.
 pub const SOCKET_VAR: &str = "SYSMGR_HEALTH_SOCKET";
+/// The unit's variable with the oneshot that runs the check command.
+pub const UNIT_VAR: &str = "SYSMGR_HEALTH_UNIT";
 
 /// The pause between two attempts.
 pub const INTERVAL: Duration = Duration::from_millis(200);
@@ -38,32 +46,53 @@ const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
 /// The most of an answer read to find its status line.
 const MAX_STATUS_LINE: usize = 8 * 1024;
 
+/// How the instance is asked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Probe {
+    /// `GET path` on the instance's own socket.
+    Http {
+        /// The HTTP path (and query).
+        path: String,
+        /// The instance's own health socket.
+        socket: PathBuf,
+    },
+    /// The oneshot unit that runs the check command for this instance.
+    Unit(String),
+}
+
 /// What to ask an instance.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Check {
-    /// The HTTP path (and query).
-    pub path: String,
-    /// How long the instance has to answer 2xx or 3xx.
+    /// How.
+    pub probe: Probe,
+    /// How long the instance has to pass.
     pub timeout: Duration,
-    /// The instance's own health socket.
-    pub socket: PathBuf,
 }
 
 impl Check {
     /// The check a unit declares in its environment; `None` when it has none.
     pub fn of(state: &ServiceState) -> Option<Self> {
-        let path = state.env_var(PATH_VAR)?;
-        let socket = state.env_var(SOCKET_VAR)?;
+        let probe = match state.env_var(UNIT_VAR) {
+            Some(unit) => Probe::Unit(unit.to_string()),
+            None => Probe::Http {
+                path: state.env_var(PATH_VAR)?.to_string(),
+                socket: PathBuf::from(state.env_var(SOCKET_VAR)?),
+            },
+        };
         let timeout = state
             .env_var(TIMEOUT_VAR)
             .and_then(|t| t.parse().ok())
             .filter(|&ms: &u64| ms > 0)
             .map_or(DEFAULT_TIMEOUT, Duration::from_millis);
-        Some(Self {
-            path: path.to_string(),
-            timeout,
-            socket: PathBuf::from(socket),
-        })
+        Some(Self { probe, timeout })
+    }
+
+    /// What is asked, for messages.
+    fn what(&self) -> String {
+        match &self.probe {
+            Probe::Http { path, .. } => format!("`GET {path}` on its own socket"),
+            Probe::Unit(unit) => format!("its check `{unit}`"),
+        }
     }
 }
 
@@ -76,10 +105,23 @@ pub enum Answer {
     Silent,
     /// The connection closed before a status line came.
     Closed,
+    /// The check command was still running when the time ran out.
+    Running,
     /// Something that is not an HTTP answer (its start).
     NotHttp(String),
     /// The socket could not be reached.
     Connect(String),
+    /// The check command's job did not end `done`: systemd's `Result` and the exit status.
+    Exited {
+        /// The job's result (`failed`, `timeout`...).
+        job: String,
+        /// The service's `Result` (`exit-code`, `signal`, `timeout`...).
+        result: String,
+        /// `ExecMainStatus`.
+        status: i32,
+    },
+    /// systemd could not run the check.
+    Systemd(String),
 }
 
 impl fmt::Display for Answer {
@@ -91,8 +133,16 @@ impl fmt::Display for Answer {
                 "got no answer (does the app serve HTTP on its `sysmgr-health` socket? see docs/workers.md)"
             ),
             Self::Closed => write!(f, "got the connection closed without an answer"),
+            Self::Running => write!(f, "was still running when the time ran out"),
             Self::NotHttp(start) => write!(f, "got an answer that is not HTTP: `{start}`"),
             Self::Connect(e) => write!(f, "could not connect: {e}"),
+            Self::Exited {
+                result, status, ..
+            } if result == "exit-code" => write!(f, "exited with status {status}"),
+            Self::Exited { job, result, .. } => {
+                write!(f, "ended with `{job}` (systemd's result: `{result}`)")
+            }
+            Self::Systemd(e) => write!(f, "could not be run: {e}"),
         }
     }
 }
@@ -100,14 +150,16 @@ impl fmt::Display for Answer {
 /// Why an instance did not pass.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Unhealthy {
-    /// The path asked for.
-    pub path: String,
+    /// What was asked: `` `GET /health` on its own socket``, `` its check `UNIT` ``.
+    pub what: String,
     /// How long it was asked.
     pub after: Duration,
     /// How many times.
     pub attempts: u32,
     /// The last answer.
     pub last: Answer,
+    /// A check command's last output lines (empty for HTTP).
+    pub output: Vec<String>,
 }
 
 impl fmt::Display for Unhealthy {
@@ -115,54 +167,113 @@ impl fmt::Display for Unhealthy {
         let times = if self.attempts == 1 { "time" } else { "times" };
         write!(
             f,
-            "the new process is not healthy: `GET {}` on its own socket {} (asked {} {times} in {})",
-            self.path,
+            "the new process is not healthy: {} {} (asked {} {times} in {})",
+            self.what,
             self.last,
             self.attempts,
             super::engine::human(self.after)
-        )
+        )?;
+        match self.output.last() {
+            Some(line) => write!(f, "; its last output: `{line}`"),
+            None => Ok(()),
+        }
     }
 }
 
-/// Asks until an answer is 2xx or 3xx (`Ok`: how long it took) or the timeout has passed.
-pub async fn wait_healthy(check: &Check) -> Result<Duration, Unhealthy> {
+/// Asks until the instance passes (`Ok`: how long it took) or the timeout has passed.
+pub async fn wait_healthy<U: Units>(check: &Check, units: &U) -> Result<Duration, Unhealthy> {
     let started = Instant::now();
     let deadline = started + check.timeout;
     let mut attempts = 0;
+    let mut last = None;
     loop {
         attempts += 1;
         let left = deadline.saturating_duration_since(Instant::now());
-        let last = match tokio::time::timeout(left, ask(check)).await {
-            Ok(Answer::Status(code, _)) if (200..400).contains(&code) => {
-                return Ok(started.elapsed())
+        let attempt = async {
+            match &check.probe {
+                Probe::Http { path, socket } => ask(path, socket).await,
+                Probe::Unit(unit) => run(units, unit, left).await,
             }
-            Ok(answer) => answer,
-            Err(_) => Answer::Silent,
+        };
+        last = match tokio::time::timeout(left, attempt).await {
+            Ok(None) => return Ok(started.elapsed()),
+            Ok(Some(answer)) => Some(answer),
+            // An attempt cut short by the deadline says less than a whole one before it.
+            Err(_) => last.or(Some(match check.probe {
+                Probe::Http { .. } => Answer::Silent,
+                Probe::Unit(_) => Answer::Running,
+            })),
         };
         if Instant::now() + INTERVAL >= deadline {
+            let last = last.expect("an attempt was made");
+            let output = match &check.probe {
+                Probe::Unit(unit) => {
+                    if last == Answer::Running {
+                        // Still running: systemd's TimeoutStartSec= ends it too.
+                        let _ = units.stop(unit).await;
+                    }
+                    let output = units.journal(unit, 3).await;
+                    // Its output stays in the journal; a failed check left behind would make
+                    // the app look degraded.
+                    let _ = units.reset_failed(unit).await;
+                    output
+                }
+                Probe::Http { .. } => Vec::new(),
+            };
             return Err(Unhealthy {
-                path: check.path.clone(),
+                what: check.what(),
                 after: started.elapsed(),
                 attempts,
                 last,
+                output,
             });
         }
         tokio::time::sleep(INTERVAL).await;
     }
 }
 
+/// One run of the check unit: `None` when it passed.
+async fn run<U: Units>(units: &U, unit: &str, left: Duration) -> Option<Answer> {
+    // A failed run before (or a check left failed by an earlier reload) would fail the start.
+    if let Err(e) = units.reset_failed(unit).await {
+        return Some(Answer::Systemd(e.to_string()));
+    }
+    match units.start(unit, left).await {
+        Ok(JobOutcome::Finished(JobResult::Done)) => None,
+        Ok(JobOutcome::Finished(job)) => {
+            let state = units.state(unit).await.ok();
+            Some(Answer::Exited {
+                job: job.to_string(),
+                result: state
+                    .as_ref()
+                    .map_or_else(String::new, |s| s.result.as_str().to_string()),
+                status: state.map_or(0, |s| s.exec_main_status),
+            })
+        }
+        Ok(JobOutcome::GaveUp(_)) => Some(Answer::Running),
+        Err(e) => Some(Answer::Systemd(e.to_string())),
+    }
+}
+
+/// One request: `None` when the answer is 2xx or 3xx, else what came.
+async fn ask(path: &str, socket: &Path) -> Option<Answer> {
+    match status_of(path, socket).await {
+        Answer::Status(code, _) if (200..400).contains(&code) => None,
+        other => Some(other),
+    }
+}
+
 /// One request; the answer's status line.
-async fn ask(check: &Check) -> Answer {
-    let mut stream = match UnixStream::connect(&check.socket).await {
+async fn status_of(path: &str, socket: &Path) -> Answer {
+    let mut stream = match UnixStream::connect(socket).await {
         Ok(s) => s,
-        Err(e) => return Answer::Connect(format!("`{}`: {e}", check.socket.display())),
+        Err(e) => return Answer::Connect(format!("`{}`: {e}", socket.display())),
     };
     let request = format!(
-        "GET {} HTTP/1.1\r\nHost: localhost\r\nUser-Agent: sysmgr-health-check\r\nAccept: */*\r\nConnection: close\r\n\r\n",
-        check.path
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nUser-Agent: sysmgr-health-check\r\nAccept: */*\r\nConnection: close\r\n\r\n"
     );
     if let Err(e) = stream.write_all(request.as_bytes()).await {
-        return Answer::Connect(format!("`{}`: {e}", check.socket.display()));
+        return Answer::Connect(format!("`{}`: {e}", socket.display()));
     }
     let mut buf = Vec::with_capacity(256);
     let mut chunk = [0u8; 1024];
@@ -241,9 +352,43 @@ mod tests {
 
     fn check(socket: PathBuf, timeout_ms: u64) -> Check {
         Check {
-            path: "/health?deep=1".into(),
+            probe: Probe::Http {
+                path: "/health?deep=1".into(),
+                socket,
+            },
             timeout: Duration::from_millis(timeout_ms),
-            socket,
+        }
+    }
+
+    /// No unit is ever touched by an HTTP check.
+    struct NoUnits;
+
+    impl Units for NoUnits {
+        async fn state(&self, _: &str) -> Result<ServiceState, crate::systemd::dbus::DbusError> {
+            unreachable!()
+        }
+        async fn reset_failed(&self, _: &str) -> Result<(), crate::systemd::dbus::DbusError> {
+            unreachable!()
+        }
+        async fn restart(
+            &self,
+            _: &str,
+            _: Option<Duration>,
+        ) -> Result<JobOutcome, crate::systemd::dbus::DbusError> {
+            unreachable!()
+        }
+        async fn start(
+            &self,
+            _: &str,
+            _: Duration,
+        ) -> Result<JobOutcome, crate::systemd::dbus::DbusError> {
+            unreachable!()
+        }
+        async fn stop(&self, _: &str) -> Result<JobResult, crate::systemd::dbus::DbusError> {
+            unreachable!()
+        }
+        async fn journal(&self, _: &str, _: usize) -> Vec<String> {
+            unreachable!()
         }
     }
 
@@ -260,7 +405,9 @@ mod tests {
             Some("HTTP/1.1 500 Internal Server Error\r\ncontent-length: 0\r\n\r\n"),
             Some("HTTP/1.1 204 No Content\r\n\r\n"),
         ]);
-        let took = rt().block_on(wait_healthy(&check(path, 3000))).unwrap();
+        let took = rt()
+            .block_on(wait_healthy(&check(path, 3000), &NoUnits))
+            .unwrap();
         assert!(took >= INTERVAL, "asked again after the interval: {took:?}");
         let requests = server.join().unwrap();
         assert_eq!(
@@ -274,7 +421,9 @@ mod tests {
         let answers = vec![Some("HTTP/1.1 500 Internal Server Error\r\n\r\n"); 64];
         let (_dir, path, _server) = server(answers);
         let started = Instant::now();
-        let err = rt().block_on(wait_healthy(&check(path, 700))).unwrap_err();
+        let err = rt()
+            .block_on(wait_healthy(&check(path, 700), &NoUnits))
+            .unwrap_err();
         assert!(started.elapsed() < Duration::from_millis(1500));
         assert_eq!(
             err.last,
@@ -291,7 +440,9 @@ mod tests {
     #[test]
     fn silence_non_http_and_no_socket_are_named() {
         let (_dir, path, _server) = server(vec![None]);
-        let err = rt().block_on(wait_healthy(&check(path, 300))).unwrap_err();
+        let err = rt()
+            .block_on(wait_healthy(&check(path, 300), &NoUnits))
+            .unwrap_err();
         assert_eq!(err.last, Answer::Silent);
         assert_eq!(
             (
@@ -303,11 +454,16 @@ mod tests {
         );
 
         let (_dir, path, _server) = server(vec![Some("SSH-2.0-OpenSSH\r\n")]);
-        let err = rt().block_on(wait_healthy(&check(path, 100))).unwrap_err();
+        let err = rt()
+            .block_on(wait_healthy(&check(path, 100), &NoUnits))
+            .unwrap_err();
         assert_eq!(err.last, Answer::NotHttp("SSH-2.0-OpenSSH".into()));
 
         let err = rt()
-            .block_on(wait_healthy(&check("/nonexistent/health.sock".into(), 100)))
+            .block_on(wait_healthy(
+                &check("/nonexistent/health.sock".into(), 100),
+                &NoUnits,
+            ))
             .unwrap_err();
         assert_eq!(
             err.last.to_string(),
@@ -329,12 +485,22 @@ mod tests {
         assert_eq!(
             Check::of(&state),
             Some(Check {
-                path: "/health".into(),
+                probe: Probe::Http {
+                    path: "/health".into(),
+                    socket: "/run/sysmgr/web/health-3.sock".into(),
+                },
                 timeout: Duration::from_secs(2),
-                socket: "/run/sysmgr/web/health-3.sock".into(),
             })
         );
         state.environment.retain(|a| !a.starts_with(SOCKET_VAR));
         assert_eq!(Check::of(&state), None);
+        state.environment = vec!["SYSMGR_HEALTH_UNIT=web-sysmgr-check@3.service".into()];
+        assert_eq!(
+            Check::of(&state),
+            Some(Check {
+                probe: Probe::Unit("web-sysmgr-check@3.service".into()),
+                timeout: DEFAULT_TIMEOUT,
+            })
+        );
     }
 }
