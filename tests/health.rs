@@ -172,8 +172,21 @@ fn sysmgr_hello_answering_503_on_its_health_path_halts_the_reload_and_a_healthy_
     let health = "health_check = { path = \"/health\", timeout = \"1500ms\" }\n";
     let good = hello_app("web", 3, port, health);
     let file = write_in(&sb, "/srv/web/app.toml", &good);
+    let r = sysmgr_in(&sb, &["check", &file]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(
+        r.stdout.contains("GET /health within 1500ms"),
+        "`check` shows the health check:\n{}",
+        r.stdout
+    );
     let r = sysmgr_in(&sb, &["start", &file]);
     assert_eq!(r.code, 0, "{}", r.stderr);
+    let r = sysmgr_in(&sb, &["describe", "web"]);
+    assert!(
+        r.stdout.contains("\nhealth check GET /health on each new instance's own socket, 2xx or 3xx within 1.5 s\n"),
+        "{}",
+        r.stdout
+    );
     let hello = workspace_bin("sysmgr-hello").display().to_string();
     let bad = good.replace(
         &format!("[\"{hello}\"]"),
@@ -274,6 +287,16 @@ fn a_failing_health_check_command_halts_the_reload_and_a_passing_one_completes()
     let file = write_in(&sb, "/srv/web/app.toml", &good);
     let r = sysmgr_in(&sb, &["start", &file]);
     assert_eq!(r.code, 0, "{}", r.stderr);
+    let described: serde_json::Value =
+        serde_json::from_str(&sysmgr_in(&sb, &["describe", "web", "--json"]).stdout).unwrap();
+    assert_eq!(
+        described["health_check"],
+        serde_json::json!({
+            "path": null,
+            "command_unit": "web-sysmgr-check@1.service",
+            "timeout_ms": 1500,
+        })
+    );
     let bad = hello_app("web", 3, port, &check("broken"));
     let expect = Expect {
         what: "its check `web-sysmgr-check@1.service` exited with status 1",
