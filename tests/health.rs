@@ -80,8 +80,12 @@ fn assert_halted_unhealthy(name: &str, n: u64, stderr: &str, what: &str, output:
     );
 }
 
-/// The way a check fails, as the halt message words it.
+/// The two versions of a case, and the way the bad one fails, as the halt message words it.
 struct Expect<'a> {
+    /// The app file of the unhealthy version.
+    bad: &'a str,
+    /// The app file of the healthy version.
+    good: &'a str,
     /// What failed and how.
     what: &'a str,
     /// What follows the attempts.
@@ -92,16 +96,8 @@ struct Expect<'a> {
 
 /// Reloads `file` into `bad` (halts) and then `good` (completes) under keep-alive and
 /// per-request load; the old instances keep serving, no request fails.
-fn halt_then_pass(
-    sb: &Sandbox,
-    name: &str,
-    file: &str,
-    n: u64,
-    port: u16,
-    bad: &str,
-    good: &str,
-    expect: &Expect<'_>,
-) {
+fn halt_then_pass(sb: &Sandbox, name: &str, file: &str, n: u64, port: u16, expect: &Expect<'_>) {
+    let (bad, good) = (expect.bad, expect.good);
     assert_eq!(running(sb, name).len() as u64, n);
     for i in (1..=n).filter(|_| expect.sockets) {
         assert_eq!(
@@ -199,9 +195,9 @@ fn sysmgr_hello_answering_503_on_its_health_path_halts_the_reload_and_a_healthy_
         &file,
         3,
         port,
-        &bad,
-        &good,
         &Expect {
+            bad: &bad,
+            good: &good,
             what: "`GET /health` on its own socket answered `HTTP/1.1 503 Service Unavailable`",
             output: "",
             sockets: true,
@@ -252,9 +248,9 @@ fn an_express_app_answering_500_on_its_health_path_halts_the_reload_at_the_first
         &file,
         2,
         port,
-        &bad,
-        &good,
         &Expect {
+            bad: &bad,
+            good: &good,
             what: "`GET /health` on its own socket answered `HTTP/1.1 500 Internal Server Error`",
             output: "",
             sockets: true,
@@ -299,11 +295,13 @@ fn a_failing_health_check_command_halts_the_reload_and_a_passing_one_completes()
     );
     let bad = hello_app("web", 3, port, &check("broken"));
     let expect = Expect {
+        bad: &bad,
+        good: &good,
         what: "its check `web-sysmgr-check@1.service` exited with status 1",
         output: "; its last output: `checking instance 1 of broken`",
         sockets: false,
     };
-    halt_then_pass(&sb, "web", &file, 3, port, &bad, &good, &expect);
+    halt_then_pass(&sb, "web", &file, 3, port, &expect);
     // Each instance's check ran for it, and none is left failed.
     let journal = sb.journal("web-sysmgr-check@*", 100);
     for i in 1..=3 {

@@ -79,7 +79,7 @@ pub enum FailureReason {
         within: Duration,
     },
     /// The new process stayed up but did not pass its health check.
-    Unhealthy(Unhealthy),
+    Unhealthy(Box<Unhealthy>),
     /// A call to systemd failed.
     Systemd(DbusError),
 }
@@ -517,7 +517,7 @@ async fn probe<U: Units>(units: &U, now: &ServiceState) -> Result<(), FailureRea
         Some(check) => health::wait_healthy(&check, units)
             .await
             .map(drop)
-            .map_err(FailureReason::Unhealthy),
+            .map_err(|u| FailureReason::Unhealthy(Box::new(u))),
     }
 }
 
