@@ -312,3 +312,44 @@ fn a_failing_health_check_command_halts_the_reload_and_a_passing_one_completes()
     }
     assert_eq!(unit_state(&sb, "web-sysmgr-check@1.service"), "inactive");
 }
+
+/// The bridge with three sockets: the app's two, whose fds systemd passes in an order of its
+/// own, and the health socket. Each server gets the socket of its port, and the health
+/// check reaches the first server's route.
+#[test]
+fn the_bridge_gives_each_server_its_socket_and_the_health_socket_to_the_first() {
+    let sb = sandbox();
+    let (port, admin) = (free_port(), free_port());
+    let app = format!(
+        "const http = require('node:http')\n\
+         http.createServer((req, res) => {{\n\
+           if (req.url === '/health') console.log('health check answered by ' + process.pid)\n\
+           res.end(req.url === '/health' ? 'healthy' : 'main')\n\
+         }}).listen({port})\n\
+         http.createServer((req, res) => res.end('admin')).listen({admin}, '127.0.0.1')\n"
+    );
+    write_in(&sb, "/srv/two/app.js", &app);
+    let file = write_in(
+        &sb,
+        "/srv/two/app.toml",
+        &format!(
+            "name = \"two\"\ncommand = [\"node\", \"app.js\"]\ninstances = 2\nwait_ready = false\nlisten = [\"127.0.0.1:{port}\", {{ address = \"127.0.0.1:{admin}\", name = \"admin\" }}]\nhealth_check = \"/health\"\n"
+        ),
+    );
+    let r = sysmgr_in(&sb, &["start", &file]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stderr, sb.journal("two@*", 30));
+    for _ in 0..10 {
+        assert_eq!(http_get(port, "/").as_deref(), Some("main"));
+        assert_eq!(http_get(admin, "/").as_deref(), Some("admin"));
+    }
+    let r = sysmgr_in(&sb, &["reload", "two"]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stderr, sb.journal("two@*", 30));
+    let journal = sb.journal("two@*", 100);
+    for (i, pid) in pids(&sb, "two") {
+        assert!(
+            journal.contains(&format!("health check answered by {pid}")),
+            "instance {i} (pid {pid}) answered its own check:\n{journal}"
+        );
+    }
+    assert_eq!(http_get(admin, "/").as_deref(), Some("admin"));
+}
