@@ -265,6 +265,7 @@ fn a_health_check_gives_each_instance_a_socket_of_its_own() {
         &["%t/sysmgr/web/health-%i.sock"],
     );
     assert_key(&r, socket, "Socket", "SocketMode", &["0600"]);
+    assert_key(&r, socket, "Socket", "RemoveOnStop", &["yes"]);
     assert_key(
         &r,
         socket,
