@@ -105,6 +105,35 @@ impl UnitNames {
         }
     }
 
+    /// `NAME-sysmgr-health@.socket`: the template of each instance's own health socket
+    /// (`health_check`). `sysmgr-health` is refused as a `listen` name, so no socket of the
+    /// app's can take this name.
+    pub fn health_socket_file(&self) -> String {
+        format!("{}-{}@.socket", self.name, crate::config::HEALTH_FD_NAME)
+    }
+
+    /// `NAME-sysmgr-health@%i.socket`: the health socket as its instance refers to it.
+    pub fn health_socket_ref(&self) -> String {
+        format!("{}-{}@%i.socket", self.name, crate::config::HEALTH_FD_NAME)
+    }
+
+    /// `NAME-sysmgr-check@.service`: the template of the oneshot that runs a `health_check`
+    /// command for an instance.
+    pub fn health_command_file(&self) -> String {
+        format!("{}-sysmgr-check@.service", self.name)
+    }
+
+    /// `NAME-sysmgr-check@%i.service`: the check of the instance that refers to it.
+    pub fn health_command_ref(&self) -> String {
+        format!("{}-sysmgr-check@%i.service", self.name)
+    }
+
+    /// Where instance `instance` (a number, or `%i` in a unit) has its health socket, below
+    /// the manager's runtime directory (`%t`: `/run`, or `$XDG_RUNTIME_DIR` for `--user`).
+    pub fn health_socket_path(&self, instance: &str) -> String {
+        format!("sysmgr/{}/health-{instance}.sock", self.name)
+    }
+
     /// `NAME.target.wants`, the directory whose links say which instances the target starts.
     pub fn wants_dir(&self) -> String {
         format!("{}.wants", self.target())

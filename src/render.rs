@@ -12,7 +12,7 @@ use std::fmt::Write as _;
 use std::num::NonZeroU32;
 
 use crate::config::keys;
-use crate::config::{AppSpec, FdName, Listen, SocketMode};
+use crate::config::{AppSpec, FdName, HealthCheck, HealthProbe, Listen, SocketMode};
 use crate::names::{Link, UnitNames};
 use crate::systemd::syntax;
 // Re-exported where callers found it before it moved down to `systemd/`.
@@ -22,6 +22,8 @@ const SERVICE_TEMPLATE: &str = include_str!("../units/app@.service");
 const INSTANCE_SOCKET_TEMPLATE: &str = include_str!("../units/app@.socket");
 const SHARED_SOCKET_TEMPLATE: &str = include_str!("../units/app.socket");
 const TARGET_TEMPLATE: &str = include_str!("../units/app.target");
+const HEALTH_SOCKET_TEMPLATE: &str = include_str!("../units/app-health@.socket");
+const HEALTH_COMMAND_TEMPLATE: &str = include_str!("../units/app-check@.service");
 
 /// The line that marks a file as sysmgr's; the writer only replaces or removes such files.
 pub const HEADER_MARK: &str = "# sysmgr-app: ";
@@ -78,6 +80,8 @@ pub const STRUCTURE: &[&str] = &[
     "FD_NAME",
     "SERVICE",
     "WANTED_BY",
+    "HEALTH_SOCKET",
+    "CHECK_COMMAND",
 ];
 
 /// The unit templates, by the file name they have in `units/`.
@@ -86,6 +90,8 @@ pub const TEMPLATES: &[(&str, &str)] = &[
     ("app@.socket", INSTANCE_SOCKET_TEMPLATE),
     ("app.socket", SHARED_SOCKET_TEMPLATE),
     ("app.target", TARGET_TEMPLATE),
+    ("app-health@.socket", HEALTH_SOCKET_TEMPLATE),
+    ("app-check@.service", HEALTH_COMMAND_TEMPLATE),
 ];
 
 /// How a placeholder stands in a template.
@@ -220,6 +226,41 @@ pub fn render(spec: &AppSpec, instances: NonZeroU32, manager: Manager, flavor: F
                 })
             }),
         });
+    }
+    match &spec.health_check {
+        None => {}
+        Some(HealthCheck {
+            probe: HealthProbe::Http(_),
+            ..
+        }) => {
+            let path = format!("%t/{}", names.health_socket_path("%i"));
+            files.push(UnitFile {
+                name: names.health_socket_file(),
+                contents: fill(HEALTH_SOCKET_TEMPLATE, &|key, form| {
+                    common(key, form).or_else(|| match key {
+                        "HEALTH_SOCKET" => Some(path.clone()),
+                        "FD_NAME" => Some(crate::config::HEALTH_FD_NAME.to_string()),
+                        _ => None,
+                    })
+                }),
+            });
+        }
+        Some(HealthCheck {
+            probe: HealthProbe::Command(argv),
+            timeout,
+        }) => {
+            let exec =
+                syntax::exec_line(argv).expect("the check's command was checked by the config");
+            let command = format!(
+                "ExecStart={exec}\n# The health timeout: a check still running then is stopped.\nTimeoutStartSec={timeout}"
+            );
+            files.push(UnitFile {
+                name: names.health_command_file(),
+                contents: fill(HEALTH_COMMAND_TEMPLATE, &|key, form| {
+                    common(key, form).or_else(|| (key == "CHECK_COMMAND").then(|| command.clone()))
+                }),
+            });
+        }
     }
     files.push(UnitFile {
         name: names.target(),

@@ -528,16 +528,22 @@ fn every_key(version: u32, wait_ready: bool, autorestart: bool, socket: &str) ->
          wait_ready = {wait_ready}\nlisten_timeout = \"20s\"\nkill_timeout = 5000\n\
          kill_signal = \"SIGTERM\"\nautorestart = {autorestart}\nrestart_delay = \"1s\"\n\
          max_restarts = 5\nmax_memory_restart = \"300M\"\nstop_exit_codes = [3]\n\
-         watchdog = \"10s\"\nsystemd_version = {version}\nhardening = \"strict\"\n\
+         watchdog = \"10s\"\nhealth_check = \"/health\"\n\
+         systemd_version = {version}\nhardening = \"strict\"\n\
          state_directory = \"every\"\nwritable_paths = [\"/srv/uploads\"]\n\
          address_families = [\"AF_NETLINK\"]\n[env]\nA = \"1\"\n\
          [unit.service]\nLimitNOFILE = 4096\n"
     );
     // With `socket` but no `listen`, no socket unit is made, and check must not name one.
-    // `dynamic_user` conflicts with `user`: that case has it instead.
+    // `dynamic_user` conflicts with `user`: that case has it instead, and the command form of
+    // `health_check`.
     match socket {
         "none" => text
             .replace("socket = \"none\"", "socket = \"shared\"")
+            .replace(
+                "health_check = \"/health\"",
+                "health_check = { command = [\"/bin/true\"], timeout = \"2s\" }",
+            )
             .replace("listen = [\"127.0.0.1:3000\"]\n", "")
             .replace("user = \"www-data\"", "dynamic_user = true"),
         _ => text,

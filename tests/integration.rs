@@ -6,6 +6,7 @@ mod support;
 mod cli;
 mod demo;
 mod hardening;
+mod health;
 mod history;
 mod lifecycle;
 mod logs;

@@ -135,6 +135,7 @@ fn ls_json_schemas_no_enable_describe_and_all() {
          \x20            /etc/systemd/system/a.target\n\
          \x20            /etc/systemd/system/a@.service\n\
          instances    2 wanted, 2 running\n\
+         health check none (`health_check` in the app file)\n\
          last reload  none recorded (`sysmgr history` reads sysmgr's entries in the journal)\n"
     );
 
@@ -157,6 +158,7 @@ fn ls_json_schemas_no_enable_describe_and_all() {
     assert_eq!(described["wanted"], 2);
     assert_eq!(described["running"], 2);
     assert_eq!(described["from_generator"], false);
+    assert_eq!(described["health_check"], Value::Null);
     assert_eq!(described["unit_files"].as_array().unwrap().len(), 3);
     assert_eq!(described["last_reload"]["action"], "reload");
     assert_eq!(described["last_reload"]["outcome"], "ok");

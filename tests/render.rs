@@ -244,6 +244,124 @@ fn named_sockets_get_their_own_units_and_fd_names() {
 }
 
 #[test]
+fn a_health_check_gives_each_instance_a_socket_of_its_own() {
+    let r = rendered("health_check = { path = \"/health?q=100%25\", timeout = \"2s\" }\n");
+    let names: Vec<&str> = r.files.iter().map(|f| f.name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "web@.service",
+            "web.socket",
+            "web-sysmgr-health@.socket",
+            "web.target"
+        ]
+    );
+    let socket = "web-sysmgr-health@.socket";
+    assert_key(
+        &r,
+        socket,
+        "Socket",
+        "ListenStream",
+        &["%t/sysmgr/web/health-%i.sock"],
+    );
+    assert_key(&r, socket, "Socket", "SocketMode", &["0600"]);
+    assert_key(&r, socket, "Socket", "RemoveOnStop", &["yes"]);
+    assert_key(
+        &r,
+        socket,
+        "Socket",
+        "FileDescriptorName",
+        &["sysmgr-health"],
+    );
+    assert_key(&r, socket, "Socket", "Service", &["web@%i.service"]);
+    assert_key(&r, socket, "Unit", "PartOf", &["web@%i.service"]);
+    assert_key(
+        &r,
+        "web@.service",
+        "Service",
+        "Sockets",
+        &["web.socket", "web-sysmgr-health@%i.socket"],
+    );
+    // `%` of the path escaped; the socket's `%t` and `%i` left for systemd to expand.
+    assert_key(
+        &r,
+        "web@.service",
+        "Service",
+        "Environment",
+        &[
+            "\"SYSMGR_HEALTH_PATH=/health?q=100%%25\" \"SYSMGR_HEALTH_TIMEOUT_MS=2000\" \"SYSMGR_HEALTH_SOCKET=%t/sysmgr/web/health-%i.sock\"",
+            "\"SYSMGR_APP=web\" \"SYSMGR_INSTANCE=%i\" \"NODE_APP_INSTANCE=%i\"",
+            "\"SYSMGR_KILL_SIGNAL=SIGINT\" \"SYSMGR_KILL_TIMEOUT_MS=1600\"",
+        ],
+    );
+    // Without the key, none of it.
+    let r = rendered("");
+    assert!(r
+        .files
+        .iter()
+        .all(|f| !f.contents.contains("sysmgr-health")));
+}
+
+#[test]
+fn a_health_check_command_is_a_oneshot_with_the_apps_user_and_environment() {
+    let r = rendered(
+        "health_check = { command = [\"/usr/bin/check\", \"100%\", \"$HOME\"], timeout = \"3s\" }\nuser = \"www\"\n[env]\nDB = \"x\"\n",
+    );
+    let names: Vec<&str> = r.files.iter().map(|f| f.name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "web@.service",
+            "web.socket",
+            "web-sysmgr-check@.service",
+            "web.target"
+        ]
+    );
+    let check = "web-sysmgr-check@.service";
+    assert_key(&r, check, "Unit", "StartLimitIntervalSec", &["0"]);
+    assert_key(&r, check, "Service", "Type", &["oneshot"]);
+    assert_key(
+        &r,
+        check,
+        "Service",
+        "ExecStart",
+        &["\"/usr/bin/check\" \"100%%\" \"$$HOME\""],
+    );
+    assert_key(&r, check, "Service", "TimeoutStartSec", &["3s"]);
+    assert_key(&r, check, "Service", "User", &["www"]);
+    assert_key(&r, check, "Service", "WorkingDirectory", &["/etc/sysmgr"]);
+    assert_key(
+        &r,
+        check,
+        "Service",
+        "Environment",
+        &[
+            "\"SYSMGR_APP=web\" \"SYSMGR_INSTANCE=%i\" \"SYSMGR_UNIT=web@%i.service\"",
+            "\"DB=x\"",
+        ],
+    );
+    assert_key(&r, check, "Service", "ProtectSystem", &["strict"]);
+    assert_key(&r, "web@.service", "Service", "Sockets", &["web.socket"]);
+    assert_key(
+        &r,
+        "web@.service",
+        "Service",
+        "Environment",
+        &[
+            "\"SYSMGR_HEALTH_UNIT=web-sysmgr-check@%i.service\" \"SYSMGR_HEALTH_TIMEOUT_MS=3000\"",
+            "\"SYSMGR_APP=web\" \"SYSMGR_INSTANCE=%i\" \"NODE_APP_INSTANCE=%i\"",
+            "\"SYSMGR_KILL_SIGNAL=SIGINT\" \"SYSMGR_KILL_TIMEOUT_MS=1600\"",
+            "\"DB=x\"",
+        ],
+    );
+    let r = rendered("");
+    assert!(r
+        .files
+        .iter()
+        .all(|f| !f.contents.contains("sysmgr-health")));
+}
+
+#[test]
 fn instances_are_wants_links_of_the_target() {
     let r = rendered("");
     let links: Vec<(&str, &str)> = r
@@ -394,6 +512,8 @@ fn systemd_analyze_verify_accepts_every_variant_without_warnings() {
         "kill_timeout = 3000\nlisten_timeout = \"1min\"\nkill_signal = \"SIGTERM\"\nmax_restarts = 4\nrestart_delay = \"2s\"\nmax_memory_restart = \"1G\"\nstop_exit_codes = [2]\nwatchdog = 1500\nuser = \"root\"\ngroup = \"root\"\n",
         "description = \"50% of \\\"it\\\"\"\n[env]\nA = \"x y $z 100% \\\\ ;\"\nB = \"l1\\nl2\"\nC = \"é ☃\"\n",
         "cwd = \"/tmp\"\nlisten = [\"/run/web/http.sock\", { address = \"[::1]:9000\", name = \"admin\" }]\n",
+        "health_check = { path = \"/health?q=100%25\", timeout = \"2s\" }\nsocket = \"per-instance\"\n",
+        "health_check = { command = [\"/bin/true\", \"100%\", \"$HOME\"], timeout = \"3s\" }\nuser = \"root\"\n",
     ];
     for extra in variants {
         let text = app_text(extra).replace("/bin/app", "/bin/true");

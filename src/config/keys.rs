@@ -16,7 +16,7 @@
 use std::fmt::Write as _;
 use std::num::NonZeroU32;
 
-use super::{hardening, AppSpec, Hardening, SocketMode};
+use super::{hardening, AppSpec, Hardening, HealthProbe, SocketMode};
 use crate::names::UnitNames;
 use crate::systemd::syntax;
 
@@ -550,6 +550,60 @@ pub const KEYS: &[Key] = &[
         inline: None,
         values: |s, _| optional(s.watchdog, |w| w.to_string()),
         becomes: None,
+    },
+    Key {
+        name: "health_check",
+        doc: Doc {
+            kind: "HTTP path like `\"/health\"`; or a table: `{ path = \"/health\", timeout = \"2s\" }` or `{ command = [\"/usr/local/bin/check\"], timeout = \"2s\" }` (default timeout `5s`, at most `10min`)",
+            becomes: "a path: `NAME-sysmgr-health@.socket` (`ListenStream=%t/sysmgr/NAME/health-%i.sock`, fd name `sysmgr-health`) in the instance's `Sockets=`; a command: the oneshot `NAME-sysmgr-check@.service`. Both: `Environment=SYSMGR_HEALTH_*`",
+            notes: "`sysmgr reload` moves on from a new instance only once it passes, asked every 200 ms until the timeout: a version that is ready but unhealthy halts the reload like one that does not start. A path: `GET path` on a socket of the instance's own answers 2xx or 3xx; the Node bridge and `sysmgr-worker` apps serving every socket answer it with no change (docs/workers.md). A command: runs with the app's user, directory, environment and hardening, `SYSMGR_INSTANCE` set to the instance asked, and exits 0",
+        },
+        block: Some(|s| {
+            let Some(h) = &s.health_check else {
+                return Vec::new();
+            };
+            let names = UnitNames::new(s.name.as_str());
+            let timeout = format!("\"SYSMGR_HEALTH_TIMEOUT_MS={}\"", h.timeout.as_millis());
+            match &h.probe {
+                HealthProbe::Http(path) => {
+                    let vars = [
+                        syntax::env_assignment("SYSMGR_HEALTH_PATH", path)
+                            .expect("the path was checked by the config"),
+                        timeout,
+                        // App names and instance numbers need no quoting; `%t` and `%i` expand.
+                        format!("\"SYSMGR_HEALTH_SOCKET=%t/{}\"", names.health_socket_path("%i")),
+                    ];
+                    vec![
+                        Line::Comment("health_check: `sysmgr reload` asks this instance itself for GET SYSMGR_HEALTH_PATH on\na socket of its own (fd name sysmgr-health) before it moves on to the next one."),
+                        Line::Value("Sockets", names.health_socket_ref()),
+                        Line::Value("Environment", vars.join(" ")),
+                    ]
+                }
+                HealthProbe::Command(_) => vec![
+                    Line::Comment("health_check: `sysmgr reload` runs this instance's check (a oneshot) before it moves\non to the next one."),
+                    Line::Value(
+                        "Environment",
+                        format!("\"SYSMGR_HEALTH_UNIT={}\" {timeout}", names.health_command_ref()),
+                    ),
+                ],
+            }
+        }),
+        inline: None,
+        values: |s, _| {
+            optional(s.health_check.as_ref(), |h| match &h.probe {
+                HealthProbe::Http(path) => format!("GET {path} within {}", h.timeout),
+                HealthProbe::Command(argv) => format!("{argv:?} within {}", h.timeout),
+            })
+        },
+        becomes: Some(|s, _| {
+            let names = UnitNames::new(s.name.as_str());
+            match s.health_check.as_ref().map(|h| &h.probe) {
+                Some(HealthProbe::Command(_)) => {
+                    format!("{} Environment=", names.health_command_file())
+                }
+                _ => format!("{} Sockets= Environment=", names.health_socket_file()),
+            }
+        }),
     },
     Key {
         name: "systemd_version",

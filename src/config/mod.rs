@@ -26,7 +26,8 @@ pub use derive::{is_node_program, BridgePaths, Runtime};
 use diag::Reporter;
 pub use diag::{Diagnostic, Diagnostics, Places, Severity};
 pub use types::{
-    AppName, Bytes, FdName, Hardening, Instances, ListenAddress, Millis, Signal, SocketMode,
+    AppName, Bytes, FdName, Hardening, HealthCheck, HealthProbe, Instances, ListenAddress, Millis,
+    Signal, SocketMode, HEALTH_FD_NAME,
 };
 
 /// PM2's default `kill_timeout`: how long a worker gets to drain before SIGKILL.
@@ -94,6 +95,8 @@ pub struct AppSpec {
     pub stop_exit_codes: Vec<u8>,
     /// `WatchdogSec=`.
     pub watchdog: Option<Millis>,
+    /// What `sysmgr reload` asks each new instance before it moves on.
+    pub health_check: Option<HealthCheck>,
     /// The oldest systemd the units must work on.
     pub systemd_version: u32,
     /// `[env]` merged with the selected `[env_<profile>]`, in declaration order.

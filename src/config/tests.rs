@@ -182,6 +182,21 @@ fn errors_and_warnings_are_exact() {
         (&format!("{BASE}listen = [{{ address = \"3000\", port = 1 }}]\n"), "app.toml:3:31: error: `listen[0].port` is not a key of a listen entry; use `address` and `name`"),
         (&format!("{BASE}listen = [{{ address = \"3000\", name = \"a:b\" }}]\n"), "app.toml:3:38: error: `listen[0].name` `a:b` contains `:`; use letters, digits, `-` and `_`"),
         (&format!("{BASE}socket = \"per-instance\"\nlisten = [\"/run/web.sock\"]\n"), "app.toml:4:11: error: `listen[0]` is the unix socket `/run/web.sock`, which instances cannot each bind with `ReusePort`; set `socket = \"shared\"`"),
+        (&format!("{BASE}health_check = \"health\"\n"), "app.toml:3:16: error: `health_check` is `health`; give an HTTP path starting with `/`, like `\"/health\"`"),
+        (&format!("{BASE}health_check = \"/he alth\"\n"), "app.toml:3:16: error: `health_check` `/he alth` contains ` `; write it as in a URL, e.g. a space as `%20`"),
+        (&format!("{BASE}health_check = 200\n"), "app.toml:3:16: error: `health_check` must be an HTTP path like `\"/health\"` or a table like `{ path = \"/health\", timeout = \"2s\" }`, found an integer"),
+        (&format!("{BASE}health_check = {{ timeout = \"2s\" }}\n"), "app.toml:3:16: error: `health_check` has neither `path` nor `command`; write `{ path = \"/health\", timeout = \"2s\" }`"),
+        (&format!("{BASE}health_check = {{ path = \"/health\", command = [\"/bin/check\"] }}\n"), "app.toml:3:36: error: `health_check.command` cannot be given with `path`: a health check is an HTTP `path` or a `command`; keep one"),
+        (&format!("{BASE}health_check = {{ command = [] }}\n"), "app.toml:3:28: error: `health_check.command` is empty; give the program and its arguments, e.g. `[\"/usr/bin/curl\", \"-fsS\", \"http://127.0.0.1:3000/health\"]`"),
+        (&format!("{BASE}health_check = {{ command = [\"./check\"] }}\n"), "app.toml:3:28: error: `health_check.command` starts with the relative path `./check`; systemd needs an absolute path or a bare program name found in `PATH`: write `/srv/web/check`"),
+        (&format!("{BASE}health_check = {{ command = [\"/bin/check\", 1] }}\n"), "app.toml:3:43: error: `health_check.command[1]` must be a string, found an integer"),
+        (&format!("{BASE}health_check = {{ command = \"check 'x\" }}\n"), "app.toml:3:28: error: `health_check.command` cannot be split into words: the ' quote opened here is never closed; close the quote, or write the words as an array"),
+        (&format!("{BASE}health_check = {{ path = \"/health\", url = \"x\" }}\n"), "app.toml:3:36: error: `health_check.url` is not a key of a health check; use `path` or `command`, and `timeout`"),
+        (&format!("{BASE}health_check = {{ path = \"/health\", timeout = \"2 days\" }}\n"), "app.toml:3:46: error: `health_check.timeout` `2 days` is not a duration; write a number and a unit, like `\"500ms\"`, `\"10s\"` or `\"2min\"`"),
+        (&format!("{BASE}health_check = {{ path = \"/health\", timeout = \"1h\" }}\n"), "app.toml:3:46: error: `health_check.timeout` is 60min; give at most 10min: the reload waits this long for each instance"),
+        (&format!("{BASE}health_check = {{ path = 1 }}\n"), "app.toml:3:25: error: `health_check.path` must be a string, found an integer"),
+        (&format!("{BASE}listen = [{{ address = \"3000\", name = \"sysmgr-health\" }}]\n"), "app.toml:3:38: error: `listen[0].name` `sysmgr-health` is the name of the socket sysmgr's `health_check` probes; choose another name"),
+        (&format!("{BASE}[env]\nSYSMGR_HEALTH_PATH = \"/x\"\n"), "app.toml:4:1: error: `env.SYSMGR_HEALTH_PATH` is set by sysmgr or systemd for every instance; remove it"),
         (&format!("{BASE}socket = \"both\"\n"), "app.toml:3:10: error: `socket` is `both`; use `\"shared\"` (one socket for all instances) or `\"per-instance\"` (one `ReusePort` socket each)"),
         (&format!("{BASE}kill_timeout = \"10 parsecs\"\n"), "app.toml:3:16: error: `kill_timeout` `10 parsecs` is not a duration; write a number and a unit, like `\"500ms\"`, `\"10s\"` or `\"2min\"`"),
         (&format!("{BASE}listen_timeout = 0\n"), "app.toml:3:18: error: `listen_timeout` is `0`; give a positive number of milliseconds, or a string like `\"10s\"`"),
@@ -333,5 +348,37 @@ fn a_command_string_is_split_like_a_shell_without_expanding() {
     assert_eq!(
         spec.command,
         ["node", "app.js", "--title", "my app", "$HOME"]
+    );
+}
+
+#[test]
+fn a_health_check_is_a_path_a_table_or_a_command() {
+    assert_eq!(ok(BASE).health_check, None);
+    assert_eq!(
+        ok(&format!("{BASE}health_check = \"/health\"\n")).health_check,
+        Some(HealthCheck {
+            probe: HealthProbe::Http("/health".into()),
+            timeout: HealthCheck::DEFAULT_TIMEOUT,
+        })
+    );
+    assert_eq!(
+        ok(&format!(
+            "{BASE}health_check = {{ path = \"/ready?deep=1&x=%20\", timeout = 750 }}\n"
+        ))
+        .health_check,
+        Some(HealthCheck {
+            probe: HealthProbe::Http("/ready?deep=1&x=%20".into()),
+            timeout: Millis::new(750),
+        })
+    );
+    assert_eq!(
+        ok(&format!(
+            "{BASE}health_check = {{ command = \"check --instance 'a b'\", timeout = \"1s\" }}\n"
+        ))
+        .health_check,
+        Some(HealthCheck {
+            probe: HealthProbe::Command(vec!["check".into(), "--instance".into(), "a b".into()]),
+            timeout: Millis::new(1000),
+        })
     );
 }

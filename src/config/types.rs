@@ -355,6 +355,11 @@ impl FdName {
         if s.is_empty() || s.len() > 32 {
             return Err(format!("`{s}` must be 1 to 32 characters long"));
         }
+        if s == HEALTH_FD_NAME {
+            return Err(format!(
+                "`{s}` is the name of the socket sysmgr's `health_check` probes; choose another name"
+            ));
+        }
         if let Some(c) = s
             .chars()
             .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_')))
@@ -375,6 +380,64 @@ impl FdName {
 impl fmt::Display for FdName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
+    }
+}
+
+/// The `FileDescriptorName=` of an instance's own health socket (`health_check`): the app
+/// finds it in `LISTEN_FDNAMES` and serves HTTP on it like on its other sockets.
+pub const HEALTH_FD_NAME: &str = "sysmgr-health";
+
+/// `health_check`: what `sysmgr reload` asks each new instance before it moves on, and how
+/// long the instance has to pass.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthCheck {
+    /// How the instance is asked.
+    pub probe: HealthProbe,
+    /// How long after the instance is ready (and stayed up for the min-ready window) it may
+    /// take to pass.
+    pub timeout: Millis,
+}
+
+/// How a new instance is asked whether it is healthy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HealthProbe {
+    /// `GET PATH` on the instance's own health socket; 2xx or 3xx passes. Path and query,
+    /// starting with `/`.
+    Http(String),
+    /// A command run as a oneshot unit with the app's user, directory, environment and
+    /// hardening, told which instance (`SYSMGR_INSTANCE`); exit status 0 passes.
+    Command(Vec<String>),
+}
+
+impl HealthCheck {
+    /// How long an instance has by default: a few attempts of a warming-up app.
+    pub const DEFAULT_TIMEOUT: Millis = Millis::new(5_000);
+    /// The longest allowed: the rollout waits this long per instance at worst.
+    pub const MAX_TIMEOUT: Millis = Millis::new(600_000);
+
+    /// Checks the path: what can stand in an HTTP request line as is (RFC 3986's path and
+    /// query characters, `%`-escapes included), so what the app receives is what was written.
+    pub fn check_path(path: &str) -> Result<(), String> {
+        if !path.starts_with('/') {
+            return Err(format!(
+                "is `{}`; give an HTTP path starting with `/`, like `\"/health\"`",
+                path.escape_debug()
+            ));
+        }
+        if path.len() > 1024 {
+            return Err(
+                "is longer than 1024 characters; give a short path like `\"/health\"`".into(),
+            );
+        }
+        let allowed = |c: char| c.is_ascii_alphanumeric() || "-._~!$&'()*+,;=:@/?%".contains(c);
+        if let Some(c) = path.chars().find(|&c| !allowed(c)) {
+            return Err(format!(
+                "`{}` contains `{}`; write it as in a URL, e.g. a space as `%20`",
+                path.escape_debug(),
+                c.escape_debug()
+            ));
+        }
+        Ok(())
     }
 }
 

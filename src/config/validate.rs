@@ -13,7 +13,8 @@ use toml::de::DeValue;
 use super::diag::{Reporter, Severity};
 use super::raw::{int_of, type_name, Found, Value};
 use super::types::{
-    self, AppName, Bytes, FdName, Hardening, Instances, ListenAddress, Millis, Signal, SocketMode,
+    self, AppName, Bytes, FdName, Hardening, HealthCheck, HealthProbe, Instances, ListenAddress,
+    Millis, Signal, SocketMode,
 };
 use super::{derive, hardening, AppSpec, Listen, ParseOptions, Runtime};
 use super::{DEFAULT_KILL_TIMEOUT, DEFAULT_LISTEN_TIMEOUT, DEFAULT_MAX_RESTARTS, MIN_SYSTEMD};
@@ -29,6 +30,9 @@ const RESERVED_ENV: &[&str] = &[
     "LISTEN_PID",
     "LISTEN_FDNAMES",
     "NOTIFY_SOCKET",
+    "SYSMGR_HEALTH_PATH",
+    "SYSMGR_HEALTH_TIMEOUT_MS",
+    "SYSMGR_HEALTH_SOCKET",
     "WATCHDOG_USEC",
     "WATCHDOG_PID",
     "MAINPID",
@@ -266,6 +270,10 @@ impl Checker<'_, '_> {
             None => Some(None),
             Some(v) => self.duration("watchdog", v).map(Some),
         };
+        let health_check = match f.get("health_check") {
+            None => Some(None),
+            Some(v) => self.health_check(v, base_dir).map(Some),
+        };
         let systemd_version = match f.get("systemd_version") {
             None => Some(
                 self.opts
@@ -412,6 +420,7 @@ impl Checker<'_, '_> {
             max_memory_restart: max_memory_restart?,
             stop_exit_codes: stop_exit_codes?,
             watchdog: watchdog?,
+            health_check: health_check?,
             systemd_version: systemd_version?,
             env: env?,
             profile: self.opts.profile.clone(),
@@ -689,6 +698,151 @@ impl Checker<'_, '_> {
             out.push((Listen { address, name }, addr_value.span()));
         }
         ok.then(|| out.into_iter().map(|(l, _)| l).collect())
+    }
+
+    /// `"/health"`, or a table: `{ path = "/health", timeout = "2s" }` or
+    /// `{ command = ["/usr/local/bin/check"], timeout = "2s" }`.
+    fn health_check(&mut self, v: &Value<'_>, base_dir: &Path) -> Option<HealthCheck> {
+        const KEY: &str = "health_check";
+        let t = match v.get_ref() {
+            DeValue::String(_) => {
+                let path = self.health_path(KEY, v)?;
+                return Some(HealthCheck {
+                    probe: HealthProbe::Http(path),
+                    timeout: HealthCheck::DEFAULT_TIMEOUT,
+                });
+            }
+            DeValue::Table(t) => t,
+            _ => {
+                self.wrong_type(
+                    KEY,
+                    v,
+                    "an HTTP path like `\"/health\"` or a table like `{ path = \"/health\", timeout = \"2s\" }`",
+                );
+                return None;
+            }
+        };
+        let mut probe: Option<Option<HealthProbe>> = None;
+        let mut timeout = Some(HealthCheck::DEFAULT_TIMEOUT);
+        let mut ok = true;
+        for (k, val) in t.iter() {
+            let name: &str = k.get_ref();
+            let key = format!("{KEY}.{name}");
+            match name {
+                "path" | "command" if probe.is_some() => {
+                    let other = if name == "path" { "command" } else { "path" };
+                    self.rep.error(
+                        k.span(),
+                        &key,
+                        format!("cannot be given with `{other}`: a health check is an HTTP `path` or a `command`; keep one"),
+                    );
+                    ok = false;
+                }
+                "path" => probe = Some(self.health_path(&key, val).map(HealthProbe::Http)),
+                "command" => {
+                    probe = Some(
+                        self.health_command(&key, val, base_dir)
+                            .map(HealthProbe::Command),
+                    )
+                }
+                "timeout" => {
+                    timeout = self.duration(&key, val).and_then(|t| {
+                        if t > HealthCheck::MAX_TIMEOUT {
+                            self.rep.error(
+                                val.span(),
+                                &key,
+                                format!("is {t}; give at most {}: the reload waits this long for each instance", HealthCheck::MAX_TIMEOUT),
+                            );
+                            return None;
+                        }
+                        Some(t)
+                    });
+                }
+                other => {
+                    self.rep.error(
+                        k.span(),
+                        &format!("{KEY}.{other}"),
+                        "is not a key of a health check; use `path` or `command`, and `timeout`",
+                    );
+                    ok = false;
+                }
+            }
+        }
+        let Some(probe) = probe else {
+            self.rep.error(
+                v.span(),
+                KEY,
+                "has neither `path` nor `command`; write `{ path = \"/health\", timeout = \"2s\" }`",
+            );
+            return None;
+        };
+        let probe = probe?;
+        ok.then_some(HealthCheck {
+            probe,
+            timeout: timeout?,
+        })
+    }
+
+    fn health_path(&mut self, key: &str, v: &Value<'_>) -> Option<String> {
+        let path = self.string(key, v)?;
+        self.checked(key, v, |_| HealthCheck::check_path(path))?;
+        Some(path.to_string())
+    }
+
+    /// The check's argv: what `command` accepts, a program found the same way.
+    fn health_command(&mut self, key: &str, v: &Value<'_>, base_dir: &Path) -> Option<Vec<String>> {
+        let argv: Vec<String> = match v.get_ref() {
+            DeValue::String(s) => match syntax::split_shell_words(s) {
+                Ok(words) => words,
+                Err(e) => {
+                    self.rep.error(
+                        v.span(),
+                        key,
+                        format!("cannot be split into words: {e}; close the quote, or write the words as an array"),
+                    );
+                    return None;
+                }
+            },
+            DeValue::Array(_) => self.strings(key, v)?,
+            _ => {
+                self.wrong_type(key, v, "an array of strings or a string");
+                return None;
+            }
+        };
+        let Some(program) = argv.first().filter(|p| !p.is_empty()) else {
+            self.rep.error(
+                v.span(),
+                key,
+                "is empty; give the program and its arguments, e.g. `[\"/usr/bin/curl\", \"-fsS\", \"http://127.0.0.1:3000/health\"]`",
+            );
+            return None;
+        };
+        if let Err((i, e)) = syntax::exec_line(&argv) {
+            let what = if i == 0 {
+                "program".to_string()
+            } else {
+                format!("argument {i}")
+            };
+            self.rep.error(
+                v.span(),
+                key,
+                format!("{what} `{}` {e}", argv[i].escape_debug()),
+            );
+            return None;
+        }
+        if program.contains('/') && !program.starts_with('/') {
+            let suggested = base_dir.join(program.trim_start_matches("./"));
+            self.rep.error(
+                v.span(),
+                key,
+                format!(
+                    "starts with the relative path `{program}`; systemd needs an absolute path or a bare program name found in `PATH`: write `{}`",
+                    suggested.display()
+                ),
+            );
+            return None;
+        }
+        Some(argv)
     }
 
     fn exit_codes(&mut self, v: &Value<'_>) -> Option<Vec<u8>> {

@@ -8,7 +8,9 @@
 //!    job. The controller's own wait is `TimeoutStopUSec + TimeoutStartUSec` plus a grace, so
 //!    it never gives up before systemd does. Then the unit must be active with a new
 //!    invocation and a new main PID.
-//! 2. *settle*: the new process must still be the active one after `min_ready`.
+//! 2. *settle*: the new process must still be the active one after `min_ready`; then, when
+//!    the unit has a health check ([`super::health`]), it must answer it on its own socket
+//!    within the check's timeout (the *probe*).
 //!
 //! A failure in either phase halts the rollout: nothing new begins, the phases in flight
 //! finish, and the instances never begun keep serving the previous version. The
@@ -23,6 +25,7 @@ use futures_util::future::LocalBoxFuture;
 use futures_util::stream::{FuturesUnordered, StreamExt as _};
 use futures_util::FutureExt as _;
 
+use super::health::{self, Unhealthy};
 use super::plan::{Phase, Planner, Step};
 use super::units::{JobOutcome, Units};
 use crate::names::UnitNames;
@@ -75,6 +78,8 @@ pub enum FailureReason {
         /// The window.
         within: Duration,
     },
+    /// The new process stayed up but did not pass its health check.
+    Unhealthy(Box<Unhealthy>),
     /// A call to systemd failed.
     Systemd(DbusError),
 }
@@ -101,6 +106,7 @@ impl fmt::Display for FailureReason {
             Self::ExitedEarly { within } => {
                 write!(f, "the new process did not stay up for {}", human(*within))
             }
+            Self::Unhealthy(u) => write!(f, "{u}"),
             Self::Systemd(e) => write!(f, "{e}"),
         }
     }
@@ -136,7 +142,7 @@ pub struct InstanceReport {
     /// From `RestartUnit` to systemd's `JobRemoved`: stopping the old process, starting the
     /// new one and (for `Type=notify`) its `READY=1`.
     pub job: Duration,
-    /// The min-ready window spent watching the new process.
+    /// The min-ready window spent watching the new process, and its health check.
     pub settle: Duration,
     /// From the first call about this instance to its verdict.
     pub total: Duration,
@@ -482,7 +488,8 @@ fn verify_restarted(
     Ok(after)
 }
 
-/// Phase 2: the new process must still be the active one after `min_ready`.
+/// Phase 2: the new process must still be the active one after `min_ready`, and then pass
+/// its health check if the unit has one.
 async fn settle_phase<U: Units>(
     units: &U,
     unit: String,
@@ -495,10 +502,23 @@ async fn settle_phase<U: Units>(
     }
     let result = match units.state(&unit).await {
         Err(e) => Err(FailureReason::Systemd(e)),
-        Ok(now) if now.is_running() && now.invocation_id == after.invocation_id => Ok(()),
+        Ok(now) if now.is_running() && now.invocation_id == after.invocation_id => {
+            probe(units, &now).await
+        }
         Ok(_) => Err(FailureReason::ExitedEarly { within: min_ready }),
     };
     (started.elapsed(), result)
+}
+
+/// The health gate: the unit's check, asked of the new process on its own socket.
+async fn probe<U: Units>(units: &U, now: &ServiceState) -> Result<(), FailureReason> {
+    match health::Check::of(now) {
+        None => Ok(()),
+        Some(check) => health::wait_healthy(&check, units)
+            .await
+            .map(drop)
+            .map_err(|u| FailureReason::Unhealthy(Box::new(u))),
+    }
 }
 
 /// Gathers what systemd knows about a failed instance, then stops it.

@@ -1,6 +1,6 @@
 //! What the rollout needs from a service manager, as a small trait.
 //!
-//! The engine only restarts units, reads their state, clears failed state and reads a few
+//! The engine only restarts units (and starts a health check's oneshot), reads their state, clears failed state and reads a few
 //! log lines. [`Systemd`] (the zbus client) is the implementation sysmgr ships; the engine's
 //! unit tests use a scripted fake, and the integration tests run the real one against a real
 //! systemd.
@@ -32,6 +32,9 @@ pub trait Units {
     /// Restarts the unit and waits for the job to end, at most `wait` (`None`: as long as
     /// systemd takes).
     async fn restart(&self, unit: &str, wait: Option<Duration>) -> Result<JobOutcome, DbusError>;
+    /// Starts the unit and waits for the job to end, at most `wait` (a oneshot: until its
+    /// command exits).
+    async fn start(&self, unit: &str, wait: Duration) -> Result<JobOutcome, DbusError>;
     /// Stops the unit and waits for the job to end.
     async fn stop(&self, unit: &str) -> Result<JobResult, DbusError>;
     /// The last `lines` lines the unit logged, oldest first; empty if unavailable.
@@ -57,6 +60,15 @@ impl Units for Systemd {
                 Err(_) => Ok(JobOutcome::GaveUp(limit)),
             },
             None => Ok(JobOutcome::Finished(watch.wait(&job).await?.result)),
+        }
+    }
+
+    async fn start(&self, unit: &str, wait: Duration) -> Result<JobOutcome, DbusError> {
+        let mut watch = self.watch_jobs().await?;
+        let job = self.start_unit(unit, JobMode::Replace).await?;
+        match tokio::time::timeout(wait, watch.wait(&job)).await {
+            Ok(removed) => Ok(JobOutcome::Finished(removed?.result)),
+            Err(_) => Ok(JobOutcome::GaveUp(wait)),
         }
     }
 

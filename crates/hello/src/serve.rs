@@ -26,6 +26,8 @@ struct Identity {
     pid: u32,
     /// `instance {i} pid {p}\n`, the body of `/`.
     root: &'static [u8],
+    /// The status of `/health` (`--health-status`).
+    health: StatusCode,
 }
 
 pub fn run(env: WorkerEnv, mut listeners: Listeners, args: &Args) -> Result<(), HelloError> {
@@ -35,6 +37,7 @@ pub fn run(env: WorkerEnv, mut listeners: Listeners, args: &Args) -> Result<(), 
         instance,
         pid,
         root: format!("instance {instance} pid {pid}\n").leak().as_bytes(),
+        health: StatusCode::from_u16(args.health_status).unwrap_or(StatusCode::OK),
     };
     let activated = env.is_socket_activated();
     let listeners = listeners.take_all()?;
@@ -114,7 +117,13 @@ fn text(status: StatusCode, body: Bytes) -> Response<Full<Bytes>> {
 async fn handle(id: Identity, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
     Ok(match req.uri().path() {
         "/" => text(StatusCode::OK, Bytes::from_static(id.root)),
-        "/health" => text(StatusCode::OK, Bytes::from_static(b"ok\n")),
+        "/health" if id.health == StatusCode::OK => {
+            text(StatusCode::OK, Bytes::from_static(b"ok\n"))
+        }
+        "/health" => text(
+            id.health,
+            Bytes::from_static(b"unhealthy (--health-status)\n"),
+        ),
         "/slow" => match slow_ms(req.uri().query()) {
             Some(ms) => {
                 tokio::time::sleep(Duration::from_millis(ms)).await;

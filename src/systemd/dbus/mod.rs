@@ -276,9 +276,20 @@ pub struct ServiceState {
     pub result: ServiceResult,
     /// `ExecMainStatus`: exit status or signal number of the last main process.
     pub exec_main_status: i32,
+    /// `Environment`: the unit's `Environment=` assignments (`NAME=VALUE`, specifiers
+    /// expanded), as systemd loaded them.
+    pub environment: Vec<String>,
 }
 
 impl ServiceState {
+    /// The value of `name` in the unit's `Environment=`, the last assignment winning.
+    pub fn env_var(&self, name: &str) -> Option<&str> {
+        self.environment
+            .iter()
+            .rev()
+            .find_map(|a| a.strip_prefix(name)?.strip_prefix('='))
+    }
+
     /// Active and running (for `Type=notify`, after `READY=1`).
     pub fn is_running(&self) -> bool {
         self.active_state == ActiveState::Active
@@ -303,6 +314,7 @@ impl ServiceState {
             timeout_stop: set(s.timeout_stop_usec).map(Duration::from_micros),
             result: ServiceResult::parse(&s.result),
             exec_main_status: s.exec_main_status,
+            environment: s.environment,
         }
     }
 }

@@ -164,4 +164,6 @@ pub(crate) struct ServiceProps {
     pub result: String,
     #[serde(with = "as_variant")]
     pub exec_main_status: i32,
+    #[serde(with = "as_variant")]
+    pub environment: Vec<String>,
 }
