@@ -283,7 +283,13 @@ fn pm2_settings_map_to_service_keys() {
     // fail the socket every instance shares.
     assert_key(&r, s, "Unit", "StartLimitBurst", &[]);
     assert_key(&r, s, "Unit", "StartLimitIntervalSec", &["0"]);
-    assert_key(&r, s, "Service", "RuntimeDirectory", &["sysmgr/restarts/%n"]);
+    assert_key(
+        &r,
+        s,
+        "Service",
+        "RuntimeDirectory",
+        &["sysmgr/restarts/%n"],
+    );
     assert_key(&r, s, "Service", "RuntimeDirectoryPreserve", &["restart"]);
     assert_key(&r, s, "Service", "Restart", &["always"]);
     assert_key(&r, s, "Service", "RestartSec", &["2s"]);
@@ -313,7 +319,13 @@ fn wait_ready_false_is_type_simple_or_exec_and_autorestart_false_is_restart_no()
     assert_key(&r, "web@.service", "Service", "Type", &["simple"]);
     // Nothing restarts, so there is no crash-loop brake either.
     assert_key(&r, "web@.service", "Service", "RuntimeDirectory", &[]);
-    assert_key(&r, "web@.service", "Service", "RestartPreventExitStatus", &[]);
+    assert_key(
+        &r,
+        "web@.service",
+        "Service",
+        "RestartPreventExitStatus",
+        &[],
+    );
     assert_key(&r, "web@.service", "Unit", "StartLimitIntervalSec", &["0"]);
     let r = rendered("wait_ready = false\nsystemd_version = 240\n");
     assert_key(&r, "web@.service", "Service", "Type", &["exec"]);
