@@ -178,3 +178,93 @@ fn a_crash_loop_of_instance_1_leaves_the_socket_up_and_reload_brings_it_back() {
 fn a_crash_loop_of_instance_3_leaves_the_socket_up_and_start_brings_it_back() {
     a_crash_loop_stays_with_its_instance(3, "start");
 }
+
+/// The socket can still fail for reasons of its own: here systemd's trigger limit, lowered
+/// by a drop-in so that the second activation trips it. The instances keep serving on the
+/// listening socket they inherited, and systemd cannot listen on the address again until
+/// they stop: `reload` and `start` say so and change nothing; `restart` stops them all and
+/// starts the app again.
+#[test]
+fn a_socket_failed_by_its_trigger_limit_is_named_and_restart_brings_the_app_back() {
+    let sb = sandbox();
+    let port = free_port();
+    let file = write_in(&sb, "/srv/web/app.toml", &hello_app("web", 3, port, ""));
+    assert_eq!(sysmgr_in(&sb, &["start", &file]).code, 0);
+    write_in(
+        &sb,
+        "/etc/systemd/system/web.socket.d/limit.conf",
+        "[Socket]\nTriggerLimitIntervalSec=1min\nTriggerLimitBurst=1\n",
+    );
+    sb.systemctl(&["daemon-reload"]).unwrap();
+    // New connections keep coming, so each time an instance dies the socket (listening
+    // again) is activated by one: the second activation trips the limit.
+    let load = Background::start(LoadConfig {
+        connections: 2,
+        mode: Mode::PerRequest,
+        duration: Duration::from_secs(60),
+        request_timeout: Duration::from_secs(5),
+        ..LoadConfig::new(SocketAddr::from(([127, 0, 0, 1], port)))
+    });
+    for _ in 0..10 {
+        if unit_state(&sb, "web.socket") == "failed" {
+            break;
+        }
+        crash_loop(&sb, "web@2.service", 1);
+    }
+    drop(load.stop());
+    assert_eq!(unit_state(&sb, "web.socket"), "failed");
+    assert_eq!(prop(&sb, "web.socket", "Result"), "trigger-limit-hit");
+    let holders: Vec<String> = [1, 2, 3]
+        .iter()
+        .map(|i| format!("web@{i}.service"))
+        .filter(|u| unit_state(&sb, u) == "active")
+        .collect();
+    assert!(!holders.is_empty());
+    let holders = holders.join(", ");
+    let r = sysmgr_in(&sb, &["status", "web"]);
+    assert_eq!(r.code, 1);
+    assert!(
+        r.stdout.starts_with("web: degraded (failed: "),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        r.stdout.lines().next().unwrap().contains("`web.socket`"),
+        "{}",
+        r.stdout
+    );
+
+    let mut json = sysmgr_in(&sb, &["status", "web", "--json"]);
+    json.code = 0;
+    let before = crate::support::status_instances(&json);
+    for verb in ["reload", "start"] {
+        let r = sysmgr_in(&sb, &[verb, "web"]);
+        assert_eq!(r.code, 1, "{}", r.stderr);
+        assert_eq!(
+            r.stderr,
+            format!("sysmgr: error: cannot {verb} `web` without stopping it: its socket `web.socket` failed (systemd's result: `trigger-limit-hit`) and systemd closed it, while {holders} still serve on the listening socket they inherited; systemd cannot listen on that address again until they stop; `sysmgr restart web` stops every instance and starts the app again (connections are refused for that moment)\n")
+        );
+    }
+    let mut json = sysmgr_in(&sb, &["status", "web", "--json"]);
+    json.code = 0;
+    assert_eq!(
+        crate::support::status_instances(&json),
+        before,
+        "nothing changed"
+    );
+    assert!(http_get(port, "/").is_some(), "the instances still serve");
+
+    let r = sysmgr_in(&sb, &["restart", "web"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stderr.starts_with(&format!(
+        "restart web: `web.socket` had failed (systemd's result: `trigger-limit-hit`) while {holders} served on it; systemd cannot listen again until they stop, so every instance is stopped first and the app started again\n"
+    )), "{}", r.stderr);
+    assert!(
+        r.stderr.ends_with("restarted `web`: 3 instances running\n"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(unit_state(&sb, "web.socket"), "active");
+    assert_eq!(sysmgr_in(&sb, &["status", "web"]).code, 0);
+    assert!(http_get(port, "/").is_some());
+}
