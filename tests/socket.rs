@@ -268,3 +268,33 @@ fn a_socket_failed_by_its_trigger_limit_is_named_and_restart_brings_the_app_back
     assert_eq!(sysmgr_in(&sb, &["status", "web"]).code, 0);
     assert!(http_get(port, "/").is_some());
 }
+
+/// The brake's streak counts every start, a rollout's restarts too: `reload` forgets it for
+/// the instances it restarts, so an instance at the end of its allowance (16 starts, the
+/// 17th would be refused) is restarted into the new version rather than refused.
+#[test]
+fn reload_forgets_the_streak_of_the_instances_it_restarts() {
+    let sb = sandbox();
+    let port = free_port();
+    let file = write_in(&sb, "/srv/web/app.toml", &hello_app("web", 2, port, ""));
+    assert_eq!(sysmgr_in(&sb, &["start", &file]).code, 0);
+    // Start 1 (by `start`) and 15 restarts: the 16th process runs.
+    assert_eq!(crash_loop(&sb, "web@1.service", 15), 15);
+    assert_eq!(unit_state(&sb, "web@1.service"), "active");
+    let streak = sb
+        .run(&["cat", "/run/sysmgr/restarts/web@1.service/starts"])
+        .unwrap();
+    assert!(streak.starts_with("16 "), "{streak}");
+    let r = sysmgr_in(&sb, &["reload", "web"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("reload web: 2 of 2 instances ready in "),
+        "{}",
+        r.stderr
+    );
+    let streak = sb
+        .run(&["cat", "/run/sysmgr/restarts/web@1.service/starts"])
+        .unwrap();
+    assert!(streak.starts_with("1 "), "{streak}");
+    assert_eq!(running(&sb, "web"), [1, 2]);
+}

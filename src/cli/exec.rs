@@ -112,7 +112,7 @@ fn notify_fd(address: &std::ffi::OsStr) -> anyhow::Result<i32> {
 mod brake {
     use std::path::Path;
 
-    use crate::config::brake::{DIR_VAR, MAX_VAR, WINDOW_SECS};
+    use crate::config::brake::{DIR_VAR, FILE, MAX_VAR, WINDOW_SECS};
 
     /// The starts in a row so far, and when the last one was (`CLOCK_MONOTONIC`, ms).
     #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -149,7 +149,7 @@ mod brake {
     pub fn record_start() -> Option<String> {
         let max: u32 = std::env::var(MAX_VAR).ok()?.parse().ok()?;
         let dir = std::env::var_os(DIR_VAR)?;
-        let file = Path::new(&dir).join("starts");
+        let file = Path::new(&dir).join(FILE);
         let prev = std::fs::read_to_string(&file)
             .ok()
             .and_then(|t| Streak::parse(&t));

@@ -493,24 +493,14 @@ pub const KEYS: &[Key] = &[
                         brake::DIR
                     ),
                 ),
-                Line::Also("RuntimeDirectory", brake::DIR),
-                Line::Also("RuntimeDirectoryPreserve", "restart"),
+                Line::Choice("RuntimeDirectory", brake::DIR),
+                Line::Choice("RuntimeDirectoryPreserve", "restart"),
                 Line::Raw(format!("RestartPreventExitStatus={}", brake::EXIT_STATUS)),
             ]
         }),
         inline: None,
         values: |s, _| one(s.max_restarts),
-        becomes: Some(|s, _| {
-            if s.autorestart {
-                format!(
-                    "`{}=` for `sysmgr exec`'s crash-loop brake, `RestartPreventExitStatus={}`",
-                    brake::MAX_VAR,
-                    brake::EXIT_STATUS
-                )
-            } else {
-                "nothing (`autorestart = false`)".to_string()
-            }
-        }),
+        becomes: None,
     },
     Key {
         name: "max_memory_restart",

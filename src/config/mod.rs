@@ -54,6 +54,13 @@ pub mod brake {
     /// That directory below the manager's runtime directory (`%t`): a `RuntimeDirectory=` of
     /// the instance (`%n` is its unit name), kept across its restarts and removed when it stops.
     pub const DIR: &str = "sysmgr/restarts/%n";
+    /// The file in it that holds the streak.
+    pub const FILE: &str = "starts";
+
+    /// Where the streak of `unit` is kept, below the manager's runtime directory.
+    pub fn file(runtime_dir: &std::path::Path, unit: &str) -> std::path::PathBuf {
+        runtime_dir.join(DIR.replace("%n", unit)).join(FILE)
+    }
 }
 /// The oldest systemd the generated units target unless `systemd_version` says otherwise.
 pub const MIN_SYSTEMD: u32 = 239;
@@ -105,7 +112,7 @@ pub struct AppSpec {
     pub autorestart: bool,
     /// `RestartSec=`, systemd's default when `None`.
     pub restart_delay: Option<Millis>,
-    /// `StartLimitBurst=`.
+    /// The crash-loop brake of `sysmgr exec` ([`brake`]): starts allowed in a row.
     pub max_restarts: u32,
     /// `MemoryMax=`.
     pub max_memory_restart: Option<Bytes>,
