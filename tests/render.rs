@@ -288,7 +288,7 @@ fn pm2_settings_map_to_service_keys() {
         s,
         "Service",
         "RuntimeDirectory",
-        &["sysmgr/restarts/%n"],
+        &["sysmgr-restarts/%n"],
     );
     assert_key(&r, s, "Service", "RuntimeDirectoryPreserve", &["restart"]);
     assert_key(&r, s, "Service", "Restart", &["always"]);
@@ -307,7 +307,7 @@ fn pm2_settings_map_to_service_keys() {
         &[
             "\"SYSMGR_APP=web\" \"SYSMGR_INSTANCE=%i\" \"NODE_APP_INSTANCE=%i\"",
             "\"SYSMGR_KILL_SIGNAL=SIGTERM\" \"SYSMGR_KILL_TIMEOUT_MS=3000\"",
-            "\"SYSMGR_MAX_RESTARTS=4\" \"SYSMGR_RESTARTS_DIR=%t/sysmgr/restarts/%n\"",
+            "\"SYSMGR_MAX_RESTARTS=4\" \"SYSMGR_RESTARTS_DIR=%t/sysmgr-restarts/%n\"",
         ],
     );
 }

@@ -53,7 +53,9 @@ pub mod brake {
     pub const DIR_VAR: &str = "SYSMGR_RESTARTS_DIR";
     /// That directory below the manager's runtime directory (`%t`): a `RuntimeDirectory=` of
     /// the instance (`%n` is its unit name), kept across its restarts and removed when it stops.
-    pub const DIR: &str = "sysmgr/restarts/%n";
+    /// Not below `/run/sysmgr`, which holds the locks and may be closed to other users: the
+    /// parents systemd makes are open to all, and the directory itself is the instance's user's.
+    pub const DIR: &str = "sysmgr-restarts/%n";
     /// The file in it that holds the streak.
     pub const FILE: &str = "starts";
 
