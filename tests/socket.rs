@@ -299,3 +299,41 @@ fn reload_forgets_the_streak_of_the_instances_it_restarts() {
     assert!(streak.starts_with("1 "), "{streak}");
     assert_eq!(running(&sb, "web"), [1, 2]);
 }
+
+/// `sysmgr exec` itself, outside systemd: the brake refuses the start past the allowance with
+/// exit status 250, and one that cannot count says so and starts the program anyway.
+#[test]
+fn sysmgr_exec_refuses_the_start_past_max_restarts_and_runs_when_it_cannot_count() {
+    let tmp = tempfile::tempdir().unwrap();
+    let exec = |dir: &std::path::Path| {
+        crate::support::sysmgr()
+            .args(["exec", "/bin/true"])
+            .env("SYSMGR_APP", "web")
+            .env("SYSMGR_MAX_RESTARTS", "2")
+            .env("SYSMGR_RESTARTS_DIR", dir)
+            .env_remove("JOURNAL_STREAM")
+            .output()
+            .unwrap()
+    };
+    for _ in 0..2 {
+        let out = exec(tmp.path());
+        assert!(out.status.success(), "{out:?}");
+        assert!(out.stderr.is_empty(), "{out:?}");
+    }
+    let out = exec(tmp.path());
+    assert_eq!(out.status.code(), Some(250));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        format!("{}\n", brake_line(3, 2, "web"))
+    );
+    let missing = tmp.path().join("gone");
+    let out = exec(&missing);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        format!(
+            "sysmgr exec: cannot record this start in `{}/starts` (No such file or directory (os error 2)); the crash-loop brake (max_restarts) is off for it\n",
+            missing.display()
+        )
+    );
+}

@@ -475,7 +475,7 @@ pub const KEYS: &[Key] = &[
         doc: Doc {
             kind: "1..10000, default 16",
             becomes: "`SYSMGR_MAX_RESTARTS=` for `sysmgr exec`, `RestartPreventExitStatus=250`, a `RuntimeDirectory=` kept across restarts",
-            notes: "the crash-loop brake: the start after this many in a row, each less than 10 s after the one before, is refused and the instance stays `failed`; only that instance (not systemd's start limit, which would fail the shared socket); `sysmgr start` and `sysmgr reload` start it again",
+            notes: "the crash-loop brake (with `autorestart`): the start after this many in a row, each less than 10 s after the one before, is refused and the instance stays `failed`; only that instance (not systemd's start limit, which would fail the shared socket); `sysmgr start` and `sysmgr reload` start it again; an app's own exit status 250 is not restarted either",
         },
         block: Some(|s| {
             if !s.autorestart {
