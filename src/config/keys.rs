@@ -482,7 +482,7 @@ pub const KEYS: &[Key] = &[
                 return Vec::new();
             }
             vec![
-                Line::Comment("Crash-loop brake, PM2's max_restarts: `sysmgr exec` counts this instance's starts in a\ndirectory systemd keeps across its restarts; when more than this many come in a row, each\nless than 10 s after the one before, it exits with 250 instead of starting the program,\nso the instance stays failed, alone. The directory goes when the instance stops or fails."),
+                Line::Comment("Crash-loop brake, PM2's max_restarts: `sysmgr exec` counts this instance's starts in a\ndirectory systemd keeps across its restarts; when more than this many come in a row, each\nless than 10 s after the one before, it exits with 250 instead of starting the program,\nso the instance stays failed, alone. The directory goes when the instance stops or fails,\nand `sysmgr reload` clears the count of each instance it restarts."),
                 Line::Value(
                     "Environment",
                     format!(
