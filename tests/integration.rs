@@ -18,6 +18,7 @@ mod production;
 mod reload;
 mod render;
 mod sandbox;
+mod socket;
 mod systemd_units;
 mod user_manager;
 mod worker_systemd;

@@ -397,12 +397,22 @@ fn pm2_settings_map_to_service_keys() {
     assert_key(&r, s, "Service", "TimeoutStopSec", &["3s"]);
     assert_key(&r, s, "Service", "TimeoutStartSec", &["1min"]);
     assert_key(&r, s, "Service", "KillSignal", &["SIGTERM"]);
-    assert_key(&r, s, "Unit", "StartLimitBurst", &["4"]);
-    assert_key(&r, s, "Unit", "StartLimitIntervalSec", &["10s"]);
+    // The brake is sysmgr exec's: no instance may hit a start limit of systemd's, which would
+    // fail the socket every instance shares.
+    assert_key(&r, s, "Unit", "StartLimitBurst", &[]);
+    assert_key(&r, s, "Unit", "StartLimitIntervalSec", &["0"]);
+    assert_key(
+        &r,
+        s,
+        "Service",
+        "RuntimeDirectory",
+        &["sysmgr-restarts/%n"],
+    );
+    assert_key(&r, s, "Service", "RuntimeDirectoryPreserve", &["restart"]);
     assert_key(&r, s, "Service", "Restart", &["always"]);
     assert_key(&r, s, "Service", "RestartSec", &["2s"]);
     assert_key(&r, s, "Service", "MemoryMax", &["1073741824"]);
-    assert_key(&r, s, "Service", "RestartPreventExitStatus", &["2"]);
+    assert_key(&r, s, "Service", "RestartPreventExitStatus", &["250", "2"]);
     assert_key(&r, s, "Service", "WatchdogSec", &["1500ms"]);
     assert_key(&r, s, "Service", "User", &["app"]);
     assert_key(&r, s, "Service", "Group", &["1000"]);
@@ -415,6 +425,7 @@ fn pm2_settings_map_to_service_keys() {
         &[
             "\"SYSMGR_APP=web\" \"SYSMGR_INSTANCE=%i\" \"NODE_APP_INSTANCE=%i\"",
             "\"SYSMGR_KILL_SIGNAL=SIGTERM\" \"SYSMGR_KILL_TIMEOUT_MS=3000\"",
+            "\"SYSMGR_MAX_RESTARTS=4\" \"SYSMGR_RESTARTS_DIR=%t/sysmgr-restarts/%n\"",
         ],
     );
 }
@@ -424,6 +435,16 @@ fn wait_ready_false_is_type_simple_or_exec_and_autorestart_false_is_restart_no()
     // `Type=exec` needs systemd 240; the default target is 239.
     let r = rendered("wait_ready = false\nautorestart = false\n");
     assert_key(&r, "web@.service", "Service", "Type", &["simple"]);
+    // Nothing restarts, so there is no crash-loop brake either.
+    assert_key(&r, "web@.service", "Service", "RuntimeDirectory", &[]);
+    assert_key(
+        &r,
+        "web@.service",
+        "Service",
+        "RestartPreventExitStatus",
+        &[],
+    );
+    assert_key(&r, "web@.service", "Unit", "StartLimitIntervalSec", &["0"]);
     let r = rendered("wait_ready = false\nsystemd_version = 240\n");
     assert_key(&r, "web@.service", "Service", "Type", &["exec"]);
     let r = rendered("wait_ready = false\nautorestart = false\n");

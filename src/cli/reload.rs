@@ -83,6 +83,7 @@ pub(crate) async fn reload_one(
 ) -> anyhow::Result<()> {
     let name = app.name();
     let running = app.running(sd).await?;
+    super::start::say_sockets_cleared("reload", name, &app.recover_sockets(sd, "reload").await?);
     if app.reload_systemd_if_stale(sd).await? {
         say(format!(
             "reload {name}: the unit files changed on disk; reloaded systemd first"

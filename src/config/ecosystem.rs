@@ -309,7 +309,7 @@ fn answered(key: &str) -> Option<&'static str> {
         | "pid_file" => {
             "output goes to the journal, with timestamps and rotation; read it with `sysmgr logs NAME`"
         }
-        "min_uptime" => "sysmgr's crash-loop brake is `max_restarts` starts within 10 s",
+        "min_uptime" => "sysmgr's crash-loop brake is `max_restarts` starts in a row, each within 10 s of the one before",
         "watch" | "ignore_watch" | "watch_options" | "watch_delay" => {
             "sysmgr does not watch files; run `sysmgr reload NAME` after a deploy"
         }
@@ -678,7 +678,7 @@ impl<'a> App<'a> {
             (
                 "max_restarts",
                 "max_restarts",
-                "PM2's max_restarts: starts allowed within 10 s.",
+                "PM2's max_restarts: starts allowed in a row, each within 10 s of the one before.",
             ),
             ("restart_delay", "restart_delay", ""),
             (

@@ -16,7 +16,7 @@
 use std::fmt::Write as _;
 use std::num::NonZeroU32;
 
-use super::{hardening, AppSpec, Hardening, HealthProbe, SocketMode};
+use super::{brake, hardening, AppSpec, Hardening, HealthProbe, SocketMode};
 use crate::names::UnitNames;
 use crate::systemd::syntax;
 
@@ -474,14 +474,28 @@ pub const KEYS: &[Key] = &[
         name: "max_restarts",
         doc: Doc {
             kind: "1..10000, default 16",
-            becomes: "`StartLimitBurst=` with `StartLimitIntervalSec=10s`",
-            notes: "the crash-loop brake; `sysmgr reload` clears the counter of instances it restarts",
+            becomes: "`SYSMGR_MAX_RESTARTS=` for `sysmgr exec`, `RestartPreventExitStatus=250`, a `RuntimeDirectory=` kept across restarts",
+            notes: "the crash-loop brake (with `autorestart`): the start after this many in a row, each less than 10 s after the one before, is refused and the instance stays `failed`; only that instance (not systemd's start limit, which would fail the shared socket); `sysmgr start` and `sysmgr reload` start it again; an app's own exit status 250 is not restarted either",
         },
         block: Some(|s| {
+            if !s.autorestart {
+                return Vec::new();
+            }
             vec![
-                Line::Comment("Crash-loop brake, PM2's max_restarts: at most this many starts in 10 s. Manual restarts\ncount too; `sysmgr reload` clears the counter of the instances it restarts."),
-                Line::Also("StartLimitIntervalSec", "10s"),
-                Line::Value("StartLimitBurst", s.max_restarts.to_string()),
+                Line::Comment("Crash-loop brake, PM2's max_restarts: `sysmgr exec` counts this instance's starts in a\ndirectory systemd keeps across its restarts; when more than this many come in a row, each\nless than 10 s after the one before, it exits with 250 instead of starting the program,\nso the instance stays failed, alone. The directory goes when the instance stops or fails,\nand `sysmgr reload` clears the count of each instance it restarts."),
+                Line::Value(
+                    "Environment",
+                    format!(
+                        "\"{}={}\" \"{}=%t/{}\"",
+                        brake::MAX_VAR,
+                        s.max_restarts,
+                        brake::DIR_VAR,
+                        brake::DIR
+                    ),
+                ),
+                Line::Choice("RuntimeDirectory", brake::DIR),
+                Line::Choice("RuntimeDirectoryPreserve", "restart"),
+                Line::Raw(format!("RestartPreventExitStatus={}", brake::EXIT_STATUS)),
             ]
         }),
         inline: None,

@@ -37,6 +37,34 @@ pub const DEFAULT_KILL_TIMEOUT: Millis = Millis::new(1600);
 pub const DEFAULT_LISTEN_TIMEOUT: Millis = Millis::new(30_000);
 /// PM2's default `max_restarts`.
 pub const DEFAULT_MAX_RESTARTS: u32 = 16;
+
+/// The crash-loop brake that `max_restarts` sets, shared by the units that configure it
+/// (`keys.rs`) and `sysmgr exec`, which applies it (`cli/exec.rs`). It is not systemd's start
+/// limit: an instance that hits that makes systemd fail every socket that activates it, the
+/// shared socket too (`socket_trigger_notify` in systemd's `src/core/socket.c`).
+pub mod brake {
+    /// Starts closer together than this make a streak.
+    pub const WINDOW_SECS: u64 = 10;
+    /// `sysmgr exec` exits with this when it refuses a start; the units list it in
+    /// `RestartPreventExitStatus=`, so the instance ends `failed` instead of restarting.
+    pub const EXIT_STATUS: u8 = 250;
+    /// The environment variable that carries `max_restarts` to `sysmgr exec`.
+    pub const MAX_VAR: &str = "SYSMGR_MAX_RESTARTS";
+    /// The environment variable naming the directory where `sysmgr exec` keeps the streak.
+    pub const DIR_VAR: &str = "SYSMGR_RESTARTS_DIR";
+    /// That directory below the manager's runtime directory (`%t`): a `RuntimeDirectory=` of
+    /// the instance (`%n` is its unit name), kept across its restarts and removed when it stops.
+    /// Not below `/run/sysmgr`, which holds the locks and may be closed to other users: the
+    /// parents systemd makes are open to all, and the directory itself is the instance's user's.
+    pub const DIR: &str = "sysmgr-restarts/%n";
+    /// The file in it that holds the streak.
+    pub const FILE: &str = "starts";
+
+    /// Where the streak of `unit` is kept, below the manager's runtime directory.
+    pub fn file(runtime_dir: &std::path::Path, unit: &str) -> std::path::PathBuf {
+        runtime_dir.join(DIR.replace("%n", unit)).join(FILE)
+    }
+}
 /// The oldest systemd the generated units target unless `systemd_version` says otherwise.
 pub const MIN_SYSTEMD: u32 = 239;
 
@@ -87,7 +115,7 @@ pub struct AppSpec {
     pub autorestart: bool,
     /// `RestartSec=`, systemd's default when `None`.
     pub restart_delay: Option<Millis>,
-    /// `StartLimitBurst=`.
+    /// The crash-loop brake of `sysmgr exec` ([`brake`]): starts allowed in a row.
     pub max_restarts: u32,
     /// `MemoryMax=`.
     pub max_memory_restart: Option<Bytes>,

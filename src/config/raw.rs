@@ -93,7 +93,7 @@ fn pm2_key_advice(key: &str) -> Option<&'static str> {
         }
         "pid_file" => "is not supported: systemd tracks the main PID; see `sysmgr status NAME`",
         "min_uptime" => {
-            "is not supported: sysmgr's crash-loop brake is `max_restarts` starts within 10 s"
+            "is not supported: sysmgr's crash-loop brake is `max_restarts` starts in a row, each within 10 s of the one before"
         }
         "cron_restart" | "cron" => {
             "is not supported: use a systemd timer that runs `sysmgr reload NAME`"

@@ -26,7 +26,7 @@ use crate::lock::AppLock;
 use crate::names::UnitNames;
 use crate::reload::{self, Event, Options, Summary};
 use crate::systemd::dbus::{
-    ActiveState, DbusError, JobMode, JobResult, ServiceState, Systemd, UnitListing,
+    ActiveState, DbusError, JobMode, JobResult, ServiceState, SocketResult, Systemd, UnitListing,
 };
 use crate::systemd::Manager;
 
@@ -86,6 +86,22 @@ pub enum ControlError {
         /// What was changed: `nothing was changed`, or the count on disk and the instances
         /// started and stopped.
         changed: String,
+    },
+    /// A shared socket that systemd failed while instances still serve on the listening
+    /// socket they inherited: systemd closed its side, and cannot bind the address again
+    /// until they stop (the shared socket has no `ReusePort=`).
+    #[error("cannot {verb} `{app}` without stopping it: its socket `{socket}` failed (systemd's result: `{result}`) and systemd closed it, while {holders} still serve on the listening socket they inherited; systemd cannot listen on that address again until they stop; `sysmgr restart {app}` stops every instance and starts the app again (connections are refused for that moment)")]
+    SocketWedged {
+        /// `start` or `reload`.
+        verb: &'static str,
+        /// The app.
+        app: String,
+        /// The failed socket.
+        socket: String,
+        /// systemd's `Result` of the socket.
+        result: SocketResult,
+        /// The running instances, listed.
+        holders: String,
     },
     /// A stop job did not end with `done`.
     #[error("systemd could not stop `{unit}`: the job ended with `{result}`")]
@@ -313,6 +329,70 @@ impl App {
         watch.wait(&job).await?;
         let states = instance_states(sd, self.name(), self.instances()).await?;
         Ok(self.instances().iter().copied().zip(states).collect())
+    }
+
+    /// Clears the app's sockets that systemd failed, so that starting an instance starts
+    /// them again; returns them with systemd's reason. A shared socket cannot listen again
+    /// while instances still hold the listening socket it handed them (systemd closed only
+    /// its own copy, and the address stays bound): then nothing is changed and the error is
+    /// [`ControlError::SocketWedged`]. No instance can fail a socket any more (their
+    /// crash-loop brake is `sysmgr exec`'s), but systemd's trigger limit still can, and so
+    /// can an address taken by another program.
+    pub async fn recover_sockets(
+        &self,
+        sd: &Systemd,
+        verb: &'static str,
+    ) -> anyhow::Result<Vec<(String, SocketResult)>> {
+        let states = instance_states(sd, self.name(), self.instances()).await?;
+        let sockets: BTreeSet<&String> = states.iter().flat_map(|s| &s.triggered_by).collect();
+        let mut failed = Vec::new();
+        for socket in sockets {
+            if sd.active_state(socket).await? == ActiveState::Failed {
+                failed.push((socket.clone(), sd.socket_result(socket).await?));
+            }
+        }
+        if failed.is_empty() {
+            return Ok(failed);
+        }
+        // Per-instance sockets (`NAME@N.socket`) have `ReusePort=`: they bind again beside the
+        // old one. A shared one cannot while any instance runs.
+        let running = running_instances(sd, self.name()).await?;
+        if let Some((socket, result)) = failed.iter().find(|(s, _)| !s.contains('@')) {
+            if !running.is_empty() {
+                let holders: Vec<String> =
+                    running.iter().map(|&i| self.names.instance(i)).collect();
+                return Err(ControlError::SocketWedged {
+                    verb,
+                    app: self.name().to_string(),
+                    socket: socket.clone(),
+                    result: result.clone(),
+                    holders: holders.join(", "),
+                }
+                .into());
+            }
+        }
+        for (socket, _) in &failed {
+            sd.reset_failed_unit(socket).await?;
+        }
+        Ok(failed)
+    }
+
+    /// Stops every instance and the sockets, then starts the app again: the only way back
+    /// for a shared socket that failed while instances held it ([`ControlError::SocketWedged`]).
+    /// Returns the state of every wanted instance afterwards, like [`Self::start`].
+    pub async fn restart_stopped(&self, sd: &Systemd) -> anyhow::Result<Vec<(u32, ServiceState)>> {
+        let record = self.record(Action::Restart);
+        let result = async {
+            self.stop_all(sd).await?;
+            self.recover_sockets(sd, "restart").await?;
+            Ok::<_, anyhow::Error>(self.start_target(sd).await?)
+        }
+        .await;
+        match &result {
+            Ok(states) => record.started(states),
+            Err(e) => record.failed(e),
+        }
+        result
     }
 
     /// Stops the target and every loaded instance with its sockets; returns how many
@@ -722,6 +802,7 @@ impl crate::Classify for ControlError {
         match self {
             Self::NotGenerated { .. } => crate::ErrorClass::Invalid,
             Self::NotRunning { .. }
+            | Self::SocketWedged { .. }
             | Self::Halted { .. }
             | Self::StopFailed { .. }
             | Self::ScaleFailed { .. } => crate::ErrorClass::Failed,

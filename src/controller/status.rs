@@ -4,8 +4,8 @@
 //! every socket that triggers an instance. Read without the lock: looking changes nothing.
 //!
 //! An app is `degraded` when any of its instances or sockets is `failed`, whatever its
-//! target says: a crash-looping instance 1 fails the shared socket while the other instances
-//! still serve, and the target stays `active`.
+//! target says: an instance the crash-loop brake stopped, or a socket systemd failed (its
+//! trigger limit), leaves the other instances serving and the target `active`.
 
 use std::collections::BTreeSet;
 use std::time::{SystemTime, UNIX_EPOCH};

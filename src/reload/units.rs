@@ -27,7 +27,7 @@ pub enum JobOutcome {
 pub trait Units {
     /// The unit's state now.
     async fn state(&self, unit: &str) -> Result<ServiceState, DbusError>;
-    /// Clears the unit's failed state and start-rate counter.
+    /// Clears the unit's failed state and start-rate counter (the crash-loop brake's streak).
     async fn reset_failed(&self, unit: &str) -> Result<(), DbusError>;
     /// Restarts the unit and waits for the job to end, at most `wait` (`None`: as long as
     /// systemd takes).
@@ -47,7 +47,9 @@ impl Units for Systemd {
     }
 
     async fn reset_failed(&self, unit: &str) -> Result<(), DbusError> {
-        self.reset_failed_unit(unit).await
+        self.reset_failed_unit(unit).await?;
+        forget_streak(self.manager(), unit);
+        Ok(())
     }
 
     async fn restart(&self, unit: &str, wait: Option<Duration>) -> Result<JobOutcome, DbusError> {
@@ -80,6 +82,15 @@ impl Units for Systemd {
 
     async fn journal(&self, unit: &str, lines: usize) -> Vec<String> {
         journal_tail(self.manager(), unit, lines)
+    }
+}
+
+/// Forgets the crash-loop brake's streak of `unit` (`config::brake`), so that a restart the
+/// rollout asks for is not refused for the crashes before it. systemd keeps the file across
+/// restarts, manual ones too; there is none when the unit is stopped, or is not an instance.
+fn forget_streak(manager: Manager, unit: &str) {
+    if let Some(runtime_dir) = manager.runtime_dir() {
+        let _ = std::fs::remove_file(crate::config::brake::file(&runtime_dir, unit));
     }
 }
 

@@ -41,10 +41,13 @@ use zbus::proxy::CacheProperties;
 use zbus::{Connection, MatchRule, MessageStream, OwnedObjectPath};
 
 use self::proxy::{
-    ServiceProps, SystemdManagerProxy, UnitPropertiesProxy, UnitProps, SERVICE_IFACE, UNIT_IFACE,
+    ServiceProps, SystemdManagerProxy, UnitPropertiesProxy, UnitProps, SERVICE_IFACE, SOCKET_IFACE,
+    UNIT_IFACE,
 };
 use super::Manager;
-pub use crate::systemd::state::{ActiveState, JobResult, LoadState, ServiceResult, SubState};
+pub use crate::systemd::state::{
+    ActiveState, JobResult, LoadState, ServiceResult, SocketResult, SubState,
+};
 
 const DESTINATION: &str = "org.freedesktop.systemd1";
 const MANAGER_PATH: &str = "/org/freedesktop/systemd1";
@@ -648,6 +651,17 @@ impl Systemd {
             .await
             .map_err(|e| self.classify(e, Some(unit), || read_action(unit)))?;
         Ok(ActiveState::parse(&props.active_state))
+    }
+
+    /// A socket unit's `Result`: why systemd failed it, if it did.
+    pub async fn socket_result(&self, unit: &str) -> Result<SocketResult, DbusError> {
+        let props = self.properties(unit).await?;
+        let _permit = self.permit().await;
+        let props = props
+            .get_all_socket(SOCKET_IFACE)
+            .await
+            .map_err(|e| self.classify(e, Some(unit), || read_action(unit)))?;
+        Ok(SocketResult::parse(&props.result))
     }
 
     /// Opens the `JobRemoved` stream. Do this before enqueuing the jobs to wait for.

@@ -82,12 +82,18 @@ pub(crate) trait UnitProperties {
     /// `GetAll("org.freedesktop.systemd1.Service")`.
     #[zbus(name = "GetAll")]
     fn get_all_service(&self, interface: &str) -> zbus::Result<ServiceProps>;
+
+    /// `GetAll("org.freedesktop.systemd1.Socket")`.
+    #[zbus(name = "GetAll")]
+    fn get_all_socket(&self, interface: &str) -> zbus::Result<SocketProps>;
 }
 
 /// The interface [`UnitPropertiesProxy::get_all_unit`] must be given.
 pub(crate) const UNIT_IFACE: &str = "org.freedesktop.systemd1.Unit";
 /// The interface [`UnitPropertiesProxy::get_all_service`] must be given.
 pub(crate) const SERVICE_IFACE: &str = "org.freedesktop.systemd1.Service";
+/// The interface [`UnitPropertiesProxy::get_all_socket`] must be given.
+pub(crate) const SOCKET_IFACE: &str = "org.freedesktop.systemd1.Socket";
 
 /// One change `EnableUnitFiles`/`DisableUnitFiles` made: `(type, file, destination)`.
 // The wire struct has every field systemd sends; sysmgr only counts the changes.
@@ -166,4 +172,13 @@ pub(crate) struct ServiceProps {
     pub exec_main_status: i32,
     #[serde(with = "as_variant")]
     pub environment: Vec<String>,
+}
+
+/// The `org.freedesktop.systemd1.Socket` properties sysmgr reads, by their D-Bus names.
+#[derive(Debug, Clone, Deserialize, Type)]
+#[zbus(signature = "a{sv}")]
+#[serde(rename_all = "PascalCase")]
+pub(crate) struct SocketProps {
+    #[serde(with = "as_variant")]
+    pub result: String,
 }
