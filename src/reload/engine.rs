@@ -75,6 +75,9 @@ pub enum FailureReason {
         /// The window.
         within: Duration,
     },
+    /// The connection to systemd was lost while the job ran (`daemon-reexec`), so how the
+    /// job ended was not seen; afterwards the unit showed this.
+    Unobserved(Box<FailureReason>),
     /// A call to systemd failed.
     Systemd(DbusError),
 }
@@ -101,6 +104,13 @@ impl fmt::Display for FailureReason {
             Self::ExitedEarly { within } => {
                 write!(f, "the new process did not stay up for {}", human(*within))
             }
+            Self::Unobserved(after) => write!(
+                f,
+                "the connection to systemd was lost while the restart job ran, and then {}",
+                after
+                    .to_string()
+                    .trim_start_matches("the restart job was done but ")
+            ),
             Self::Systemd(e) => write!(f, "{e}"),
         }
     }
@@ -456,6 +466,14 @@ async fn restart_phase<U: Units>(
         Ok(JobOutcome::Finished(JobResult::Done)) => match units.state(&unit).await {
             Err(e) => Err(FailureReason::Systemd(e)),
             Ok(after) => verify_restarted(&before, after).map(Box::new),
+        },
+        // A job whose end was not seen (systemd re-executed meanwhile) is judged by the
+        // unit's state alone, which must show a new process.
+        Ok(JobOutcome::Unobserved) => match units.state(&unit).await {
+            Err(e) => Err(FailureReason::Systemd(e)),
+            Ok(after) => verify_restarted(&before, after)
+                .map(Box::new)
+                .map_err(|reason| FailureReason::Unobserved(Box::new(reason))),
         },
         Ok(JobOutcome::Finished(other)) => Err(FailureReason::Job(other)),
     };

@@ -24,6 +24,9 @@ enum Script {
     Unchanged,
     /// systemd never finishes the job within the wait.
     Hangs,
+    /// The connection was lost while the job ran: its end is not seen. `true`: the unit
+    /// restarted meanwhile; `false`: it did not (it is failed).
+    Unobserved(bool),
 }
 
 #[derive(Debug, Clone)]
@@ -156,6 +159,17 @@ impl Units for Fake {
                 JobOutcome::Finished(JobResult::Failed)
             }
             Script::Unchanged => JobOutcome::Finished(JobResult::Done),
+            Script::Unobserved(restarted) => {
+                *self.next_pid.borrow_mut() += 1;
+                u.pid = if restarted {
+                    *self.next_pid.borrow()
+                } else {
+                    0
+                };
+                u.invocation += 1;
+                u.active = restarted;
+                JobOutcome::Unobserved
+            }
             Script::Hangs => JobOutcome::GaveUp(wait.unwrap_or_default()),
         };
         Ok(outcome)
@@ -392,4 +406,26 @@ fn durations_read_like_people_write_them() {
     assert_eq!(engine::human(Duration::from_millis(412)), "412 ms");
     assert_eq!(engine::human(Duration::from_millis(1234)), "1.2 s");
     assert_eq!(engine::human(Duration::from_secs(95)), "95 s");
+}
+
+#[tokio::test]
+async fn a_job_whose_end_was_not_seen_is_judged_by_the_units_state() {
+    // systemd re-executed while instance 1 restarted (it did) and instance 2 (it failed).
+    let fake = Fake::new(
+        "web",
+        3,
+        &[
+            (1, Script::Unobserved(true)),
+            (2, Script::Unobserved(false)),
+        ],
+    );
+    let (summary, _) = run(&fake, 3, &opts(1)).await;
+    assert_eq!(summary.instances[0].step, Step::Ready);
+    assert_eq!(summary.instances[1].step, Step::Failed);
+    assert_eq!(summary.instances[2].step, Step::Skipped);
+    let failure = summary.instances[1].failure.as_ref().unwrap();
+    assert_eq!(
+        failure.reason.to_string(),
+        "the connection to systemd was lost while the restart job ran, and then the unit is `failed/failed`"
+    );
 }

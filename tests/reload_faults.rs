@@ -1,0 +1,150 @@
+//! `sysmgr reload` when production gets in its way (issue 10), against a real systemd: systemd
+//! re-executed or reloaded in the middle of a rollout, and a halted reload that must leave
+//! the previous version installed.
+
+use std::io::{BufRead as _, BufReader, Read as _};
+use std::net::SocketAddr;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use sysmgr_load::{get_blocking, Background, LoadConfig, Mode, Report};
+
+use crate::lifecycle::{hello_app, http_get, running};
+use crate::support::{free_port, sandbox, sysmgr_bin, sysmgr_in, wait_for, write_in};
+
+/// Keep-alive and per-request load on `port`, bounded by `duration`; stopped by the caller.
+fn load(port: u16) -> (Background, Background) {
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let one = |mode, connections| {
+        Background::start(LoadConfig {
+            connections,
+            mode,
+            duration: Duration::from_secs(240),
+            request_timeout: Duration::from_secs(5),
+            ..LoadConfig::new(addr)
+        })
+    };
+    (one(Mode::KeepAlive, 6), one(Mode::PerRequest, 3))
+}
+
+fn assert_no_loss(reports: [(&str, &Report); 2]) {
+    for (name, report) in reports {
+        assert_eq!(report.failed, 0, "{name}: {:?}", report.failures);
+        assert_eq!(report.hung, 0, "{name}");
+        assert!(report.ok > 50, "{name}: only {} requests", report.ok);
+    }
+}
+
+/// The `Job` systemd has queued for `unit` (`0` when none).
+fn job_of(sb: &sysmgr_sandbox::Sandbox, unit: &str) -> String {
+    sb.systemctl(&["show", "--property=Job", "--value", unit])
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
+}
+
+/// The system bus inside the sandbox, named explicitly: root then uses it rather than
+/// systemd's private socket.
+const SYSTEM_BUS: (&str, &str) = (
+    "DBUS_SYSTEM_BUS_ADDRESS",
+    "unix:path=/run/dbus/system_bus_socket",
+);
+
+/// `systemctl daemon-reexec` or `daemon-reload` while instance 2's restart job is in flight:
+/// the reload ends within `kill_timeout + listen_timeout + 10 s` of it, no request fails,
+/// every instance runs afterwards, and the lock is free. `env`: how sysmgr reaches systemd
+/// (nothing: root's private socket, which re-executing closes; [`SYSTEM_BUS`]: the bus,
+/// where systemd leaves and comes back under a new name, without the job subscription).
+fn reload_survives(manager_op: &str, env: &[(&str, &str)]) {
+    let sb = sandbox();
+    let port = free_port();
+    // kill_timeout 3 s (hello_app), listen_timeout 5 s: the bound is 18 s.
+    let file = write_in(
+        &sb,
+        "/srv/web/app.toml",
+        &hello_app("web", 4, port, "listen_timeout = 5000\n"),
+    );
+    let r = sysmgr_in(&sb, &["start", &file]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let bound = Duration::from_secs(3 + 5 + 10);
+    let (keep_alive, per_request) = load(port);
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    // Requests that keep each old worker draining for a while, so a restart is in flight
+    // long enough to be caught.
+    let slow: Vec<_> = (0..8)
+        .map(|_| {
+            std::thread::spawn(move || get_blocking(addr, "/slow?ms=1500", Duration::from_secs(15)))
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(200));
+    let mut child = sb
+        .command(sysmgr_bin())
+        .envs(env.iter().copied())
+        .args(["reload", "web"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    err.read_line(&mut line).unwrap();
+    assert_eq!(line, "reload web: 4 instances, 1 at a time\n");
+    // Instance 2's restart job, once it is queued.
+    let job = wait_for(20, || {
+        let job = job_of(&sb, "web@2.service");
+        (job != "0" && !job.is_empty()).then_some(job)
+    })
+    .expect("instance 2's restart job is queued");
+    let fired = Instant::now();
+    sb.systemctl(&[manager_op]).unwrap();
+    eprintln!("{manager_op} while job {job} of web@2.service was in flight");
+    // Bounded: the child is killed below if it outlives the bound.
+    let status = wait_for(bound.as_secs() + 20, || child.try_wait().unwrap());
+    let took = fired.elapsed();
+    if status.is_none() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    let mut rest = String::new();
+    err.read_to_string(&mut rest).unwrap();
+    eprintln!("{rest}");
+    assert!(
+        status.is_some(),
+        "the reload hung after {manager_op}:\n{rest}"
+    );
+    assert!(took < bound, "took {took:?} after {manager_op}:\n{rest}");
+    let status = status.unwrap();
+    // Done or halted, with a clear message either way.
+    assert!(
+        rest.contains("reload web: 4 of 4 instances ready in ") || rest.contains("halted"),
+        "{rest}"
+    );
+    // The lock is free: a command that refuses to wait runs at once.
+    let again = Instant::now();
+    let r = sysmgr_in(&sb, &["reload", "web", "--no-wait"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(again.elapsed() < Duration::from_secs(30));
+    for handle in slow {
+        let (code, _) = handle.join().unwrap().expect("a slow request completes");
+        assert_eq!(code, 200);
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let (k, p) = (keep_alive.stop(), per_request.stop());
+    assert_no_loss([("keep-alive", &k), ("per-request", &p)]);
+    assert_eq!(running(&sb, "web"), [1, 2, 3, 4]);
+    assert!(http_get(port, "/").is_some());
+    assert!(status.success(), "{rest}");
+}
+
+#[test]
+fn reload_survives_a_daemon_reexec_in_its_middle() {
+    reload_survives("daemon-reexec", &[]);
+}
+
+#[test]
+fn reload_over_the_bus_survives_a_daemon_reexec_in_its_middle() {
+    reload_survives("daemon-reexec", &[SYSTEM_BUS]);
+}
+
+#[test]
+fn reload_survives_a_daemon_reload_in_its_middle() {
+    reload_survives("daemon-reload", &[]);
+}
