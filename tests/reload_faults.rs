@@ -148,3 +148,143 @@ fn reload_over_the_bus_survives_a_daemon_reexec_in_its_middle() {
 fn reload_survives_a_daemon_reload_in_its_middle() {
     reload_survives("daemon-reload", &[]);
 }
+
+/// `NAME=value` of `pid`'s environment inside the sandbox, and its argv.
+fn environ_and_argv(sb: &sysmgr_sandbox::Sandbox, pid: u64) -> (Vec<String>, Vec<String>) {
+    let read = |what: &str| {
+        let bytes = std::fs::read(sb.root().join(format!("proc/{pid}/{what}"))).unwrap();
+        bytes
+            .split(|&b| b == 0)
+            .filter(|s| !s.is_empty())
+            .map(|s| String::from_utf8_lossy(s).into_owned())
+            .collect::<Vec<_>>()
+    };
+    (read("environ"), read("cmdline"))
+}
+
+/// The main PID of `unit` once it is active with a PID other than `not`.
+fn active_pid(sb: &sysmgr_sandbox::Sandbox, unit: &str, not: u64) -> Option<u64> {
+    wait_for(20, || {
+        let out = sb
+            .systemctl(&["show", "--property=ActiveState,MainPID", unit])
+            .ok()?;
+        let active = out.lines().any(|l| l == "ActiveState=active");
+        let pid: u64 = out
+            .lines()
+            .find_map(|l| l.strip_prefix("MainPID="))?
+            .parse()
+            .ok()?;
+        (active && pid != 0 && pid != not).then_some(pid)
+    })
+}
+
+#[test]
+fn a_halted_reload_puts_the_previous_units_back_so_a_crash_restarts_the_old_version() {
+    let sb = sandbox();
+    let port = free_port();
+    let hello = crate::support::workspace_bin("sysmgr-hello")
+        .display()
+        .to_string();
+    let good = hello_app(
+        "web",
+        4,
+        port,
+        "listen_timeout = 2000\n[env]\nRELEASE = \"v1\"\n",
+    );
+    let file = write_in(&sb, "/srv/web/app.toml", &good);
+    let r = sysmgr_in(&sb, &["start", &file]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let template = sb.unit_dir().join("web@.service");
+    let v1_units = crate::support::tree(&sb.unit_dir());
+    let v1_template = std::fs::read_to_string(&template).unwrap();
+    let old3 = active_pid(&sb, "web@3.service", 0).unwrap();
+
+    // v2 exits at once.
+    let bad = good
+        .replace(
+            &format!("[\"{hello}\"]"),
+            "[\"/bin/sh\", \"-c\", \"echo broken build; exit 3\"]",
+        )
+        .replace("v1", "v2");
+    write_in(&sb, "/srv/web/app.toml", &bad);
+    let r = sysmgr_in(&sb, &["reload", &file]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    let pid1 = active_pid(&sb, "web@1.service", 0).expect("instance 1 runs again");
+    assert!(
+        r.stderr.contains(&format!(
+            "\nreload web: halted; put back the previous version's unit files and reloaded systemd: `/etc/systemd/system/web@.service`; `web@1.service` runs the previous version again (pid {pid1}); not restarted, still running the previous version: web@2.service, web@3.service, web@4.service\n"
+        )),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        r.stderr.ends_with("\nsysmgr: error: reload of `web` halted: `web@1.service` failed (the restart job ended with `failed`; systemd's result: `exit-code`); the instances not yet restarted still run the previous version; fix the app file and run `sysmgr reload /srv/web/app.toml` again\n"),
+        "{}",
+        r.stderr
+    );
+    // v1's units are installed again, byte for byte, and nothing is left kept.
+    assert_eq!(std::fs::read_to_string(&template).unwrap(), v1_template);
+    assert_eq!(crate::support::tree(&sb.unit_dir()), v1_units);
+    assert_eq!(
+        sb.systemctl(&[
+            "show",
+            "--property=NeedDaemonReload",
+            "--value",
+            "web@1.service"
+        ])
+        .unwrap(),
+        "no\n"
+    );
+    assert_eq!(running(&sb, "web"), [1, 2, 3, 4]);
+
+    // An old instance crashes after the halt: systemd restarts it into v1, not v2.
+    sb.systemctl(&["kill", "--signal=KILL", "web@3.service"])
+        .unwrap();
+    let new3 = active_pid(&sb, "web@3.service", old3).expect("systemd restarts instance 3");
+    for pid in [new3, pid1] {
+        let (env, argv) = environ_and_argv(&sb, pid);
+        assert!(env.contains(&"RELEASE=v1".to_string()), "{env:?}");
+        assert_eq!(
+            argv.last().map(String::as_str),
+            Some(hello.as_str()),
+            "{argv:?}"
+        );
+    }
+    assert!(http_get(port, "/").is_some());
+}
+
+#[test]
+fn a_halted_reload_of_unchanged_units_has_nothing_to_put_back() {
+    let sb = sandbox();
+    let port = free_port();
+    let hello = crate::support::workspace_bin("sysmgr-hello")
+        .display()
+        .to_string();
+    // The unit runs a script that a deploy replaces in place: the units never change.
+    let script = write_in(&sb, "/srv/web/run.sh", &format!("exec {hello}\n"));
+    let app = hello_app("web", 3, port, "listen_timeout = 2000\n").replace(
+        &format!("[\"{hello}\"]"),
+        &format!("[\"/bin/sh\", \"{script}\"]"),
+    );
+    let file = write_in(&sb, "/srv/web/app.toml", &app);
+    let r = sysmgr_in(&sb, &["start", &file]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let units = crate::support::tree(&sb.unit_dir());
+    write_in(&sb, "/srv/web/run.sh", "echo broken build; exit 3\n");
+    let r = sysmgr_in(&sb, &["reload", "web"]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(
+        r.stderr.contains(
+            "\nreload web: halted; `web@1.service` is stopped; not restarted, still running the previous version: web@2.service, web@3.service\n"
+        ),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        r.stderr.ends_with("\nsysmgr: error: reload of `web` halted: `web@1.service` failed (the restart job ended with `failed`; systemd's result: `exit-code`); the instances not yet restarted still run the previous version; fix the app and run `sysmgr reload web` again\n"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(crate::support::tree(&sb.unit_dir()), units);
+    assert_eq!(running(&sb, "web"), [2, 3]);
+}

@@ -14,7 +14,7 @@ use std::time::Duration;
 use clap::Args;
 
 use super::lifecycle::{self, LockArgs};
-use crate::controller::ControlError;
+use crate::controller::{ControlError, PutBack};
 use crate::reload::engine::human;
 use crate::reload::{self, Event, Options, Step, Summary};
 use crate::systemd::dbus::{ServiceResult, Systemd};
@@ -51,7 +51,7 @@ pub fn run(args: &ReloadArgs, manager: Manager) -> anyhow::Result<ExitCode> {
 
 /// Reloads the apps `arg` names (a name, or every app of a file), halting at the first halt.
 fn reload_apps(args: &ReloadArgs, manager: Manager, arg: &str) -> anyhow::Result<ExitCode> {
-    let apps = lifecycle::prepare(arg, &args.source, manager, &args.lock)?;
+    let apps = lifecycle::prepare(arg, &args.source, manager, &args.lock, true)?;
     let opts = Options {
         parallel: args.parallel,
         min_ready: Duration::from_millis(args.min_ready),
@@ -77,8 +77,12 @@ async fn reload_one(
     if app.reload_systemd_if_stale(sd).await? {
         eprintln!("reload {name}: the unit files changed on disk; reloaded systemd first");
     }
-    let summary = app.reload(sd, opts, &mut printer("reload")).await;
-    report("reload", &summary, &running)?;
+    let reloaded = app.reload(sd, opts, &mut printer("reload")).await;
+    let halt = Halt {
+        put_back: reloaded.put_back.as_ref(),
+        source: app.installed().source.as_deref(),
+    };
+    report("reload", &reloaded.summary, &running, &halt)?;
     // Scale down to the count in the unit directory: instances beyond it still run the
     // previous version and are stopped only now, after the new ones proved ready.
     let extra = app.stop_unwanted(sd, &running).await?;
@@ -178,12 +182,23 @@ fn result_text(result: Option<&ServiceResult>) -> &str {
     result.map_or("", ServiceResult::as_str)
 }
 
+/// What a halt report says besides the rollout: what the halt put back, and the app file the
+/// units came from.
+#[derive(Debug, Default)]
+pub(crate) struct Halt<'a> {
+    /// What was put back of the last good generation (`reload FILE` only).
+    pub put_back: Option<&'a PutBack>,
+    /// The app file named in the units' header.
+    pub source: Option<&'a std::path::Path>,
+}
+
 /// The closing line, or the halt report and its error. `running`: the instances that ran
 /// before the rollout, so the report names only those still serving the previous version.
 pub(crate) fn report(
     verb: &'static str,
     summary: &Summary,
     running: &BTreeSet<u32>,
+    halt: &Halt<'_>,
 ) -> anyhow::Result<()> {
     let app = &summary.app;
     if summary.completed() {
@@ -210,15 +225,42 @@ pub(crate) fn report(
         .filter(|r| running.contains(&r.instance))
         .map(|r| r.unit.as_str())
         .collect();
-    if skipped.is_empty() {
-        eprintln!("{verb} {app}: halted; `{}` is stopped", failed.unit);
-    } else {
-        eprintln!(
-            "{verb} {app}: halted; `{}` is stopped; not restarted, still running the previous version: {}",
-            failed.unit,
+    let mut line = format!(
+        "{verb} {app}: halted; {}",
+        what_was_put_back(&failed.unit, halt.put_back)
+    );
+    if !skipped.is_empty() {
+        line += &format!(
+            "; not restarted, still running the previous version: {}",
             skipped.join(", ")
         );
     }
+    if let Some(PutBack::Done { .. }) = halt.put_back {
+        let moved: Vec<&str> = summary
+            .instances
+            .iter()
+            .filter(|r| r.step == Step::Ready)
+            .map(|r| r.unit.as_str())
+            .collect();
+        if !moved.is_empty() {
+            line += &format!(
+                "; restarted before the halt, running the new version until they restart: {}",
+                moved.join(", ")
+            );
+        }
+    }
+    eprintln!("{line}");
+    // Once the files changed, the app file is what must be fixed and reloaded: the units
+    // installed now are the previous version's (or, if they could not be put back, the
+    // broken ones).
+    let next = match (halt.put_back, halt.source) {
+        (Some(_), Some(file)) => format!(
+            "fix the app file and run `sysmgr {verb} {}` again",
+            file.display()
+        ),
+        (Some(_), None) => format!("fix the app file and run `sysmgr {verb} FILE` again"),
+        (None, _) => format!("fix the app and run `sysmgr {verb} {app}` again"),
+    };
     let failure = failed
         .failure
         .as_ref()
@@ -230,6 +272,7 @@ pub(crate) fn report(
             app: app.clone(),
             unit: failed.unit.clone(),
             reason: "a call to systemd failed".into(),
+            next,
         }));
     }
     Err(ControlError::Halted {
@@ -241,6 +284,46 @@ pub(crate) fn report(
             failure.reason,
             result_text(failure.service_result.as_ref())
         ),
+        next,
     }
     .into())
+}
+
+/// The part of the halt line that says what became of the failed `unit` and of the unit
+/// files.
+fn what_was_put_back(unit: &str, put_back: Option<&PutBack>) -> String {
+    match put_back {
+        None => format!("`{unit}` is stopped"),
+        Some(PutBack::Failed(e)) => format!(
+            "`{unit}` is stopped; putting back the previous version's unit files failed ({e}), the new version's stay installed"
+        ),
+        Some(PutBack::Done {
+            files,
+            reloaded,
+            restarted,
+        }) => {
+            let files = files
+                .iter()
+                .map(|f| format!("`{}`", f.display()))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let instance = match restarted {
+                Some((unit, Ok(pid))) => {
+                    format!("`{unit}` runs the previous version again (pid {pid})")
+                }
+                Some((unit, Err(e))) => format!(
+                    "`{unit}` did not start on the previous version either ({e}) and is stopped"
+                ),
+                None => format!("`{unit}` is stopped"),
+            };
+            match reloaded {
+                Ok(()) => format!(
+                    "put back the previous version's unit files and reloaded systemd: {files}; {instance}"
+                ),
+                Err(e) => format!(
+                    "put back the previous version's unit files: {files}, but systemd was not reloaded ({e}; run `systemctl daemon-reload`); {instance}"
+                ),
+            }
+        }
+    }
 }

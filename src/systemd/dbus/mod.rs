@@ -853,14 +853,25 @@ impl Systemd {
 
     /// The `ActiveState` of any unit (sockets, targets), with one `GetAll`.
     pub async fn active_state(&self, unit: &str) -> Result<ActiveState, DbusError> {
+        Ok(ActiveState::parse(
+            &self.unit_props(unit).await?.active_state,
+        ))
+    }
+
+    /// `NeedDaemonReload` of any unit: its files changed on disk since systemd read them.
+    pub async fn need_daemon_reload(&self, unit: &str) -> Result<bool, DbusError> {
+        Ok(self.unit_props(unit).await?.need_daemon_reload)
+    }
+
+    /// The `Unit` properties of any unit, with one `GetAll`.
+    async fn unit_props(&self, unit: &str) -> Result<UnitProps, DbusError> {
         self.call(|link| async move {
             let props = self.properties(&link, unit).await?;
             let _permit = self.permit().await;
-            let props = props
+            props
                 .get_all_unit(UNIT_IFACE)
                 .await
-                .map_err(|e| self.classify(&link, e, Some(unit), || read_action(unit)))?;
-            Ok(ActiveState::parse(&props.active_state))
+                .map_err(|e| self.classify(&link, e, Some(unit), || read_action(unit)))
         })
         .await
     }
