@@ -288,3 +288,161 @@ fn a_halted_reload_of_unchanged_units_has_nothing_to_put_back() {
     assert_eq!(crate::support::tree(&sb.unit_dir()), units);
     assert_eq!(running(&sb, "web"), [2, 3]);
 }
+
+/// splitmix64: a seeded sequence of delays, so a failing run can be repeated.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// A duration in `0..max`.
+    fn below(&mut self, max: Duration) -> Duration {
+        Duration::from_micros(self.next() % max.as_micros().max(1) as u64)
+    }
+}
+
+/// The host PIDs of `pid`'s children (nsenter forks the command it runs into the sandbox).
+fn children(pid: u32) -> Vec<i32> {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect()
+}
+
+/// Whether host PID `pid` is gone (or a zombie: its files, and so its flock, are closed).
+fn gone(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
+    }
+}
+
+/// Takes and releases the app's lock at once, without waiting: true when nobody holds it.
+fn lock_is_free(sb: &sysmgr_sandbox::Sandbox, app: &str) -> bool {
+    use std::os::fd::AsRawFd as _;
+    let Ok(file) = std::fs::File::open(sb.root().join(format!("run/sysmgr/{app}.lock"))) else {
+        return true;
+    };
+    // SAFETY: flock on an fd this function owns; closing it releases the lock.
+    unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) == 0 }
+}
+
+/// The `RELEASE` each instance of `app` runs with.
+fn releases(sb: &sysmgr_sandbox::Sandbox, app: &str) -> Vec<String> {
+    crate::lifecycle::instances(sb, app)
+        .values()
+        .map(|(_, pid)| {
+            environ_and_argv(sb, *pid)
+                .0
+                .into_iter()
+                .find_map(|v| v.strip_prefix("RELEASE=").map(str::to_string))
+                .unwrap_or_default()
+        })
+        .collect()
+}
+
+// Bounded: 20 kills and re-runs of a 3-instance reload, about 90 s on 2 shared cores; fails
+// past 300 s.
+#[test]
+fn reload_killed_at_random_points_is_finished_by_a_rerun_without_losing_a_request() {
+    const KILLS: u32 = 20;
+    let seed = std::env::var("SYSMGR_FAULT_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64
+        });
+    eprintln!("fault injection seed: {seed} (SYSMGR_FAULT_SEED={seed} repeats the delays)");
+    let mut rng = Rng(seed);
+    let sb = sandbox();
+    let port = free_port();
+    let version = |n: u32| hello_app("web", 3, port, &format!("[env]\nRELEASE = \"v{n}\"\n"));
+    let file = write_in(&sb, "/srv/web/app.toml", &version(0));
+    let r = sysmgr_in(&sb, &["start", &file]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let begin = Instant::now();
+    let (keep_alive, per_request) = load(port);
+    // How long one whole reload takes here: the kills are spread over it.
+    write_in(&sb, "/srv/web/app.toml", &version(1));
+    let timed = Instant::now();
+    let r = sysmgr_in(&sb, &["reload", &file]);
+    let span = timed.elapsed() + timed.elapsed() / 5;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let mut log = Vec::new();
+    for n in 2..2 + KILLS {
+        // Every round changes the units, so a kill can land between writing them and
+        // rolling the instances.
+        write_in(&sb, "/srv/web/app.toml", &version(n));
+        let delay = rng.below(span);
+        let mut nsenter = {
+            use std::os::unix::process::CommandExt as _;
+            let mut cmd = sb.command(sysmgr_bin());
+            cmd.args(["reload", &file])
+                .stderr(Stdio::piped())
+                .process_group(0);
+            cmd.spawn().unwrap()
+        };
+        let forked = wait_for(5, || children(nsenter.id()).first().copied());
+        std::thread::sleep(delay);
+        // The whole process group: nsenter and the sysmgr it runs.
+        // SAFETY: signals the process group this test just started.
+        unsafe { libc::killpg(nsenter.id() as i32, libc::SIGKILL) };
+        let _ = nsenter.wait();
+        let mut said = String::new();
+        let _ = nsenter.stderr.take().unwrap().read_to_string(&mut said);
+        let sysmgr = forked.expect("nsenter started sysmgr");
+        assert!(
+            wait_for(5, || gone(sysmgr).then_some(())).is_some(),
+            "sysmgr (host pid {sysmgr}) outlived SIGKILL"
+        );
+        assert!(
+            lock_is_free(&sb, "web"),
+            "round {n}: the lock outlived the killed sysmgr"
+        );
+        let last = said.lines().last().unwrap_or("(nothing)").to_string();
+        log.push(format!("v{n}: killed after {delay:?} at: {last}"));
+        let r = sysmgr_in(&sb, &["reload", &file]);
+        assert_eq!(
+            r.code, 0,
+            "v{n}, killed after {delay:?}:\n{said}\nre-run:\n{}",
+            r.stderr
+        );
+        assert!(
+            r.stderr.contains("reload web: 3 of 3 instances ready in "),
+            "{}",
+            r.stderr
+        );
+        assert_eq!(running(&sb, "web"), [1, 2, 3], "v{n}");
+        assert_eq!(
+            releases(&sb, "web"),
+            [format!("v{n}"), format!("v{n}"), format!("v{n}")],
+            "v{n}: every instance runs the file's version after the re-run"
+        );
+        assert!(!sb.unit_dir().join(".sysmgr-last-good").exists());
+    }
+    let failed = sb
+        .systemctl(&["list-units", "--failed", "--plain", "--no-legend", "web*"])
+        .unwrap();
+    assert_eq!(failed, "", "no unit of the app is failed");
+    std::thread::sleep(Duration::from_millis(300));
+    let (k, p) = (keep_alive.stop(), per_request.stop());
+    eprintln!("{}", log.join("\n"));
+    assert_no_loss([("keep-alive", &k), ("per-request", &p)]);
+    assert!(
+        begin.elapsed() < Duration::from_secs(300),
+        "{:?}",
+        begin.elapsed()
+    );
+}

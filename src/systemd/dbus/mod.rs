@@ -12,6 +12,9 @@
 //! Jobs are watched the race-free way: [`Systemd::connect`] calls `Subscribe`, and a
 //! [`JobWatch`] (the `JobRemoved` signal stream) is opened *before* the job is enqueued, so
 //! the signal cannot slip past between the reply carrying the job path and the stream opening.
+//! [`Systemd::run_job`] also reads the unit's queued job every [`JOB_POLL`], so a job whose
+//! signal can no longer come (`daemon-reexec` dropped the connection or the subscription) is
+//! still seen to end; a call that finds the connection lost reconnects ([`RECONNECT_WAIT`]).
 //!
 //! Where systemd is reached, the way `systemctl` does it: as root, the system manager's own
 //! peer-to-peer socket `/run/systemd/private` (it works with dbus stopped, masked or not
@@ -78,7 +81,7 @@ const RECONNECT_PAUSE: Duration = Duration::from_millis(100);
 /// How often a job that is being waited for is looked up on its unit, besides waiting for
 /// its `JobRemoved`: the signal never comes when the connection or the subscription was
 /// lost (`daemon-reexec`) while the job ran.
-const JOB_POLL: Duration = Duration::from_millis(500);
+pub const JOB_POLL: Duration = Duration::from_millis(500);
 
 /// How many signals a job stream buffers. Every job on the machine emits `JobRemoved`; a busy
 /// manager must not push ours out of the queue while we are busy elsewhere.
