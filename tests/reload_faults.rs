@@ -446,3 +446,43 @@ fn reload_killed_at_random_points_is_finished_by_a_rerun_without_losing_a_reques
         begin.elapsed()
     );
 }
+
+#[test]
+fn apps_after_a_halted_app_of_the_same_file_get_their_previous_units_back() {
+    let sb = sandbox();
+    let hello = crate::support::workspace_bin("sysmgr-hello")
+        .display()
+        .to_string();
+    let (port_a, port_b) = (free_port(), free_port());
+    let eco = |script_a: &str, release: &str| {
+        format!(
+            r#"{{"apps":[{{"name":"a","script":"{script_a}","instances":2,"listen_timeout":2000,"env":{{"PORT":{port_a},"RELEASE":"{release}"}}}},{{"name":"b","script":"{hello}","instances":2,"env":{{"PORT":{port_b},"RELEASE":"{release}"}}}}]}}"#
+        )
+    };
+    let file = write_in(&sb, "/srv/eco/ecosystem.json", &eco(&hello, "v1"));
+    let r = sysmgr_in(&sb, &["start", &file]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let units = crate::support::tree(&sb.unit_dir());
+    // v2: `a` cannot start; `b` is fine but comes after `a`.
+    write_in(&sb, "/srv/eco/ecosystem.json", &eco("/bin/false", "v2"));
+    let r = sysmgr_in(&sb, &["reload", &file]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(
+        r.stderr.contains(
+            "\nreload b: not reloaded after `a` halted; put back the previous version's unit files and reloaded systemd: `/etc/systemd/system/b@.service`\n"
+        ),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        r.stderr.ends_with(
+            "; fix the app file and run `sysmgr reload /srv/eco/ecosystem.json` again\n"
+        ),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(crate::support::tree(&sb.unit_dir()), units);
+    assert_eq!(running(&sb, "a"), [1, 2]);
+    assert_eq!(running(&sb, "b"), [1, 2]);
+    assert_eq!(releases(&sb, "b"), ["v1", "v1"]);
+}

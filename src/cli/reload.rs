@@ -59,9 +59,22 @@ fn reload_apps(args: &ReloadArgs, manager: Manager, arg: &str) -> anyhow::Result
     };
     lifecycle::runtime()?.block_on(async {
         let sd = Systemd::connect(manager).await?;
-        // One app after the other; a halt stops here, the apps after it keep their version.
-        for app in &apps {
-            reload_one(&sd, app, &opts).await?;
+        // One app after the other; a halt stops here, the apps after it keep their version,
+        // and their previous unit files if the file changed them.
+        for (n, app) in apps.iter().enumerate() {
+            if let Err(e) = reload_one(&sd, app, &opts).await {
+                for rest in &apps[n + 1..] {
+                    if let Some(put_back) = rest.put_back_unreloaded(&sd).await {
+                        eprintln!(
+                            "reload {}: not reloaded after `{}` halted; {}",
+                            rest.name(),
+                            app.name(),
+                            files_put_back(&put_back)
+                        );
+                    }
+                }
+                return Err(e);
+            }
         }
         Ok(ExitCode::SUCCESS)
     })
@@ -294,19 +307,10 @@ pub(crate) fn report(
 fn what_was_put_back(unit: &str, put_back: Option<&PutBack>) -> String {
     match put_back {
         None => format!("`{unit}` is stopped"),
-        Some(PutBack::Failed(e)) => format!(
-            "`{unit}` is stopped; putting back the previous version's unit files failed ({e}), the new version's stay installed"
-        ),
-        Some(PutBack::Done {
-            files,
-            reloaded,
-            restarted,
-        }) => {
-            let files = files
-                .iter()
-                .map(|f| format!("`{}`", f.display()))
-                .collect::<Vec<_>>()
-                .join(", ");
+        Some(failed @ PutBack::Failed(_)) => {
+            format!("`{unit}` is stopped; {}", files_put_back(failed))
+        }
+        Some(done @ PutBack::Done { restarted, .. }) => {
             let instance = match restarted {
                 Some((unit, Ok(pid))) => {
                     format!("`{unit}` runs the previous version again (pid {pid})")
@@ -316,12 +320,29 @@ fn what_was_put_back(unit: &str, put_back: Option<&PutBack>) -> String {
                 ),
                 None => format!("`{unit}` is stopped"),
             };
+            format!("{}; {instance}", files_put_back(done))
+        }
+    }
+}
+
+/// What became of the unit files.
+fn files_put_back(put_back: &PutBack) -> String {
+    match put_back {
+        PutBack::Failed(e) => format!(
+            "putting back the previous version's unit files failed ({e}), the new version's stay installed"
+        ),
+        PutBack::Done { files, reloaded, .. } => {
+            let files = files
+                .iter()
+                .map(|f| format!("`{}`", f.display()))
+                .collect::<Vec<_>>()
+                .join(", ");
             match reloaded {
                 Ok(()) => format!(
-                    "put back the previous version's unit files and reloaded systemd: {files}; {instance}"
+                    "put back the previous version's unit files and reloaded systemd: {files}"
                 ),
                 Err(e) => format!(
-                    "put back the previous version's unit files: {files}, but systemd was not reloaded ({e}; run `systemctl daemon-reload`); {instance}"
+                    "put back the previous version's unit files: {files}, but systemd was not reloaded ({e}; run `systemctl daemon-reload`)"
                 ),
             }
         }

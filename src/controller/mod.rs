@@ -445,18 +445,27 @@ impl App {
             let _ = self.dir.forget_last_good(self.name());
             None
         } else {
-            self.put_back_last_good(sd, &summary, opts).await
+            let failed = summary.failed().map(|f| (f.instance, f.unit.clone()));
+            self.put_back_last_good(sd, failed, opts.grace).await
         };
         Reloaded { summary, put_back }
     }
 
-    /// After a halt: the kept generation back in place, systemd reloaded, the failed
-    /// instance started on it.
+    /// For an app whose units `reload FILE` wrote but which it did not roll, because an app
+    /// before it halted: its kept generation back in place, systemd reloaded. Its instances
+    /// never left the previous version.
+    pub async fn put_back_unreloaded(&self, sd: &Systemd) -> Option<PutBack> {
+        self.put_back_last_good(sd, None, Options::default().grace)
+            .await
+    }
+
+    /// After a halt: the kept generation back in place, systemd reloaded, the `failed`
+    /// instance (number and unit) started on it.
     async fn put_back_last_good(
         &self,
         sd: &Systemd,
-        summary: &Summary,
-        opts: &Options,
+        failed: Option<(u32, String)>,
+        grace: std::time::Duration,
     ) -> Option<PutBack> {
         let wanted = match self.dir.last_good(self.name()) {
             Ok(None) => return None,
@@ -469,12 +478,11 @@ impl App {
             Err(e) => return Some(PutBack::Failed(e.to_string())),
         };
         let reloaded = sd.reload().await.map_err(|e| e.to_string());
-        let failed = summary.failed().map(|f| (f.instance, f.unit.clone()));
         let restarted = match (&reloaded, failed) {
             (Ok(()), Some((instance, unit)))
                 if wanted.contains(&self.names.instance_link(instance)) =>
             {
-                let started = start_verified(sd, &unit, opts.grace).await;
+                let started = start_verified(sd, &unit, grace).await;
                 if started.is_err() {
                     // As after the halt: a unit that cannot start must not loop.
                     let _ = sd
