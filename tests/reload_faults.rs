@@ -236,6 +236,20 @@ fn a_halted_reload_puts_the_previous_units_back_so_a_crash_restarts_the_old_vers
         "no\n"
     );
     assert_eq!(running(&sb, "web"), [1, 2, 3, 4]);
+    // And the journal says so, beside the rollout's entries.
+    let said = sb
+        .run(&[
+            "journalctl",
+            "SYSLOG_IDENTIFIER=sysmgr",
+            "SYSMGR_APP=web",
+            "SYSMGR_ACTION=generate",
+            "--output=cat",
+        ])
+        .unwrap();
+    assert!(
+        said.ends_with("put back the previous version's unit files after a halted reload: `/etc/systemd/system/web@.service`\n"),
+        "{said}"
+    );
 
     // An old instance crashes after the halt: systemd restarts it into v1, not v2.
     sb.systemctl(&["kill", "--signal=KILL", "web@3.service"])

@@ -472,11 +472,27 @@ impl App {
             Ok(Some(kept)) => kept.links,
             Err(e) => return Some(PutBack::Failed(e.to_string())),
         };
-        let files = match self.dir.restore_last_good(self.name()) {
+        let record = self.record(Action::Generate);
+        let files: Vec<PathBuf> = match self.dir.restore_last_good(self.name()) {
             Ok(None) => return None,
             Ok(Some(report)) => report.written.into_iter().chain(report.removed).collect(),
-            Err(e) => return Some(PutBack::Failed(e.to_string())),
+            Err(e) => {
+                let why = e.to_string();
+                record.failed(
+                    &anyhow::Error::new(e)
+                        .context("cannot put back the previous version's unit files"),
+                );
+                return Some(PutBack::Failed(why));
+            }
         };
+        let named: Vec<String> = files.iter().map(|f| format!("`{}`", f.display())).collect();
+        record.generated(
+            wanted.len(),
+            format!(
+                "put back the previous version's unit files after a halted reload: {}",
+                named.join(", ")
+            ),
+        );
         let reloaded = sd.reload().await.map_err(|e| e.to_string());
         let restarted = match (&reloaded, failed) {
             (Ok(()), Some((instance, unit)))
