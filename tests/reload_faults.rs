@@ -483,7 +483,7 @@ fn apps_after_a_halted_app_of_the_same_file_get_their_previous_units_back() {
     assert_eq!(r.code, 1, "{}", r.stderr);
     assert!(
         r.stderr.contains(
-            "\nreload b: not reloaded after `a` halted; put back the previous version's unit files and reloaded systemd: `/etc/systemd/system/b@.service`\n"
+            "\nreload b: not reloaded, as the reload of `a` failed; put back the previous version's unit files and reloaded systemd: `/etc/systemd/system/b@.service`\n"
         ),
         "{}",
         r.stderr

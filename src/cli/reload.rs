@@ -66,7 +66,7 @@ fn reload_apps(args: &ReloadArgs, manager: Manager, arg: &str) -> anyhow::Result
                 for rest in &apps[n + 1..] {
                     if let Some(put_back) = rest.put_back_unreloaded(&sd).await {
                         eprintln!(
-                            "reload {}: not reloaded after `{}` halted; {}",
+                            "reload {}: not reloaded, as the reload of `{}` failed; {}",
                             rest.name(),
                             app.name(),
                             files_put_back(&put_back)
