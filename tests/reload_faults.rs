@@ -13,13 +13,13 @@ use crate::lifecycle::{hello_app, http_get, running};
 use crate::support::{free_port, sandbox, sysmgr_bin, sysmgr_in, wait_for, write_in};
 
 /// Keep-alive and per-request load on `port`, bounded by `duration`; stopped by the caller.
-fn load(port: u16) -> (Background, Background) {
+fn load(port: u16, duration: Duration) -> (Background, Background) {
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let one = |mode, connections| {
         Background::start(LoadConfig {
             connections,
             mode,
-            duration: Duration::from_secs(240),
+            duration,
             request_timeout: Duration::from_secs(5),
             ..LoadConfig::new(addr)
         })
@@ -66,7 +66,7 @@ fn reload_survives(manager_op: &str, env: &[(&str, &str)]) {
     let r = sysmgr_in(&sb, &["start", &file]);
     assert_eq!(r.code, 0, "{}", r.stderr);
     let bound = Duration::from_secs(3 + 5 + 10);
-    let (keep_alive, per_request) = load(port);
+    let (keep_alive, per_request) = load(port, Duration::from_secs(120));
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     // Requests that keep each old worker draining for a while, so a restart is in flight
     // long enough to be caught.
@@ -364,11 +364,12 @@ fn releases(sb: &sysmgr_sandbox::Sandbox, app: &str) -> Vec<String> {
         .collect()
 }
 
-// Bounded: 20 kills and re-runs of a 3-instance reload, about 90 s on 2 shared cores; fails
-// past 300 s.
+// Bounded: 20 kills and re-runs of a 3-instance reload, about 120 s on 2 shared cores (230 s
+// beside other sandboxes); fails past 420 s.
 #[test]
 fn reload_killed_at_random_points_is_finished_by_a_rerun_without_losing_a_request() {
     const KILLS: u32 = 20;
+    const BOUND: Duration = Duration::from_secs(420);
     let seed = std::env::var("SYSMGR_FAULT_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -387,7 +388,8 @@ fn reload_killed_at_random_points_is_finished_by_a_rerun_without_losing_a_reques
     let r = sysmgr_in(&sb, &["start", &file]);
     assert_eq!(r.code, 0, "{}", r.stderr);
     let begin = Instant::now();
-    let (keep_alive, per_request) = load(port);
+    // Longer than the bound below: the load covers every round, and is stopped after them.
+    let (keep_alive, per_request) = load(port, BOUND + Duration::from_secs(60));
     // How long one whole reload takes here: the kills are spread over it.
     write_in(&sb, "/srv/web/app.toml", &version(1));
     let timed = Instant::now();
@@ -454,11 +456,7 @@ fn reload_killed_at_random_points_is_finished_by_a_rerun_without_losing_a_reques
     let (k, p) = (keep_alive.stop(), per_request.stop());
     eprintln!("{}", log.join("\n"));
     assert_no_loss([("keep-alive", &k), ("per-request", &p)]);
-    assert!(
-        begin.elapsed() < Duration::from_secs(300),
-        "{:?}",
-        begin.elapsed()
-    );
+    assert!(begin.elapsed() < BOUND, "{:?}", begin.elapsed());
 }
 
 #[test]
