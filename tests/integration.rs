@@ -16,6 +16,7 @@ mod package;
 mod pm2;
 mod production;
 mod reload;
+mod reload_faults;
 mod render;
 mod sandbox;
 mod socket;

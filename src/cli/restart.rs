@@ -55,7 +55,12 @@ fn run_one(args: &RestartArgs, manager: Manager, name: &str) -> anyhow::Result<E
         let summary = app
             .restart(&sd, &mut super::reload::printer("restart"))
             .await;
-        super::reload::report("restart", &summary, &running)?;
+        super::reload::report(
+            "restart",
+            &summary,
+            &running,
+            &super::reload::Halt::default(),
+        )?;
         Ok(ExitCode::SUCCESS)
     })
 }

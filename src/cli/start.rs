@@ -31,7 +31,7 @@ pub struct StartArgs {
 }
 
 pub fn run(args: &StartArgs, manager: Manager) -> anyhow::Result<ExitCode> {
-    let apps = lifecycle::prepare(&args.app, &args.source, manager, &args.lock)?;
+    let apps = lifecycle::prepare(&args.app, &args.source, manager, &args.lock, false)?;
     lifecycle::runtime()?.block_on(async {
         let sd = Systemd::connect(manager).await?;
         for app in &apps {

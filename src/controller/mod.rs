@@ -26,7 +26,8 @@ use crate::lock::AppLock;
 use crate::names::UnitNames;
 use crate::reload::{self, Event, Options, Summary};
 use crate::systemd::dbus::{
-    ActiveState, DbusError, JobMode, JobResult, ServiceState, SocketResult, Systemd, UnitListing,
+    ActiveState, DbusError, JobEnd, JobKind, JobMode, JobResult, ServiceState, SocketResult,
+    Systemd, UnitListing,
 };
 use crate::systemd::Manager;
 
@@ -63,7 +64,7 @@ pub enum ControlError {
         units: String,
     },
     /// The rolling reload (or restart) stopped at a failed instance.
-    #[error("{verb} of `{app}` halted: `{unit}` failed ({reason}); the instances not yet restarted still run the previous version; fix the app and run `sysmgr {verb} {app}` again")]
+    #[error("{verb} of `{app}` halted: `{unit}` failed ({reason}); the instances not yet restarted still run the previous version; {next}")]
     Halted {
         /// `reload` or `restart`.
         verb: &'static str,
@@ -73,6 +74,8 @@ pub enum ControlError {
         unit: String,
         /// Why, in words.
         reason: String,
+        /// What to do: fix the app and run which command again.
+        next: String,
     },
     /// A scale failed; says what it changed (the cause follows in the chain).
     #[error("cannot scale `{app}` from {from} to {to}; {changed}")]
@@ -110,6 +113,34 @@ pub enum ControlError {
         unit: String,
         /// The job result.
         result: String,
+    },
+}
+
+/// What a reload did: the rollout, and what its halt put back.
+#[derive(Debug, Clone)]
+pub struct Reloaded {
+    /// The rollout.
+    pub summary: Summary,
+    /// `None` when the rollout completed, or halted with no last good generation kept (the
+    /// unit files did not change).
+    pub put_back: Option<PutBack>,
+}
+
+/// What a halted reload put back of the last good generation it kept.
+#[derive(Debug, Clone)]
+pub enum PutBack {
+    /// The kept files could not be put back (why): the new version's stay installed.
+    Failed(String),
+    /// The kept files are back.
+    Done {
+        /// The files and links written back, and the new version's files removed.
+        files: Vec<PathBuf>,
+        /// Whether systemd re-read them (why not, if it did not).
+        reloaded: Result<(), String>,
+        /// The failed instance, started again on the previous version: its main PID, or
+        /// why it did not start (it is stopped then). `None` when it was not tried: systemd
+        /// was not reloaded, or the previous version did not want that instance.
+        restarted: Option<(String, Result<u32, String>)>,
     },
 }
 
@@ -473,27 +504,118 @@ impl App {
         summary
     }
 
-    /// Reloads systemd if any wanted instance's unit files changed on disk since systemd
-    /// read them (e.g. `generate --no-reload`): restarting would bring back the old
-    /// version. Returns whether it did.
+    /// Reloads systemd if the unit files of any wanted instance, of its sockets or of the
+    /// target changed on disk since systemd read them (`generate --no-reload`, or a
+    /// `reload FILE` killed between writing them and reloading systemd): restarting would
+    /// bring back the old version. Returns whether it did.
     pub async fn reload_systemd_if_stale(&self, sd: &Systemd) -> Result<bool, DbusError> {
         let states = instance_states(sd, self.name(), self.instances()).await?;
-        if states.iter().any(|s| s.need_daemon_reload) {
-            sd.reload().await?;
-            return Ok(true);
+        let mut others: BTreeSet<&str> = states
+            .iter()
+            .flat_map(|s| s.triggered_by.iter().map(String::as_str))
+            .collect();
+        let target = self.names.target();
+        others.insert(&target);
+        let mut stale = states.iter().any(|s| s.need_daemon_reload);
+        for unit in others {
+            if stale {
+                break;
+            }
+            stale = sd.need_daemon_reload(unit).await?;
         }
-        Ok(false)
+        if stale {
+            sd.reload().await?;
+        }
+        Ok(stale)
     }
 
-    /// The rolling reload of every wanted instance.
+    /// The rolling reload of every wanted instance. A rollout that completes forgets the
+    /// last good generation `reload FILE` kept (the new units proved themselves); one that
+    /// halts puts it back, reloads systemd and starts the failed instance again on it, so
+    /// that every instance runs, and restarts into, the version that worked.
     pub async fn reload(
         &self,
         sd: &Systemd,
         opts: &Options,
         on_event: &mut dyn FnMut(&Event<'_>),
-    ) -> Summary {
-        self.recorded_rollout(Action::Reload, sd, self.instances(), opts, on_event)
+    ) -> Reloaded {
+        let summary = self
+            .recorded_rollout(Action::Reload, sd, self.instances(), opts, on_event)
+            .await;
+        let put_back = if summary.completed() {
+            // Best effort: kept files left behind are only put back by a later halt.
+            let _ = self.dir.forget_last_good(self.name());
+            None
+        } else {
+            let failed = summary.failed().map(|f| (f.instance, f.unit.clone()));
+            self.put_back_last_good(sd, failed, opts.grace).await
+        };
+        Reloaded { summary, put_back }
+    }
+
+    /// For an app whose units `reload FILE` wrote but which it did not roll, because an app
+    /// before it halted: its kept generation back in place, systemd reloaded. Its instances
+    /// never left the previous version.
+    pub async fn put_back_unreloaded(&self, sd: &Systemd) -> Option<PutBack> {
+        self.put_back_last_good(sd, None, Options::default().grace)
             .await
+    }
+
+    /// After a halt: the kept generation back in place, systemd reloaded, the `failed`
+    /// instance (number and unit) started on it.
+    async fn put_back_last_good(
+        &self,
+        sd: &Systemd,
+        failed: Option<(u32, String)>,
+        grace: std::time::Duration,
+    ) -> Option<PutBack> {
+        let wanted = match self.dir.last_good(self.name()) {
+            Ok(None) => return None,
+            Ok(Some(kept)) => kept.links,
+            Err(e) => return Some(PutBack::Failed(e.to_string())),
+        };
+        let record = self.record(Action::Generate);
+        let files: Vec<PathBuf> = match self.dir.restore_last_good(self.name()) {
+            Ok(None) => return None,
+            Ok(Some(report)) => report.written.into_iter().chain(report.removed).collect(),
+            Err(e) => {
+                let why = e.to_string();
+                record.failed(
+                    &anyhow::Error::new(e)
+                        .context("cannot put back the previous version's unit files"),
+                );
+                return Some(PutBack::Failed(why));
+            }
+        };
+        let named: Vec<String> = files.iter().map(|f| format!("`{}`", f.display())).collect();
+        record.generated(
+            wanted.len(),
+            format!(
+                "put back the previous version's unit files after a halted reload: {}",
+                named.join(", ")
+            ),
+        );
+        let reloaded = sd.reload().await.map_err(|e| e.to_string());
+        let restarted = match (&reloaded, failed) {
+            (Ok(()), Some((instance, unit)))
+                if wanted.contains(&self.names.instance_link(instance)) =>
+            {
+                let started = start_verified(sd, &unit, grace).await;
+                if started.is_err() {
+                    // As after the halt: a unit that cannot start must not loop.
+                    let _ = sd
+                        .run_job(JobKind::Stop, &unit, JobMode::Replace, None)
+                        .await;
+                }
+                Some((unit, started))
+            }
+            _ => None,
+        };
+        Some(PutBack::Done {
+            files,
+            reloaded,
+            restarted,
+        })
     }
 
     /// Stops the instances of `running` beyond the app's count (with their own sockets);
@@ -697,6 +819,46 @@ impl App {
             removed,
             dir: self.dir.path().to_path_buf(),
         })
+    }
+}
+
+/// Starts `unit` and waits for it to run, at most its stop and start timeouts plus `grace`
+/// (as the rollout would); its main PID, or why it does not run.
+async fn start_verified(
+    sd: &Systemd,
+    unit: &str,
+    grace: std::time::Duration,
+) -> Result<u32, String> {
+    let before = sd.service_state(unit).await.map_err(|e| e.to_string())?;
+    sd.reset_failed_unit(unit)
+        .await
+        .map_err(|e| e.to_string())?;
+    let limit = match (before.timeout_stop, before.timeout_start) {
+        (Some(stop), Some(start)) => Some(stop + start + grace),
+        _ => None,
+    };
+    match sd
+        .run_job(JobKind::Start, unit, JobMode::Replace, limit)
+        .await
+    {
+        Err(e) => return Err(e.to_string()),
+        Ok(JobEnd::Removed(JobResult::Done) | JobEnd::Unobserved) => {}
+        Ok(JobEnd::Removed(other)) => return Err(format!("the start job ended with `{other}`")),
+        Ok(JobEnd::GaveUp(after)) => {
+            return Err(format!(
+                "systemd had not finished the start job after {}",
+                reload::engine::human(after)
+            ))
+        }
+    }
+    let after = sd.service_state(unit).await.map_err(|e| e.to_string())?;
+    if after.is_running() {
+        Ok(after.main_pid)
+    } else {
+        Err(format!(
+            "it is `{}/{}`, systemd's result: `{}`",
+            after.active_state, after.sub_state, after.result
+        ))
     }
 }
 

@@ -80,6 +80,9 @@ pub enum FailureReason {
     },
     /// The new process stayed up but did not pass its health check.
     Unhealthy(Box<Unhealthy>),
+    /// The connection to systemd was lost while the job ran (`daemon-reexec`), so how the
+    /// job ended was not seen; afterwards the unit showed this.
+    Unobserved(Box<FailureReason>),
     /// A call to systemd failed.
     Systemd(DbusError),
 }
@@ -107,6 +110,13 @@ impl fmt::Display for FailureReason {
                 write!(f, "the new process did not stay up for {}", human(*within))
             }
             Self::Unhealthy(u) => write!(f, "{u}"),
+            Self::Unobserved(after) => write!(
+                f,
+                "the connection to systemd was lost while the restart job ran, and then {}",
+                after
+                    .to_string()
+                    .trim_start_matches("the restart job was done but ")
+            ),
             Self::Systemd(e) => write!(f, "{e}"),
         }
     }
@@ -440,8 +450,9 @@ async fn restart_phase<U: Units>(
     } else {
         0
     };
-    // Manual restarts count against StartLimitBurst; a rollout must never be the reason an
-    // instance refuses to start, nor be blocked by an earlier failed one.
+    // Every start counts in the crash-loop brake's streak (`max_restarts` starts in a row,
+    // kept by `sysmgr exec`); a rollout must never be the reason an instance refuses to
+    // start, nor be blocked by an earlier failed one.
     // Its sockets too: a failed socket would fail the restart as a dependency.
     for u in std::iter::once(&unit).chain(&before.triggered_by) {
         if let Err(e) = units.reset_failed(u).await {
@@ -462,6 +473,14 @@ async fn restart_phase<U: Units>(
         Ok(JobOutcome::Finished(JobResult::Done)) => match units.state(&unit).await {
             Err(e) => Err(FailureReason::Systemd(e)),
             Ok(after) => verify_restarted(&before, after).map(Box::new),
+        },
+        // A job whose end was not seen (systemd re-executed meanwhile) is judged by the
+        // unit's state alone, which must show a new process.
+        Ok(JobOutcome::Unobserved) => match units.state(&unit).await {
+            Err(e) => Err(FailureReason::Systemd(e)),
+            Ok(after) => verify_restarted(&before, after)
+                .map(Box::new)
+                .map_err(|reason| FailureReason::Unobserved(Box::new(reason))),
         },
         Ok(JobOutcome::Finished(other)) => Err(FailureReason::Job(other)),
     };
@@ -523,10 +542,9 @@ async fn probe<U: Units>(units: &U, now: &ServiceState) -> Result<(), FailureRea
 
 /// Gathers what systemd knows about a failed instance, then stops it.
 ///
-/// Stopping ends the `Restart=` loop of a new version that cannot start: left alone it would
-/// trip the start limit, and a socket whose `Service=` hits the start limit is failed by
-/// systemd, which closes the listening socket the other instances share. The next reload
-/// starts the instance again.
+/// Stopping ends the `Restart=` loop of a new version that cannot start, which would
+/// otherwise go on until the crash-loop brake fails the instance. The next reload starts the
+/// instance again.
 async fn describe_failure<U: Units>(
     units: &U,
     unit: &str,

@@ -251,6 +251,10 @@ async fn run<U: Units>(units: &U, unit: &str, left: Duration) -> Option<Answer> 
             })
         }
         Ok(JobOutcome::GaveUp(_)) => Some(Answer::Running),
+        // systemd re-executed while the check ran: ask again.
+        Ok(JobOutcome::Unobserved) => Some(Answer::Systemd(
+            "the connection to systemd was lost while the check ran".into(),
+        )),
         Err(e) => Some(Answer::Systemd(e.to_string())),
     }
 }

@@ -24,6 +24,9 @@ enum Script {
     Unchanged,
     /// systemd never finishes the job within the wait.
     Hangs,
+    /// The connection was lost while the job ran: its end is not seen. `true`: the unit
+    /// restarted meanwhile; `false`: it did not (it is failed).
+    Unobserved(bool),
     /// A new process that stays up, with a health check command that passes.
     Healthy,
     /// A new process that stays up, with a health check command that always fails.
@@ -182,6 +185,17 @@ impl Units for Fake {
                 JobOutcome::Finished(JobResult::Failed)
             }
             Script::Unchanged => JobOutcome::Finished(JobResult::Done),
+            Script::Unobserved(restarted) => {
+                *self.next_pid.borrow_mut() += 1;
+                u.pid = if restarted {
+                    *self.next_pid.borrow()
+                } else {
+                    0
+                };
+                u.invocation += 1;
+                u.active = restarted;
+                JobOutcome::Unobserved
+            }
             Script::Hangs => JobOutcome::GaveUp(wait.unwrap_or_default()),
         };
         Ok(outcome)
@@ -479,5 +493,27 @@ async fn an_unhealthy_new_process_halts_the_rollout_and_is_stopped() {
             "the new process is not healthy: its check `web-sysmgr-check@2.service` exited with status 1 (asked "
         ) && text.ends_with("; its last output: `web-sysmgr-check@2.service: last 3 lines`"),
         "{text}"
+    );
+}
+
+#[tokio::test]
+async fn a_job_whose_end_was_not_seen_is_judged_by_the_units_state() {
+    // systemd re-executed while instance 1 restarted (it did) and instance 2 (it failed).
+    let fake = Fake::new(
+        "web",
+        3,
+        &[
+            (1, Script::Unobserved(true)),
+            (2, Script::Unobserved(false)),
+        ],
+    );
+    let (summary, _) = run(&fake, 3, &opts(1)).await;
+    assert_eq!(summary.instances[0].step, Step::Ready);
+    assert_eq!(summary.instances[1].step, Step::Failed);
+    assert_eq!(summary.instances[2].step, Step::Skipped);
+    let failure = summary.instances[1].failure.as_ref().unwrap();
+    assert_eq!(
+        failure.reason.to_string(),
+        "the connection to systemd was lost while the restart job ran, and then the unit is `failed/failed`"
     );
 }

@@ -8,7 +8,7 @@
 use std::process::Command;
 use std::time::Duration;
 
-use crate::systemd::dbus::{DbusError, JobMode, JobResult, ServiceState, Systemd};
+use crate::systemd::dbus::{DbusError, JobEnd, JobKind, JobMode, JobResult, ServiceState, Systemd};
 use crate::systemd::Manager;
 
 /// How a restart job ended, as far as the controller saw.
@@ -18,6 +18,9 @@ pub enum JobOutcome {
     Finished(JobResult),
     /// systemd had not finished the job when the controller's own wait ran out.
     GaveUp(Duration),
+    /// The job is gone, but how it ended was not seen: the connection to systemd was lost
+    /// while it ran (`daemon-reexec`). The unit's state tells whether it restarted.
+    Unobserved,
 }
 
 /// The operations the rollout performs on units.
@@ -53,16 +56,16 @@ impl Units for Systemd {
     }
 
     async fn restart(&self, unit: &str, wait: Option<Duration>) -> Result<JobOutcome, DbusError> {
-        // The stream is open before the job exists, so its JobRemoved cannot be missed.
-        let mut watch = self.watch_jobs().await?;
-        let job = self.restart_unit(unit, JobMode::Replace).await?;
-        match wait {
-            Some(limit) => match tokio::time::timeout(limit, watch.wait(&job)).await {
-                Ok(removed) => Ok(JobOutcome::Finished(removed?.result)),
-                Err(_) => Ok(JobOutcome::GaveUp(limit)),
+        Ok(
+            match self
+                .run_job(JobKind::Restart, unit, JobMode::Replace, wait)
+                .await?
+            {
+                JobEnd::Removed(result) => JobOutcome::Finished(result),
+                JobEnd::GaveUp(after) => JobOutcome::GaveUp(after),
+                JobEnd::Unobserved => JobOutcome::Unobserved,
             },
-            None => Ok(JobOutcome::Finished(watch.wait(&job).await?.result)),
-        }
+        )
     }
 
     async fn start(&self, unit: &str, wait: Duration) -> Result<JobOutcome, DbusError> {
@@ -75,9 +78,21 @@ impl Units for Systemd {
     }
 
     async fn stop(&self, unit: &str) -> Result<JobResult, DbusError> {
-        let mut watch = self.watch_jobs().await?;
-        let job = self.stop_unit(unit, JobMode::Replace).await?;
-        Ok(watch.wait(&job).await?.result)
+        match self
+            .run_job(JobKind::Stop, unit, JobMode::Replace, None)
+            .await?
+        {
+            JobEnd::Removed(result) => Ok(result),
+            // Not seen: the unit's state says whether it stopped.
+            JobEnd::Unobserved | JobEnd::GaveUp(_) => {
+                let state = self.service_state(unit).await?;
+                Ok(if state.active_state.is_up() {
+                    JobResult::Failed
+                } else {
+                    JobResult::Done
+                })
+            }
+        }
     }
 
     async fn journal(&self, unit: &str, lines: usize) -> Vec<String> {

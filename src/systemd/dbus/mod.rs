@@ -12,6 +12,9 @@
 //! Jobs are watched the race-free way: [`Systemd::connect`] calls `Subscribe`, and a
 //! [`JobWatch`] (the `JobRemoved` signal stream) is opened *before* the job is enqueued, so
 //! the signal cannot slip past between the reply carrying the job path and the stream opening.
+//! [`Systemd::run_job`] also reads the unit's queued job every [`JOB_POLL`], so a job whose
+//! signal can no longer come (`daemon-reexec` dropped the connection or the subscription) is
+//! still seen to end; a call that finds the connection lost reconnects ([`RECONNECT_WAIT`]).
 //!
 //! Where systemd is reached, the way `systemctl` does it: as root, the system manager's own
 //! peer-to-peer socket `/run/systemd/private` (it works with dbus stopped, masked or not
@@ -70,6 +73,18 @@ const PRIVATE_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// well under dbus-daemon's default of 128 pending replies per connection, and enough to
 /// read a thousand units' properties in a few dozen round trips.
 pub const MAX_CALLS_IN_FLIGHT: usize = 32;
+
+/// How long a lost connection is tried again before the call that lost it fails: systemd
+/// re-executing (`daemon-reexec`) is back within a second on a loaded machine.
+pub const RECONNECT_WAIT: Duration = Duration::from_secs(10);
+
+/// The pause between two attempts to reconnect.
+const RECONNECT_PAUSE: Duration = Duration::from_millis(100);
+
+/// How often a job that is being waited for is looked up on its unit, besides waiting for
+/// its `JobRemoved`: the signal never comes when the connection or the subscription was
+/// lost (`daemon-reexec`) while the job ran.
+pub const JOB_POLL: Duration = Duration::from_millis(500);
 
 /// How many signals a job stream buffers. Every job on the machine emits `JobRemoved`; a busy
 /// manager must not push ours out of the queue while we are busy elsewhere.
@@ -163,6 +178,12 @@ fn unreachable_message(manager: Manager, via: &Via) -> String {
 }
 
 impl DbusError {
+    /// True when the connection to systemd is gone (systemd re-executed, restarted, or left
+    /// the bus): a new connection may work.
+    pub fn is_connection_lost(&self) -> bool {
+        matches!(self, Self::Unreachable { .. } | Self::Disconnected { .. })
+    }
+
     /// True when systemd could not be used at all (not reachable, or not allowed), as opposed
     /// to a unit or job that failed; the CLI maps these to their own exit code.
     pub fn is_systemd_unavailable(&self) -> bool {
@@ -225,6 +246,8 @@ pub struct UnitListing {
     pub active_state: ActiveState,
     /// `SubState` (sysmgr lists services only).
     pub sub_state: SubState,
+    /// The job queued for it, if any.
+    pub job: Option<JobPath>,
 }
 
 impl From<proxy::UnitRow> for UnitListing {
@@ -233,6 +256,7 @@ impl From<proxy::UnitRow> for UnitListing {
             load_state: LoadState::parse(&row.load_state),
             active_state: ActiveState::parse(&row.active_state),
             sub_state: SubState::parse(&row.sub_state),
+            job: (row.job_id != 0).then(|| JobPath::from(row.job_path)),
             name: row.name,
         }
     }
@@ -327,11 +351,30 @@ fn set(value: u64) -> Option<u64> {
     (value != u64::MAX).then_some(value)
 }
 
-/// A connection to one service manager.
+/// A connection to one service manager, that reconnects when the manager drops it.
+///
+/// `systemctl daemon-reexec` (Debian runs it on every systemd upgrade) closes every
+/// connection to the private socket, and on the bus systemd leaves and rejoins under a new
+/// unique name; job objects survive it, signal subscriptions do not. A call that finds the
+/// connection lost reconnects (for at most [`RECONNECT_WAIT`]) and is sent once more on the
+/// new connection; clones share the connection, so one reconnect serves them all.
 #[derive(Debug, Clone)]
 pub struct Systemd {
-    conn: Connection,
     manager: Manager,
+    /// Where the connection was made, to make it again.
+    endpoints: Endpoints,
+    /// The connection in use, replaced by a reconnect.
+    link: Arc<std::sync::Mutex<Link>>,
+    /// Held while reconnecting, so that calls that all lost the connection make one new one.
+    reconnecting: Arc<tokio::sync::Mutex<()>>,
+    /// One permit per call in flight (see [`MAX_CALLS_IN_FLIGHT`]), shared by clones.
+    calls: Arc<Semaphore>,
+}
+
+/// One connection to the manager.
+#[derive(Debug, Clone)]
+struct Link {
+    conn: Connection,
     /// The private socket or the bus.
     via: Via,
     /// On the bus, systemd's unique name, so job signals are only taken from systemd itself.
@@ -339,8 +382,9 @@ pub struct Systemd {
     owner: Option<String>,
     /// The manager object (`/org/freedesktop/systemd1`).
     proxy: SystemdManagerProxy<'static>,
-    /// One permit per call in flight (see [`MAX_CALLS_IN_FLIGHT`]), shared by clones.
-    calls: Arc<Semaphore>,
+    /// Counts the reconnects: a call that lost generation `n` reconnects only if nobody made
+    /// generation `n + 1` meanwhile.
+    generation: u64,
 }
 
 /// Where to look for a manager; [`Endpoints::for_manager`] reads it from the process.
@@ -439,14 +483,32 @@ impl Systemd {
     /// Connects to `manager` through `endpoints`: the private socket if one is given and
     /// answers, else the bus (the system bus honours `DBUS_SYSTEM_BUS_ADDRESS`).
     pub async fn connect_to(manager: Manager, endpoints: &Endpoints) -> Result<Self, DbusError> {
+        let calls = Arc::new(Semaphore::new(MAX_CALLS_IN_FLIGHT));
+        let link = Self::open_link(manager, endpoints, &calls, 0).await?;
+        Ok(Self {
+            manager,
+            endpoints: endpoints.clone(),
+            link: Arc::new(std::sync::Mutex::new(link)),
+            reconnecting: Arc::new(tokio::sync::Mutex::new(())),
+            calls,
+        })
+    }
+
+    /// A new connection, subscribed to job signals.
+    async fn open_link(
+        manager: Manager,
+        endpoints: &Endpoints,
+        calls: &Semaphore,
+        generation: u64,
+    ) -> Result<Link, DbusError> {
         // A socket file that is not there was not tried: the message then names the bus only.
         let private = endpoints.private.as_deref().filter(|p| p.exists());
         let mut tried_private = None;
         if let Some(path) = private {
             match connect_private(path).await {
                 Ok(conn) => {
-                    return Self::finish(conn, manager, Via::Private(path.to_path_buf()), None)
-                        .await
+                    let via = Via::Private(path.to_path_buf());
+                    return Self::finish(conn, manager, via, None, calls, generation).await;
                 }
                 Err(_) => tried_private = Some(path.to_path_buf()),
             }
@@ -459,7 +521,7 @@ impl Systemd {
                 via: via.clone(),
                 source,
             })?;
-        Self::finish(conn, manager, Via::Bus, Some(owner)).await
+        Self::finish(conn, manager, Via::Bus, Some(owner), calls, generation).await
     }
 
     async fn finish(
@@ -467,7 +529,9 @@ impl Systemd {
         manager: Manager,
         via: Via,
         owner: Option<String>,
-    ) -> Result<Self, DbusError> {
+        calls: &Semaphore,
+        generation: u64,
+    ) -> Result<Link, DbusError> {
         let proxy = SystemdManagerProxy::builder(&conn)
             .cache_properties(CacheProperties::No)
             .build()
@@ -477,28 +541,95 @@ impl Systemd {
                 via: via.clone(),
                 source,
             })?;
-        let me = Self {
+        // systemd only emits job signals on the bus while some client is subscribed (its
+        // private connections always get them; subscribing there is accepted and harmless).
+        let permit = calls
+            .acquire()
+            .await
+            .expect("the call semaphore is never closed");
+        proxy
+            .subscribe()
+            .await
+            .map_err(|e| classify(manager, &via, e, None, || "subscribe to job signals".into()))?;
+        drop(permit);
+        Ok(Link {
             conn,
-            manager,
             via,
             owner,
             proxy,
-            calls: Arc::new(Semaphore::new(MAX_CALLS_IN_FLIGHT)),
-        };
-        // systemd only emits job signals on the bus while some client is subscribed (its
-        // private connections always get them; subscribing there is accepted and harmless).
-        let permit = me.permit().await;
-        me.proxy
-            .subscribe()
-            .await
-            .map_err(|e| me.classify(e, None, || "subscribe to job signals".into()))?;
-        drop(permit);
-        Ok(me)
+            generation,
+        })
     }
 
-    /// How this connection reaches the manager.
-    pub fn via(&self) -> &Via {
-        &self.via
+    /// The connection in use now.
+    fn link(&self) -> Link {
+        self.link
+            .lock()
+            .expect("the link lock is never poisoned")
+            .clone()
+    }
+
+    /// Replaces the lost connection `lost` with a new one, trying for at most
+    /// [`RECONNECT_WAIT`] (systemd re-executing takes well under a second). A connection
+    /// another call made since is used as it is.
+    async fn reconnect(&self, lost: u64) -> Result<(), DbusError> {
+        let _one = self.reconnecting.lock().await;
+        if self.link().generation != lost {
+            return Ok(());
+        }
+        let deadline = Instant::now() + RECONNECT_WAIT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let attempt = tokio::time::timeout(
+                left,
+                Self::open_link(self.manager, &self.endpoints, &self.calls, lost + 1),
+            )
+            .await;
+            match attempt {
+                Ok(Ok(link)) => {
+                    *self.link.lock().expect("the link lock is never poisoned") = link;
+                    return Ok(());
+                }
+                Ok(Err(_)) if Instant::now() + RECONNECT_PAUSE < deadline => {
+                    tokio::time::sleep(RECONNECT_PAUSE).await;
+                }
+                Ok(Err(e)) => return Err(e),
+                Err(_) => {
+                    return Err(DbusError::Disconnected {
+                        what: format!(
+                            "a new connection (none within {} s)",
+                            RECONNECT_WAIT.as_secs()
+                        ),
+                    })
+                }
+            }
+        }
+    }
+
+    /// Runs `call` on the connection in use; if it finds the connection lost, reconnects
+    /// and runs it once more. Only for calls that may be repeated: reads, `ResetFailedUnit`,
+    /// `Reload`, and enqueuing a job (a `RestartUnit` whose reply was lost was either never
+    /// enqueued, or is merged with its repetition by systemd; the rollout checks the unit
+    /// restarted either way).
+    async fn call<'a, T, F, Fut>(&'a self, call: F) -> Result<T, DbusError>
+    where
+        F: Fn(Link) -> Fut,
+        Fut: std::future::Future<Output = Result<T, DbusError>> + 'a,
+    {
+        let link = self.link();
+        let generation = link.generation;
+        match call(link).await {
+            Err(e) if e.is_connection_lost() => {
+                self.reconnect(generation).await?;
+                call(self.link()).await
+            }
+            other => other,
+        }
+    }
+
+    /// How this connection reaches the manager now.
+    pub fn via(&self) -> Via {
+        self.link().via
     }
 
     /// A permit for one call in flight; held until its reply is in.
@@ -517,63 +648,147 @@ impl Systemd {
 
     fn classify(
         &self,
+        link: &Link,
         e: zbus::Error,
         unit: Option<&str>,
         action: impl FnOnce() -> String,
     ) -> DbusError {
-        classify(self.manager, &self.via, e, unit, action)
+        classify(self.manager, &link.via, e, unit, action)
     }
 
     /// `daemon-reload`: re-reads unit files. systemd replies once the reload is complete.
     pub async fn reload(&self) -> Result<(), DbusError> {
-        let _permit = self.permit().await;
-        self.proxy
-            .reload()
-            .await
-            .map_err(|e| self.classify(e, None, || "reload its unit files".into()))
+        self.call(|link| async move {
+            let _permit = self.permit().await;
+            link.proxy
+                .reload()
+                .await
+                .map_err(|e| self.classify(&link, e, None, || "reload its unit files".into()))
+        })
+        .await
+    }
+
+    /// Enqueues a job of `kind` for `unit`. Open a [`JobWatch`] first to learn when it ends,
+    /// or use [`Systemd::run_job`].
+    pub async fn enqueue(
+        &self,
+        kind: JobKind,
+        unit: &str,
+        mode: JobMode,
+    ) -> Result<JobPath, DbusError> {
+        self.call(|link| async move {
+            let _permit = self.permit().await;
+            let (proxy, mode) = (&link.proxy, mode.as_str());
+            let reply = match kind {
+                JobKind::Start => proxy.start_unit(unit, mode).await,
+                JobKind::Stop => proxy.stop_unit(unit, mode).await,
+                JobKind::Restart => proxy.restart_unit(unit, mode).await,
+            };
+            reply.map(JobPath::from).map_err(|e| {
+                self.classify(&link, e, Some(unit), || format!("{} `{unit}`", kind.verb()))
+            })
+        })
+        .await
     }
 
     /// Enqueues a start job. Open a [`JobWatch`] first to learn when it ends.
     pub async fn start_unit(&self, unit: &str, mode: JobMode) -> Result<JobPath, DbusError> {
-        let _permit = self.permit().await;
-        self.proxy
-            .start_unit(unit, mode.as_str())
-            .await
-            .map(JobPath::from)
-            .map_err(|e| self.classify(e, Some(unit), || format!("start `{unit}`")))
+        self.enqueue(JobKind::Start, unit, mode).await
     }
 
     /// Enqueues a stop job.
     pub async fn stop_unit(&self, unit: &str, mode: JobMode) -> Result<JobPath, DbusError> {
-        let _permit = self.permit().await;
-        self.proxy
-            .stop_unit(unit, mode.as_str())
-            .await
-            .map(JobPath::from)
-            .map_err(|e| self.classify(e, Some(unit), || format!("stop `{unit}`")))
+        self.enqueue(JobKind::Stop, unit, mode).await
     }
 
     /// Enqueues a restart job (stop, then start; a stopped unit is just started).
     pub async fn restart_unit(&self, unit: &str, mode: JobMode) -> Result<JobPath, DbusError> {
-        let _permit = self.permit().await;
-        self.proxy
-            .restart_unit(unit, mode.as_str())
-            .await
-            .map(JobPath::from)
-            .map_err(|e| self.classify(e, Some(unit), || format!("restart `{unit}`")))
+        self.enqueue(JobKind::Restart, unit, mode).await
+    }
+
+    /// Enqueues a job of `kind` for `unit` and follows it to its end, for at most `limit`
+    /// (`None`: as long as systemd takes).
+    ///
+    /// The job is followed by its `JobRemoved` signal, and every [`JOB_POLL`] also by the
+    /// unit's queued job, read from systemd: a connection that is lost meanwhile is made
+    /// again and the job looked up on the new one. When the unit no longer has a job and no
+    /// signal said how it ended (`daemon-reexec` dropped the connection or the subscription),
+    /// the end is [`JobEnd::Unobserved`]: the caller reads the unit's state to know.
+    pub async fn run_job(
+        &self,
+        kind: JobKind,
+        unit: &str,
+        mode: JobMode,
+        limit: Option<Duration>,
+    ) -> Result<JobEnd, DbusError> {
+        let started = Instant::now();
+        // The stream is open before the job exists, so its JobRemoved cannot be missed.
+        let mut watch = Some(self.watch_jobs().await?);
+        let job = self.enqueue(kind, unit, mode).await?;
+        loop {
+            let left = limit.map(|l| l.saturating_sub(started.elapsed()));
+            if left == Some(Duration::ZERO) {
+                return Ok(JobEnd::GaveUp(limit.unwrap_or_default()));
+            }
+            let pause = left.map_or(JOB_POLL, |l| l.min(JOB_POLL));
+            match &mut watch {
+                Some(w) => match tokio::time::timeout(pause, w.wait(&job)).await {
+                    Ok(Ok(removed)) => return Ok(JobEnd::Removed(removed.result)),
+                    // The stream ended with the connection; the polls below carry on.
+                    Ok(Err(e)) if e.is_connection_lost() => watch = None,
+                    Ok(Err(e)) => return Err(e),
+                    Err(_) => {}
+                },
+                None => tokio::time::sleep(pause).await,
+            }
+            // `unit_job` reconnects when it finds the connection lost; a new connection
+            // gets a new stream, for the signal of a job that is still queued.
+            let generation = self.link().generation;
+            let queued = self.unit_job(unit).await?;
+            if watch.is_none() || self.link().generation != generation {
+                watch = self.watch_jobs().await.ok();
+            }
+            match queued {
+                // Still queued or running (the same job, or one that took its place after
+                // systemd re-executed): the unit is not settled yet.
+                Some(_) => {}
+                None => {
+                    // The reply that says the job is gone came after its signal, on the
+                    // same connection: a signal we were sent is in the stream by now.
+                    if let Some(w) = &mut watch {
+                        if let Some(removed) = w.already(&job) {
+                            return Ok(JobEnd::Removed(removed.result));
+                        }
+                    }
+                    return Ok(JobEnd::Unobserved);
+                }
+            }
+        }
+    }
+
+    /// The job queued for `unit` now, if any.
+    pub async fn unit_job(&self, unit: &str) -> Result<Option<JobPath>, DbusError> {
+        let rows = self.list_units(&[unit.to_string()]).await?;
+        Ok(rows
+            .into_iter()
+            .find(|r| r.name == unit)
+            .and_then(|r| r.job))
     }
 
     /// Clears a unit's failed state and its start-rate counter (`systemctl reset-failed`).
     /// A unit that is not loaded has nothing to clear and is not an error.
     pub async fn reset_failed_unit(&self, unit: &str) -> Result<(), DbusError> {
-        let permit = self.permit().await;
-        let result = self.proxy.reset_failed_unit(unit).await;
-        drop(permit);
-        match result.map_err(|e| {
-            self.classify(e, Some(unit), || {
-                format!("reset the failed state of `{unit}`")
+        let result = self
+            .call(|link| async move {
+                let _permit = self.permit().await;
+                link.proxy.reset_failed_unit(unit).await.map_err(|e| {
+                    self.classify(&link, e, Some(unit), || {
+                        format!("reset the failed state of `{unit}`")
+                    })
+                })
             })
-        }) {
+            .await;
+        match result {
             Ok(()) | Err(DbusError::NoSuchUnit { .. }) => Ok(()),
             Err(e) => Err(e),
         }
@@ -581,119 +796,188 @@ impl Systemd {
 
     /// `systemctl enable` for unit files in the unit path; returns whether anything changed.
     pub async fn enable_unit_files(&self, units: &[String]) -> Result<bool, DbusError> {
+        let link = self.link();
         let _permit = self.permit().await;
-        let (_carries_install_info, changes) = self
+        let (_carries_install_info, changes) = link
             .proxy
             .enable_unit_files(units, false, false)
             .await
-            .map_err(|e| self.classify(e, None, || format!("enable `{}`", units.join(" "))))?;
+            .map_err(|e| {
+                self.classify(&link, e, None, || format!("enable `{}`", units.join(" ")))
+            })?;
         Ok(!changes.is_empty())
     }
 
     /// `systemctl disable`; returns whether anything changed.
     pub async fn disable_unit_files(&self, units: &[String]) -> Result<bool, DbusError> {
+        let link = self.link();
         let _permit = self.permit().await;
-        let changes = self
+        let changes = link
             .proxy
             .disable_unit_files(units, false)
             .await
-            .map_err(|e| self.classify(e, None, || format!("disable `{}`", units.join(" "))))?;
+            .map_err(|e| {
+                self.classify(&link, e, None, || format!("disable `{}`", units.join(" ")))
+            })?;
         Ok(!changes.is_empty())
     }
 
     /// The loaded units whose names match any of the shell-style `patterns`.
     pub async fn list_units(&self, patterns: &[String]) -> Result<Vec<UnitListing>, DbusError> {
-        let _permit = self.permit().await;
-        let rows = self
-            .proxy
-            .list_units_by_patterns(&[], patterns)
-            .await
-            .map_err(|e| self.classify(e, None, || "list units".into()))?;
-        Ok(rows.into_iter().map(UnitListing::from).collect())
+        self.call(|link| async move {
+            let _permit = self.permit().await;
+            let rows = link
+                .proxy
+                .list_units_by_patterns(&[], patterns)
+                .await
+                .map_err(|e| self.classify(&link, e, None, || "list units".into()))?;
+            Ok(rows.into_iter().map(UnitListing::from).collect())
+        })
+        .await
     }
 
     /// The `Properties` proxy of one unit's object.
-    async fn properties(&self, unit: &str) -> Result<UnitPropertiesProxy<'static>, DbusError> {
-        UnitPropertiesProxy::builder(&self.conn)
+    async fn properties(
+        &self,
+        link: &Link,
+        unit: &str,
+    ) -> Result<UnitPropertiesProxy<'static>, DbusError> {
+        UnitPropertiesProxy::builder(&link.conn)
             .path(unit_path(unit))
             .cache_properties(CacheProperties::No)
             .build()
             .await
-            .map_err(|e| self.classify(e, Some(unit), || read_action(unit)))
+            .map_err(|e| self.classify(link, e, Some(unit), || read_action(unit)))
     }
 
     /// The state of a service unit: its `Unit` and `Service` properties, read with two
     /// concurrent `GetAll` calls. A unit systemd does not know yet is loaded by the lookup
     /// (its `load_state` then says `not-found` if there is no such file).
     pub async fn service_state(&self, unit: &str) -> Result<ServiceState, DbusError> {
-        let props = self.properties(unit).await?;
-        let (unit_props, service_props) = futures_util::future::try_join(
-            async {
-                let _permit = self.permit().await;
-                props.get_all_unit(UNIT_IFACE).await
-            },
-            async {
-                let _permit = self.permit().await;
-                props.get_all_service(SERVICE_IFACE).await
-            },
-        )
+        self.call(|link| async move {
+            let props = self.properties(&link, unit).await?;
+            let (unit_props, service_props) = futures_util::future::try_join(
+                async {
+                    let _permit = self.permit().await;
+                    props.get_all_unit(UNIT_IFACE).await
+                },
+                async {
+                    let _permit = self.permit().await;
+                    props.get_all_service(SERVICE_IFACE).await
+                },
+            )
+            .await
+            .map_err(|e| self.classify(&link, e, Some(unit), || read_action(unit)))?;
+            Ok(ServiceState::from_props(unit, unit_props, service_props))
+        })
         .await
-        .map_err(|e| self.classify(e, Some(unit), || read_action(unit)))?;
-        Ok(ServiceState::from_props(unit, unit_props, service_props))
     }
 
     /// The `ActiveState` of any unit (sockets, targets), with one `GetAll`.
     pub async fn active_state(&self, unit: &str) -> Result<ActiveState, DbusError> {
-        let props = self.properties(unit).await?;
-        let _permit = self.permit().await;
-        let props = props
-            .get_all_unit(UNIT_IFACE)
-            .await
-            .map_err(|e| self.classify(e, Some(unit), || read_action(unit)))?;
-        Ok(ActiveState::parse(&props.active_state))
+        Ok(ActiveState::parse(
+            &self.unit_props(unit).await?.active_state,
+        ))
+    }
+
+    /// `NeedDaemonReload` of any unit: its files changed on disk since systemd read them.
+    pub async fn need_daemon_reload(&self, unit: &str) -> Result<bool, DbusError> {
+        Ok(self.unit_props(unit).await?.need_daemon_reload)
+    }
+
+    /// The `Unit` properties of any unit, with one `GetAll`.
+    async fn unit_props(&self, unit: &str) -> Result<UnitProps, DbusError> {
+        self.call(|link| async move {
+            let props = self.properties(&link, unit).await?;
+            let _permit = self.permit().await;
+            props
+                .get_all_unit(UNIT_IFACE)
+                .await
+                .map_err(|e| self.classify(&link, e, Some(unit), || read_action(unit)))
+        })
+        .await
     }
 
     /// A socket unit's `Result`: why systemd failed it, if it did.
     pub async fn socket_result(&self, unit: &str) -> Result<SocketResult, DbusError> {
-        let props = self.properties(unit).await?;
-        let _permit = self.permit().await;
-        let props = props
-            .get_all_socket(SOCKET_IFACE)
-            .await
-            .map_err(|e| self.classify(e, Some(unit), || read_action(unit)))?;
-        Ok(SocketResult::parse(&props.result))
+        self.call(|link| async move {
+            let props = self.properties(&link, unit).await?;
+            let _permit = self.permit().await;
+            let props = props
+                .get_all_socket(SOCKET_IFACE)
+                .await
+                .map_err(|e| self.classify(&link, e, Some(unit), || read_action(unit)))?;
+            Ok(SocketResult::parse(&props.result))
+        })
+        .await
     }
 
     /// Opens the `JobRemoved` stream. Do this before enqueuing the jobs to wait for.
     pub async fn watch_jobs(&self) -> Result<JobWatch, DbusError> {
-        let action = || "watch job signals".to_string();
-        // A match rule of our own rather than the proxy's `receive_job_removed`: it names
-        // systemd's unique name and gets a deep queue (see `JOB_STREAM_QUEUE`). On the
-        // private socket, signals carry no sender (and come from systemd alone).
-        let mut rule = MatchRule::builder().msg_type(MessageType::Signal);
-        if let Some(owner) = &self.owner {
-            rule = rule.sender(owner.as_str());
-        }
-        let rule = rule
-            .path(MANAGER_PATH)
-            .interface(MANAGER_IFACE)
-            .member("JobRemoved")
-            .build()
-            .map_err(|e| self.classify(e, None, action))?;
-        let stream = MessageStream::for_match_rule(
-            rule,
-            &self.conn,
-            std::num::NonZeroUsize::new(JOB_STREAM_QUEUE),
-        )
-        .await
-        .map_err(|e| self.classify(e, None, action))?;
-        Ok(JobWatch {
-            stream,
-            manager: self.manager,
-            via: self.via.clone(),
-            seen: HashMap::new(),
+        self.call(|link| async move {
+            let action = || "watch job signals".to_string();
+            // A match rule of our own rather than the proxy's `receive_job_removed`: it
+            // names systemd's unique name and gets a deep queue (see `JOB_STREAM_QUEUE`).
+            // On the private socket, signals carry no sender (and come from systemd alone).
+            let mut rule = MatchRule::builder().msg_type(MessageType::Signal);
+            if let Some(owner) = &link.owner {
+                rule = rule.sender(owner.as_str());
+            }
+            let rule = rule
+                .path(MANAGER_PATH)
+                .interface(MANAGER_IFACE)
+                .member("JobRemoved")
+                .build()
+                .map_err(|e| self.classify(&link, e, None, action))?;
+            let stream = MessageStream::for_match_rule(
+                rule,
+                &link.conn,
+                std::num::NonZeroUsize::new(JOB_STREAM_QUEUE),
+            )
+            .await
+            .map_err(|e| self.classify(&link, e, None, action))?;
+            Ok(JobWatch {
+                stream,
+                manager: self.manager,
+                via: link.via.clone(),
+                seen: HashMap::new(),
+            })
         })
+        .await
     }
+}
+
+/// The jobs [`Systemd::run_job`] enqueues.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobKind {
+    /// `StartUnit`.
+    Start,
+    /// `StopUnit`.
+    Stop,
+    /// `RestartUnit`.
+    Restart,
+}
+
+impl JobKind {
+    fn verb(self) -> &'static str {
+        match self {
+            Self::Start => "start",
+            Self::Stop => "stop",
+            Self::Restart => "restart",
+        }
+    }
+}
+
+/// How a job [`Systemd::run_job`] followed ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JobEnd {
+    /// systemd removed it with this result.
+    Removed(JobResult),
+    /// The unit has no job any more, but no signal said how it ended: the connection (or
+    /// the subscription) was lost while it ran. The unit's state tells.
+    Unobserved,
+    /// systemd had not finished it within the limit.
+    GaveUp(Duration),
 }
 
 fn read_action(unit: &str) -> String {
@@ -718,6 +1002,19 @@ impl std::fmt::Debug for JobWatch {
 }
 
 impl JobWatch {
+    /// The end of `job`, if its signal is already here (never waits).
+    fn already(&mut self, job: &JobPath) -> Option<JobRemoved> {
+        use futures_util::FutureExt as _;
+        // Each poll takes a signal the stream already holds; a job of someone else's is
+        // kept for a later `wait`.
+        while let Some(Some(Ok(msg))) = self.stream.next().now_or_never() {
+            if let Some(removed) = job_removed(msg) {
+                self.seen.insert(removed.job.clone(), removed);
+            }
+        }
+        self.seen.remove(job)
+    }
+
     /// Waits until `job` ends. Add a timeout around it: this waits as long as systemd does.
     pub async fn wait(&mut self, job: &JobPath) -> Result<JobRemoved, DbusError> {
         if let Some(done) = self.seen.remove(job) {
@@ -734,18 +1031,8 @@ impl JobWatch {
                     "read job signals".into()
                 })
             })?;
-            // A malformed signal is not ours to fail on; systemd's own are well-formed.
-            let Some(signal) = proxy::JobRemoved::from_message(msg) else {
+            let Some(removed) = job_removed(msg) else {
                 continue;
-            };
-            let Ok(args) = signal.args() else {
-                continue;
-            };
-            let removed = JobRemoved {
-                id: args.id,
-                job: JobPath::from(args.job),
-                unit: args.unit,
-                result: JobResult::parse(&args.result),
             };
             if &removed.job == job {
                 return Ok(removed);
@@ -769,6 +1056,19 @@ impl JobWatch {
         }
         Ok(out)
     }
+}
+
+/// The `JobRemoved` a signal carries; a malformed signal is not ours to fail on (systemd's
+/// own are well-formed).
+fn job_removed(msg: zbus::Message) -> Option<JobRemoved> {
+    let signal = proxy::JobRemoved::from_message(msg)?;
+    let args = signal.args().ok()?;
+    Some(JobRemoved {
+        id: args.id,
+        job: JobPath::from(args.job),
+        unit: args.unit,
+        result: JobResult::parse(&args.result),
+    })
 }
 
 /// Maps a zbus error to what a person can act on.
@@ -796,9 +1096,11 @@ fn classify(
                     source: e,
                 }
             }
+            // NoReply: systemd left the bus before answering (it re-executes).
             Fdo::ServiceUnknown(_)
             | Fdo::NameHasNoOwner(_)
             | Fdo::Disconnected(_)
+            | Fdo::NoReply(_)
             | Fdo::NoServer(_) => DbusError::Unreachable {
                 manager,
                 via: via.clone(),
