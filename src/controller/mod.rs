@@ -13,6 +13,7 @@
 //! Every operation that changes the app also leaves its entries in the journal
 //! ([`crate::journal`]): the rollout's events as they come, and one summary per operation.
 
+pub mod memory;
 pub mod status;
 
 use std::collections::BTreeSet;

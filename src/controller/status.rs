@@ -80,6 +80,8 @@ pub struct InstanceStatus {
     pub pid: Option<u32>,
     pub uptime_secs: Option<u64>,
     pub restarts: u32,
+    /// `MemoryCurrent`; when systemd has no figure (no memory accounting, e.g. cgroup v1),
+    /// the summed resident set of the unit's processes ([`super::memory`]).
     pub memory_bytes: Option<u64>,
     pub cpu_nsec: Option<u64>,
     /// systemd's `Result` of the last run: success, exit-code, signal, timeout...
@@ -96,7 +98,9 @@ impl InstanceStatus {
             uptime_secs: (running && s.active_enter_usec != 0)
                 .then(|| now_usec.saturating_sub(s.active_enter_usec) / 1_000_000),
             restarts: s.n_restarts,
-            memory_bytes: s.memory_bytes,
+            memory_bytes: s
+                .memory_bytes
+                .or_else(|| super::memory::resident_bytes(&s.control_group, s.main_pid)),
             cpu_nsec: s.cpu_nsec,
             result: s.result.to_string(),
             active_state: s.active_state.to_string(),

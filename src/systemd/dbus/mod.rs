@@ -263,6 +263,9 @@ pub struct ServiceState {
     pub n_restarts: u32,
     /// `MemoryCurrent`, bytes.
     pub memory_bytes: Option<u64>,
+    /// `ControlGroup`: the unit's cgroup, relative to the hierarchy systemd manages (empty
+    /// when the unit has none, e.g. stopped).
+    pub control_group: String,
     /// `CPUUsageNSec`, ns.
     pub cpu_nsec: Option<u64>,
     /// `TimeoutStartUSec` (`TimeoutStartSec=`, sysmgr's `listen_timeout`).
@@ -294,6 +297,7 @@ impl ServiceState {
             main_pid: s.main_pid,
             n_restarts: s.n_restarts,
             memory_bytes: set(s.memory_current),
+            control_group: s.control_group,
             cpu_nsec: set(s.cpu_usage_nsec),
             timeout_start: set(s.timeout_start_usec).map(Duration::from_micros),
             timeout_stop: set(s.timeout_stop_usec).map(Duration::from_micros),

@@ -152,6 +152,8 @@ pub(crate) struct ServiceProps {
     pub n_restarts: u32,
     #[serde(with = "as_variant")]
     pub memory_current: u64,
+    #[serde(with = "as_variant")]
+    pub control_group: String,
     #[serde(rename = "CPUUsageNSec", with = "as_variant")]
     pub cpu_usage_nsec: u64,
     #[serde(rename = "TimeoutStartUSec", with = "as_variant")]
