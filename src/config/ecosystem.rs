@@ -313,7 +313,6 @@ fn answered(key: &str) -> Option<&'static str> {
         "watch" | "ignore_watch" | "watch_options" | "watch_delay" => {
             "sysmgr does not watch files; run `sysmgr reload NAME` after a deploy"
         }
-        "cron_restart" => "use a systemd timer that runs `sysmgr reload NAME`",
         "exp_backoff_restart_delay" => "use `restart_delay`",
         "increment_var" => "each instance gets `SYSMGR_INSTANCE` and `NODE_APP_INSTANCE`",
         "namespace" | "vizion" | "autostart" | "force" | "treekill" | "source_map_support"
@@ -499,6 +498,7 @@ impl<'a> App<'a> {
             "max_restarts",
             "restart_delay",
             "max_memory_restart",
+            "cron_restart",
             "stop_exit_codes",
             "user",
             "uid",
@@ -684,7 +684,12 @@ impl<'a> App<'a> {
             (
                 "max_memory_restart",
                 "max_memory_restart",
-                "PM2's max_memory_restart: the kernel's MemoryMax.",
+                "PM2's max_memory_restart: above it an instance is restarted through its drain (checked\nevery 5 s); the kernel's MemoryMax at 150% of it is the backstop.",
+            ),
+            (
+                "cron_restart",
+                "cron_restart",
+                "PM2's cron_restart: a systemd timer runs the graceful `sysmgr reload` at these times.",
             ),
             ("stop_exit_codes", "stop_exit_codes", ""),
             ("instance_var", "instance_var", ""),

@@ -351,7 +351,7 @@ impl App {
                 .unwrap_or(std::num::NonZeroUsize::MIN),
             ..Options::default()
         };
-        self.recorded_rollout(Action::Restart, sd, &opts, on_event)
+        self.recorded_rollout(Action::Restart, sd, self.instances(), &opts, on_event)
             .await
     }
 
@@ -360,6 +360,7 @@ impl App {
         &self,
         action: Action,
         sd: &Systemd,
+        instances: &[u32],
         opts: &Options,
         on_event: &mut dyn FnMut(&Event<'_>),
     ) -> Summary {
@@ -368,9 +369,50 @@ impl App {
             record.rollout_event(event);
             on_event(event);
         };
-        let summary = reload::rollout(sd, self.name(), self.instances(), opts, &mut both).await;
+        let summary = reload::rollout(sd, self.name(), instances, opts, &mut both).await;
         record.rollout_done(&summary);
         summary
+    }
+
+    /// The graceful `max_memory_restart` check: restarts the running instances whose memory
+    /// is above `limit` bytes, one at a time, through the rollout of `sysmgr reload` (systemd's
+    /// normal stop: `KillSignal=`, then `TimeoutStopSec=` to drain, and the next one only once
+    /// the successor is ready). The figure is `MemoryCurrent`, or without memory accounting
+    /// the summed resident set ([`memory`]). Returns the instances found above the limit
+    /// with their figures, and the rollout when there were any.
+    pub async fn restart_over_memory(
+        &self,
+        sd: &Systemd,
+        limit: u64,
+        on_event: &mut dyn FnMut(&Event<'_>),
+    ) -> Result<(Vec<(u32, u64)>, Option<Summary>), DbusError> {
+        let states = instance_states(sd, self.name(), self.instances()).await?;
+        let over: Vec<(u32, u64)> = self
+            .instances()
+            .iter()
+            .zip(&states)
+            .filter(|(_, s)| s.is_running())
+            .filter_map(|(&i, s)| {
+                let bytes = s
+                    .memory_bytes
+                    .or_else(|| memory::resident_bytes(&s.control_group, s.main_pid))?;
+                (bytes > limit).then_some((i, bytes))
+            })
+            .collect();
+        if over.is_empty() {
+            return Ok((over, None));
+        }
+        let instances: Vec<u32> = over.iter().map(|(i, _)| *i).collect();
+        let summary = self
+            .recorded_rollout(
+                Action::MemoryRestart,
+                sd,
+                &instances,
+                &Options::default(),
+                on_event,
+            )
+            .await;
+        Ok((over, Some(summary)))
     }
 
     /// Reloads systemd if any wanted instance's unit files changed on disk since systemd
@@ -392,7 +434,7 @@ impl App {
         opts: &Options,
         on_event: &mut dyn FnMut(&Event<'_>),
     ) -> Summary {
-        self.recorded_rollout(Action::Reload, sd, opts, on_event)
+        self.recorded_rollout(Action::Reload, sd, self.instances(), opts, on_event)
             .await
     }
 
