@@ -18,5 +18,6 @@ mod reload;
 mod render;
 mod sandbox;
 mod systemd_units;
+mod timers;
 mod user_manager;
 mod worker_systemd;

@@ -416,8 +416,8 @@ impl<'a> App<'a> {
     }
 
     fn line(&mut self, comment: &str, key: &str, value: String) {
-        if !comment.is_empty() {
-            let _ = writeln!(self.toml, "# {comment}");
+        for line in comment.lines() {
+            let _ = writeln!(self.toml, "# {line}");
         }
         let _ = writeln!(self.toml, "{key} = {value}");
     }
@@ -829,6 +829,41 @@ mod tests {
         for (value, message) in cases {
             assert_eq!(one(value.clone()).unwrap_err().to_string(), message);
         }
+    }
+
+    /// PM2's `cron_restart` and `max_memory_restart` keep their meaning: a timer that
+    /// reloads at those times, and a graceful restart above the limit.
+    #[test]
+    fn cron_restart_and_max_memory_restart_carry_over() {
+        let app = one(serde_json::json!({ "apps": [{
+            "name": "web", "script": "server.js", "listen": "127.0.0.1:8080",
+            "cron_restart": "0 3 * * MON-FRI", "max_memory_restart": "300M"
+        }]}))
+        .unwrap();
+        assert!(app.warnings.is_empty(), "{:?}", app.warnings);
+        assert!(
+            app.toml.contains("\ncron_restart = \"0 3 * * MON-FRI\"\n"),
+            "{}",
+            app.toml
+        );
+        assert!(
+            app.toml.contains("\nmax_memory_restart = \"300M\"\n"),
+            "{}",
+            app.toml
+        );
+        let spec = crate::config::parse(
+            &app.toml,
+            "app.toml",
+            Path::new("/srv/app/app.toml"),
+            &crate::config::ParseOptions::default(),
+        )
+        .unwrap()
+        .spec;
+        assert_eq!(
+            spec.cron_restart.as_ref().unwrap().on_calendar,
+            "Mon..Fri *-*-* 03:00:00"
+        );
+        assert_eq!(spec.graceful_memory_limit(), Some(300 << 20));
     }
 
     #[test]

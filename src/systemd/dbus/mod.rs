@@ -41,7 +41,8 @@ use zbus::proxy::CacheProperties;
 use zbus::{Connection, MatchRule, MessageStream, OwnedObjectPath};
 
 use self::proxy::{
-    ServiceProps, SystemdManagerProxy, UnitPropertiesProxy, UnitProps, SERVICE_IFACE, UNIT_IFACE,
+    ServiceProps, SystemdManagerProxy, UnitPropertiesProxy, UnitProps, SERVICE_IFACE, TIMER_IFACE,
+    UNIT_IFACE,
 };
 use super::Manager;
 pub use crate::systemd::state::{ActiveState, JobResult, LoadState, ServiceResult, SubState};
@@ -305,6 +306,23 @@ impl ServiceState {
             exec_main_status: s.exec_main_status,
         }
     }
+}
+
+/// What sysmgr reads of a timer unit.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TimerState {
+    /// Unit name.
+    pub unit: String,
+    /// `LoadState`.
+    pub load_state: LoadState,
+    /// `ActiveState`: a timer waiting for its next elapse is `active`.
+    pub active_state: ActiveState,
+    /// `NextElapseUSecRealtime`, µs since the epoch; `None` when it will not fire.
+    pub next_elapse_usec: Option<u64>,
+    /// `LastTriggerUSec`, µs since the epoch; `None` when it never fired.
+    pub last_trigger_usec: Option<u64>,
+    /// The `OnCalendar=` expressions, as systemd normalized them.
+    pub calendar: Vec<String>,
 }
 
 /// systemd's "unset" for counters and "infinity" for timeouts are both `UINT64_MAX`.
@@ -625,6 +643,49 @@ impl Systemd {
         .await
         .map_err(|e| self.classify(e, Some(unit), || read_action(unit)))?;
         Ok(ServiceState::from_props(unit, unit_props, service_props))
+    }
+
+    /// A timer unit's state: its `Unit` and `Timer` properties.
+    pub async fn timer_state(&self, unit: &str) -> Result<TimerState, DbusError> {
+        let props = self.properties(unit).await?;
+        let (unit_props, timer) = futures_util::future::try_join(
+            async {
+                let _permit = self.permit().await;
+                props.get_all_unit(UNIT_IFACE).await
+            },
+            async {
+                let _permit = self.permit().await;
+                props.get_all_timer(TIMER_IFACE).await
+            },
+        )
+        .await
+        .map_err(|e| self.classify(e, Some(unit), || read_action(unit)))?;
+        Ok(TimerState {
+            unit: unit.to_string(),
+            load_state: LoadState::parse(&unit_props.load_state),
+            active_state: ActiveState::parse(&unit_props.active_state),
+            // 0 when there is none: the timer is stopped, or has never fired.
+            next_elapse_usec: Some(timer.next_elapse_usec_realtime)
+                .filter(|&t| t != 0 && t != u64::MAX),
+            last_trigger_usec: Some(timer.last_trigger_usec).filter(|&t| t != 0),
+            calendar: timer
+                .timers_calendar
+                .into_iter()
+                .filter(|(base, _, _)| base == "OnCalendar")
+                .map(|(_, spec, _)| spec)
+                .collect(),
+        })
+    }
+
+    /// The argument lists of a service's `ExecStart=` commands.
+    pub async fn exec_start(&self, unit: &str) -> Result<Vec<Vec<String>>, DbusError> {
+        let props = self.properties(unit).await?;
+        let _permit = self.permit().await;
+        let props = props
+            .get_all_service_exec(SERVICE_IFACE)
+            .await
+            .map_err(|e| self.classify(e, Some(unit), || read_action(unit)))?;
+        Ok(props.exec_start.into_iter().map(|c| c.1).collect())
     }
 
     /// The `ActiveState` of any unit (sockets, targets), with one `GetAll`.
