@@ -11,6 +11,7 @@ use serde_json::Value;
 use sysmgr_load::{Background, LoadConfig, Mode, Report};
 
 use crate::lifecycle::{hello_app, http_get, instances};
+use crate::ops::assert_schema;
 use crate::support::{free_port, sandbox, sysmgr_in, unit_state, wait_for, write_in};
 
 fn pids(sb: &sysmgr_sandbox::Sandbox, app: &str) -> BTreeMap<u64, u64> {
@@ -100,6 +101,18 @@ fn cron_restart_reloads_every_instance_gracefully_at_its_time_under_load() {
 
     let json = status_json(&sb, "web");
     let cron = &json["cron_restart"];
+    assert_schema(
+        "cron_restart",
+        cron,
+        &[
+            ("timer", 's'),
+            ("state", 's'),
+            ("on_calendar", 'a'),
+            ("next_run_usec", 'U'),
+            ("last_run_usec", 'U'),
+            ("last_result", 'S'),
+        ],
+    );
     assert_eq!(cron["timer"], "web-cron.timer", "{json}");
     assert_eq!(cron["state"], "active", "{json}");
     assert_eq!(
@@ -242,6 +255,17 @@ fn an_instance_grown_past_the_graceful_memory_limit_is_restarted_through_its_dra
     let before = pids(&sb, "mem");
     assert_eq!(unit_state(&sb, "mem-memory.timer"), "active");
     let json = status_json(&sb, "mem");
+    assert_schema(
+        "memory_limit",
+        &json["memory_limit"],
+        &[
+            ("timer", 's'),
+            ("state", 's'),
+            ("limit_bytes", 'U'),
+            ("last_check_usec", 'U'),
+            ("last_restart", 'O'),
+        ],
+    );
     assert_eq!(json["memory_limit"]["limit_bytes"], 64 << 20, "{json}");
     assert_eq!(json["memory_limit"]["timer"], "mem-memory.timer", "{json}");
     assert!(json["memory_limit"]["last_restart"].is_null(), "{json}");
