@@ -336,3 +336,60 @@ fn an_instance_grown_past_the_graceful_memory_limit_is_restarted_through_its_dra
     assert_eq!(sysmgr_in(&sb, &["delete", "mem"]).code, 0);
     assert_eq!(unit_files(&sb, "mem"), Vec::<String>::new());
 }
+
+#[test]
+fn reload_with_a_changed_file_starts_and_stops_the_timers_it_adds_and_removes() {
+    let sb = sandbox();
+    let port = free_port();
+    let path = "/srv/web/app.toml";
+    let file = write_in(&sb, path, &hello_app("web", 1, port, ""));
+    assert_eq!(sysmgr_in(&sb, &["start", &file]).code, 0);
+    assert_eq!(
+        unit_files(&sb, "web").len(),
+        4,
+        "{:?}",
+        unit_files(&sb, "web")
+    );
+
+    let extra = "cron_restart = \"@daily\"\nmax_memory_restart = \"200M\"\n";
+    write_in(&sb, path, &hello_app("web", 1, port, extra));
+    let r = sysmgr_in(&sb, &["reload", &file]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("reload web: started web-cron.timer\n"),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        r.stderr.contains("reload web: started web-memory.timer\n"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(unit_state(&sb, "web-cron.timer"), "active");
+    assert_eq!(unit_state(&sb, "web-memory.timer"), "active");
+
+    // `hard` drops the check; no cron_restart drops the cron timer.
+    let hard = "max_memory_restart = \"200M\"\nmemory_limit_mode = \"hard\"\n";
+    write_in(&sb, path, &hello_app("web", 1, port, hard));
+    let r = sysmgr_in(&sb, &["reload", &file]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    // Without their files, systemd drops the timers on the daemon-reload (sysmgr would stop
+    // one it kept).
+    for timer in ["web-cron.timer", "web-memory.timer"] {
+        assert_ne!(unit_state(&sb, timer), "active", "{timer}: {}", r.stderr);
+    }
+    assert_eq!(
+        unit_files(&sb, "web"),
+        [
+            "web.socket",
+            "web.target",
+            "web.target.wants",
+            "web@.service"
+        ]
+    );
+    let json = status_json(&sb, "web");
+    assert!(
+        json["cron_restart"].is_null() && json["memory_limit"].is_null(),
+        "{json}"
+    );
+}

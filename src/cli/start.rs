@@ -60,6 +60,12 @@ async fn start_one(
         }
     }
     let states = app.start(sd).await?;
+    // The target starts the app's timers; one whose file is gone (`start FILE` after
+    // removing `cron_restart`) is stopped.
+    let (_, stopped) = app.sync_timers(sd).await?;
+    for timer in stopped {
+        eprintln!("start {name}: stopped {timer}, which the app file no longer asks for");
+    }
     let mut failed = Vec::new();
     for (i, state) in &states {
         if state.is_running() {

@@ -416,6 +416,40 @@ impl App {
         Ok((over, Some(summary)))
     }
 
+    /// Brings the app's timers in line with its unit files: while the target is active,
+    /// starts the installed ones (a `reload FILE` that added `cron_restart`), and stops any
+    /// that runs without its file (one that removed it). Returns the timers started and
+    /// stopped.
+    pub async fn sync_timers(&self, sd: &Systemd) -> anyhow::Result<(Vec<String>, Vec<String>)> {
+        let files: Vec<String> = self
+            .dir
+            .app_files(self.name())?
+            .iter()
+            .filter_map(|p| p.file_name().map(|f| f.to_string_lossy().into_owned()))
+            .collect();
+        let target_up = sd.active_state(&self.names.target()).await?.is_up();
+        let (mut start, mut stop) = (Vec::new(), Vec::new());
+        for timer in [self.names.cron_timer(), self.names.memory_timer()] {
+            let up = sd.active_state(&timer).await?.is_up();
+            let installed = files.contains(&timer);
+            if installed && target_up && !up {
+                start.push(timer);
+            } else if !installed && up {
+                stop.push(timer);
+            }
+        }
+        if !start.is_empty() {
+            let mut watch = sd.watch_jobs().await?;
+            let mut jobs = Vec::new();
+            for unit in &start {
+                jobs.push(sd.start_unit(unit, JobMode::Replace).await?);
+            }
+            watch.wait_all(&jobs).await?;
+        }
+        stop_units(sd, &stop).await?;
+        Ok((start, stop))
+    }
+
     /// Reloads systemd if any wanted instance's unit files changed on disk since systemd
     /// read them (e.g. `generate --no-reload`): restarting would bring back the old
     /// version. Returns whether it did.
@@ -631,6 +665,12 @@ impl App {
         // Failed instances stay in systemd's memory after their files are gone; clear them.
         for unit in loaded_instances(sd, name).await? {
             sd.reset_failed_unit(&unit.name).await?;
+        }
+        // So do the timers' services, e.g. a cron reload that halted.
+        for unit in [self.names.cron_service(), self.names.memory_service()] {
+            if sd.active_state(&unit).await? == ActiveState::Failed {
+                sd.reset_failed_unit(&unit).await?;
+            }
         }
         sd.disable_unit_files(&[self.names.target()]).await?;
         let removed = self.dir.remove_app(name)?;
