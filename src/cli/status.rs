@@ -93,10 +93,11 @@ pub fn run(args: &StatusArgs, manager: Manager) -> anyhow::Result<ExitCode> {
     let name = lifecycle::app_name(&args.name)?;
     let dir = controller::unit_dir(manager)?;
     let app = controller::find(&dir, manager, &name)?;
-    let files: Vec<String> = dir
-        .app_files(&name)?
-        .iter()
-        .filter_map(|p| p.file_name().map(|f| f.to_string_lossy().into_owned()))
+    // Which timers the app has: two stats, not another read of the unit directory.
+    let names = crate::names::UnitNames::new(&name);
+    let files: Vec<String> = [names.cron_timer(), names.memory_timer()]
+        .into_iter()
+        .filter(|f| dir.path().join(f).is_file())
         .collect();
     let (status, timers) = lifecycle::runtime()?.block_on(async {
         let sd = Systemd::connect(manager).await?;

@@ -848,6 +848,18 @@ mod tests {
         );
     }
 
+    /// The memory key's docs state the check's interval and the backstop as the code has them.
+    #[test]
+    fn the_memory_docs_state_the_interval_and_the_backstop() {
+        let key = by_name("max_memory_restart").unwrap();
+        let every = format!("every {} s", crate::config::MEMORY_CHECK_SECS);
+        let backstop = format!("{}%", crate::config::MEMORY_BACKSTOP_PERCENT);
+        for text in [key.doc.becomes, key.doc.notes] {
+            assert!(text.contains(&every), "{text}");
+            assert!(text.contains(&backstop), "{text}");
+        }
+    }
+
     #[test]
     fn placeholders_and_names_find_the_same_key() {
         for key in KEYS {
