@@ -393,3 +393,71 @@ fn reload_with_a_changed_file_starts_and_stops_the_timers_it_adds_and_removes() 
         "{json}"
     );
 }
+
+/// What `cron_restart` accepts, systemd accepts too, and what it refuses as bad systemd
+/// syntax, systemd refuses as well (`systemd-analyze calendar`, no manager needed).
+#[test]
+fn every_accepted_schedule_is_one_systemd_accepts_and_refused_ones_it_refuses() {
+    let analyze = |expr: &str| {
+        std::process::Command::new("systemd-analyze")
+            .args(["calendar", expr])
+            .output()
+            .expect("systemd-analyze runs")
+            .status
+            .success()
+    };
+    let accepted = [
+        "0 3 * * *",
+        "*/15 * * * *",
+        "30 2 * * 1-5",
+        "0 0 * * SUN,sat",
+        "0 0 * * 0,7",
+        "0 12 1,15 JAN-MAR *",
+        "5,10,11,12 8-18/2 * * *",
+        "*/10 * * * * *",
+        "7 30 4 * * *",
+        "0 0 ? * MON",
+        "0 0 1 */3 *",
+        "0 0 1-31/10 * *",
+        "0 0 * * 1-7/2",
+        "@yearly",
+        "@monthly",
+        "@weekly",
+        "@daily",
+        "@hourly",
+        "daily",
+        "weekly UTC",
+        "*-*-* 03:00:00",
+        "Mon..Fri 22:30",
+        "Sat,Sun *-*-* 10:00",
+        "2030-01-01 00:00:00 UTC",
+        "*-*~01 00:00",
+        "*:0/5",
+        "12-25 08:00 Europe/Berlin",
+        "Wed",
+        "03:00:00.5",
+    ];
+    for written in accepted {
+        let schedule = sysmgr::config::Schedule::parse(written)
+            .unwrap_or_else(|e| panic!("`{written}` refused: {e}"));
+        assert!(
+            analyze(&schedule.on_calendar),
+            "`{written}` became `{}`, which systemd refuses",
+            schedule.on_calendar
+        );
+    }
+    for refused in [
+        "Mon 25:00",
+        "*-13-01",
+        "tomorrow",
+        "Mon..Fri 3am",
+        "daily at 3",
+        "*-*-* 10:61",
+    ] {
+        assert!(
+            sysmgr::config::Schedule::parse(refused).is_err(),
+            "`{refused}` accepted"
+        );
+        assert!(!analyze(refused), "systemd accepts `{refused}`");
+    }
+}
