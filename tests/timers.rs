@@ -79,7 +79,7 @@ fn unit_files(sb: &sysmgr_sandbox::Sandbox, app: &str) -> Vec<String> {
 fn cron_restart_reloads_every_instance_gracefully_at_its_time_under_load() {
     let sb = sandbox();
     let port = free_port();
-    // A 6-field schedule (seconds first) for a second about 8 s from now: once a minute.
+    // A 6-field schedule (seconds first) for a second about 10 s from now: once a minute.
     let second = (SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap()
