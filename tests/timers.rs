@@ -84,7 +84,7 @@ fn cron_restart_reloads_every_instance_gracefully_at_its_time_under_load() {
         .duration_since(UNIX_EPOCH)
         .unwrap()
         .as_secs()
-        + 8)
+        + 10)
         % 60;
     let app = hello_app(
         "web",
