@@ -619,7 +619,7 @@ fn installed(name: String, existing: &Existing) -> InstalledApp {
 
 /// Unit files sysmgr may have written (not directories, not drop-ins).
 fn is_unit_name(name: &str) -> bool {
-    [".service", ".socket", ".target"]
+    [".service", ".socket", ".target", ".timer"]
         .iter()
         .any(|suffix| name.ends_with(suffix))
         && !name.starts_with('.')

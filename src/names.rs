@@ -10,6 +10,9 @@ use std::num::NonZeroU32;
 
 use crate::config::FdName;
 
+/// The hidden command the graceful memory check's unit runs (`sysmgr memory-check NAME`).
+pub const MEMORY_CHECK_COMMAND: &str = "memory-check";
+
 /// One symlink, relative to the unit directory.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Link {
@@ -132,6 +135,26 @@ impl UnitNames {
     /// the manager's runtime directory (`%t`: `/run`, or `$XDG_RUNTIME_DIR` for `--user`).
     pub fn health_socket_path(&self, instance: &str) -> String {
         format!("sysmgr/{}/health-{instance}.sock", self.name)
+    }
+
+    /// `NAME-cron.timer`: `cron_restart`'s timer.
+    pub fn cron_timer(&self) -> String {
+        format!("{}-cron.timer", self.name)
+    }
+
+    /// `NAME-cron.service`: what the cron timer runs, a graceful `sysmgr reload NAME`.
+    pub fn cron_service(&self) -> String {
+        format!("{}-cron.service", self.name)
+    }
+
+    /// `NAME-memory.timer`: the graceful `max_memory_restart` check's timer.
+    pub fn memory_timer(&self) -> String {
+        format!("{}-memory.timer", self.name)
+    }
+
+    /// `NAME-memory.service`: the check the memory timer runs.
+    pub fn memory_service(&self) -> String {
+        format!("{}-memory.service", self.name)
     }
 
     /// `NAME.target.wants`, the directory whose links say which instances the target starts.

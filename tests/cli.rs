@@ -527,7 +527,8 @@ fn every_key(version: u32, wait_ready: bool, autorestart: bool, socket: &str) ->
          instance_var = \"WORKER_ID\"\nsocket = \"{socket}\"\nlisten = [\"127.0.0.1:3000\"]\n\
          wait_ready = {wait_ready}\nlisten_timeout = \"20s\"\nkill_timeout = 5000\n\
          kill_signal = \"SIGTERM\"\nautorestart = {autorestart}\nrestart_delay = \"1s\"\n\
-         max_restarts = 5\nmax_memory_restart = \"300M\"\nstop_exit_codes = [3]\n\
+         max_restarts = 5\nmax_memory_restart = \"300M\"\ncron_restart = \"0 3 * * MON-FRI\"\n\
+         stop_exit_codes = [3]\n\
          watchdog = \"10s\"\nhealth_check = \"/health\"\n\
          systemd_version = {version}\nhardening = \"strict\"\n\
          state_directory = \"every\"\nwritable_paths = [\"/srv/uploads\"]\n\

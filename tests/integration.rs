@@ -21,5 +21,6 @@ mod render;
 mod sandbox;
 mod socket;
 mod systemd_units;
+mod timers;
 mod user_manager;
 mod worker_systemd;

@@ -18,8 +18,8 @@ fn boot_link(sb: &Sandbox, app: &str) -> bool {
 }
 
 /// Asserts `value` has exactly `keys`, each of the JSON type its letter says: `s` string,
-/// `u` unsigned integer, `b` boolean, `a` array, `S`/`U` string or null, unsigned or null.
-fn assert_schema(what: &str, value: &Value, keys: &[(&str, char)]) {
+/// `u` unsigned integer, `b` boolean, `a` array, `S`/`U`/`O` string, unsigned, object or null.
+pub(crate) fn assert_schema(what: &str, value: &Value, keys: &[(&str, char)]) {
     let object = value
         .as_object()
         .unwrap_or_else(|| panic!("{what}: {value}"));
@@ -37,26 +37,37 @@ fn assert_schema(what: &str, value: &Value, keys: &[(&str, char)]) {
             'a' => v.is_array(),
             'S' => v.is_string() || v.is_null(),
             'U' => v.is_u64() || v.is_null(),
+            'O' => v.is_object() || v.is_null(),
             _ => unreachable!(),
         };
         assert!(ok, "{what}: `{key}` is {v}, wanted kind `{kind}`");
     }
 }
 
-/// The schema of `list --json` (an array of these) and `status --json` (one).
-fn assert_app_schema(app: &Value) {
+/// The schema of `list --json` (an array of these) and, with `status`, `status --json`
+/// (one, with its timers).
+fn assert_app_schema(app: &Value, status: bool) {
+    let timers: &[(&str, char)] = if status {
+        &[("cron_restart", 'O'), ("memory_limit", 'O')]
+    } else {
+        &[]
+    };
     assert_schema(
         "app",
         app,
         &[
-            ("name", 's'),
-            ("source", 'S'),
-            ("state", 's'),
-            ("target", 's'),
-            ("sockets", 'a'),
-            ("wanted", 'u'),
-            ("instances", 'a'),
-        ],
+            timers,
+            &[
+                ("name", 's'),
+                ("source", 'S'),
+                ("state", 's'),
+                ("target", 's'),
+                ("sockets", 'a'),
+                ("wanted", 'u'),
+                ("instances", 'a'),
+            ],
+        ]
+        .concat(),
     );
     for socket in app["sockets"].as_array().unwrap() {
         assert_schema("socket", socket, &[("unit", 's'), ("active_state", 's')]);
@@ -114,13 +125,13 @@ fn ls_json_schemas_no_enable_describe_and_all() {
     let apps = list.as_array().unwrap();
     assert_eq!(apps.len(), 2, "{list:#}");
     for app in apps {
-        assert_app_schema(app);
+        assert_app_schema(app, false);
     }
     assert_eq!(apps[0]["name"], "a");
     assert_eq!(apps[0]["wanted"], 2);
     let status: Value =
         serde_json::from_str(&sysmgr_in(&sb, &["status", "b", "--json"]).stdout).unwrap();
-    assert_app_schema(&status);
+    assert_app_schema(&status, true);
     assert_eq!(status["source"], "/srv/b/app.toml");
 
     // describe: the app file, the unit files with their paths, the instances, the last reload.

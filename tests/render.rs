@@ -292,6 +292,7 @@ fn a_health_check_gives_each_instance_a_socket_of_its_own() {
             "\"SYSMGR_HEALTH_PATH=/health?q=100%%25\" \"SYSMGR_HEALTH_TIMEOUT_MS=2000\" \"SYSMGR_HEALTH_SOCKET=%t/sysmgr/web/health-%i.sock\"",
             "\"SYSMGR_APP=web\" \"SYSMGR_INSTANCE=%i\" \"NODE_APP_INSTANCE=%i\"",
             "\"SYSMGR_KILL_SIGNAL=SIGINT\" \"SYSMGR_KILL_TIMEOUT_MS=1600\"",
+            "\"SYSMGR_MAX_RESTARTS=16\" \"SYSMGR_RESTARTS_DIR=%t/sysmgr-restarts/%n\"",
         ],
     );
     // Without the key, none of it.
@@ -352,6 +353,7 @@ fn a_health_check_command_is_a_oneshot_with_the_apps_user_and_environment() {
             "\"SYSMGR_APP=web\" \"SYSMGR_INSTANCE=%i\" \"NODE_APP_INSTANCE=%i\"",
             "\"SYSMGR_KILL_SIGNAL=SIGINT\" \"SYSMGR_KILL_TIMEOUT_MS=1600\"",
             "\"DB=x\"",
+            "\"SYSMGR_MAX_RESTARTS=16\" \"SYSMGR_RESTARTS_DIR=%t/sysmgr-restarts/%n\"",
         ],
     );
     let r = rendered("");
@@ -411,7 +413,8 @@ fn pm2_settings_map_to_service_keys() {
     assert_key(&r, s, "Service", "RuntimeDirectoryPreserve", &["restart"]);
     assert_key(&r, s, "Service", "Restart", &["always"]);
     assert_key(&r, s, "Service", "RestartSec", &["2s"]);
-    assert_key(&r, s, "Service", "MemoryMax", &["1073741824"]);
+    // Graceful by default: the kernel's backstop at 150% of the limit, and the check's units.
+    assert_key(&r, s, "Service", "MemoryMax", &["1610612736"]);
     assert_key(&r, s, "Service", "RestartPreventExitStatus", &["250", "2"]);
     assert_key(&r, s, "Service", "WatchdogSec", &["1500ms"]);
     assert_key(&r, s, "Service", "User", &["app"]);
@@ -555,4 +558,86 @@ fn systemd_analyze_verify_does_complain_about_a_bad_unit() {
     let mut r = render_n(&spec, 1, Flavor::Generate);
     r.files[0].contents.push_str("Bogus=1\n");
     assert!(verify(&r).contains("Unknown key 'Bogus'"));
+}
+
+#[test]
+fn cron_restart_and_the_graceful_memory_limit_are_timers_the_target_wants() {
+    let r = rendered("cron_restart = \"*/10 * * * * *\"\nmax_memory_restart = \"200M\"\n");
+    let names: Vec<&str> = r.files.iter().map(|f| f.name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "web@.service",
+            "web.socket",
+            "web-cron.timer",
+            "web-cron.service",
+            "web-memory.timer",
+            "web-memory.service",
+            "web.target"
+        ]
+    );
+    assert_key(
+        &r,
+        "web.target",
+        "Unit",
+        "Wants",
+        &["web-cron.timer web-memory.timer"],
+    );
+    assert_key(
+        &r,
+        "web-cron.timer",
+        "Timer",
+        "OnCalendar",
+        &["*-*-* *:*:00/10"],
+    );
+    assert_key(&r, "web-cron.timer", "Timer", "AccuracySec", &["1s"]);
+    assert_key(&r, "web-cron.timer", "Timer", "Unit", &["web-cron.service"]);
+    assert_key(&r, "web-cron.timer", "Unit", "PartOf", &["web.target"]);
+    assert_key(&r, "web-cron.service", "Service", "Type", &["oneshot"]);
+    assert_key(&r, "web-cron.service", "Unit", "Requisite", &["web.target"]);
+    let exec = |file: &str| {
+        let f = r.files.iter().find(|f| f.name == file).unwrap();
+        keys(&f.contents)
+            .remove(&("Service".to_string(), "ExecStart".to_string()))
+            .unwrap()
+            .join(" ")
+    };
+    assert!(
+        exec("web-cron.service").ends_with(" \"reload\" \"web\""),
+        "{}",
+        exec("web-cron.service")
+    );
+    assert!(
+        exec("web-memory.service").ends_with(" \"memory-check\" \"web\" \"--limit\" \"209715200\""),
+        "{}",
+        exec("web-memory.service")
+    );
+    assert_key(&r, "web-memory.timer", "Timer", "OnUnitActiveSec", &["5s"]);
+    assert_key(&r, "web@.service", "Service", "MemoryMax", &["314572800"]);
+
+    // The user manager's units run `sysmgr --user ...`.
+    let spec = spec_of(&app_text("cron_restart = \"@daily\"\n"), "web.toml", None);
+    let user = sysmgr::render::render(
+        &spec,
+        std::num::NonZeroU32::MIN,
+        sysmgr::systemd::Manager::User,
+        Flavor::Generate,
+    );
+    let cron = user
+        .files
+        .iter()
+        .find(|f| f.name == "web-cron.service")
+        .unwrap();
+    assert!(
+        cron.contents.contains(" \"--user\" \"reload\" \"web\"\n"),
+        "{}",
+        cron.contents
+    );
+
+    // `hard`: the kernel's limit at the value itself, no check.
+    let r = rendered("max_memory_restart = \"200M\"\nmemory_limit_mode = \"hard\"\n");
+    let names: Vec<&str> = r.files.iter().map(|f| f.name.as_str()).collect();
+    assert_eq!(names, ["web@.service", "web.socket", "web.target"]);
+    assert_key(&r, "web@.service", "Service", "MemoryMax", &["209715200"]);
+    assert_key(&r, "web.target", "Unit", "Wants", &[]);
 }

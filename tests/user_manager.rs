@@ -461,3 +461,40 @@ fn user_manager_health_check_asks_each_new_instance_in_the_runtime_directory() {
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert!(!sock.exists(), "the socket left with its unit");
 }
+
+/// `cron_restart` under the user manager: the timer's service runs `sysmgr --user reload`.
+#[test]
+fn user_manager_cron_restart_reloads_through_the_user_manager() {
+    let um = UserManager::boot();
+    let port = free_port();
+    let app_dir = um.dir.path().join("app");
+    std::fs::create_dir(&app_dir).unwrap();
+    let second = (std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 6)
+        % 60;
+    let text = format!(
+        "{}cron_restart = \"{second} * * * * *\"\n",
+        hello_app("web", 1, port)
+    );
+    let file = write(&app_dir, "app.toml", &text);
+    let r = um.sysmgr(&["start", file.to_str().unwrap()]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(um.show("web-cron.timer", "ActiveState"), "active");
+    let before = um.instances("web")[&1].1;
+    let after = crate::support::wait_for(70, || {
+        let pid = um.instances("web").get(&1).map(|(_, pid)| *pid)?;
+        (pid != before && pid != 0 && um.show("web-cron.service", "Result") == "success")
+            .then_some(pid)
+    });
+    assert!(
+        after.is_some(),
+        "not reloaded: {}",
+        um.sysmgr(&["status", "web"]).stdout
+    );
+    let r = um.sysmgr(&["delete", "web"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(!um.unit_dir().join("web-cron.timer").exists());
+}

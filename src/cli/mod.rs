@@ -23,6 +23,7 @@ mod init;
 pub mod lifecycle;
 mod list;
 mod logs;
+mod memory_check;
 mod monit;
 mod reload;
 mod restart;
@@ -104,6 +105,10 @@ pub enum Command {
     /// Start an instance's program with a notify socket for it (what Node apps' units run).
     #[command(hide = true)]
     Exec(exec::ExecArgs),
+    /// Restart the instances above `max_memory_restart` through their drain (what
+    /// `NAME-memory.service` runs).
+    #[command(hide = true, name = crate::names::MEMORY_CHECK_COMMAND)]
+    MemoryCheck(memory_check::MemoryCheckArgs),
 }
 
 /// Parses the command line and runs the command. `argv0` decides whether this process was
@@ -137,6 +142,7 @@ pub fn main() -> ExitCode {
         Command::Completions(args) => assets::completions(&args),
         Command::Man(args) => assets::man(&args),
         Command::Exec(args) => exec::run(&args),
+        Command::MemoryCheck(args) => memory_check::run(&args, cli.manager.manager()),
     };
     match result {
         Ok(code) => code,

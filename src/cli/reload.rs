@@ -112,6 +112,13 @@ pub(crate) async fn reload_one(
     halt_error("reload", &reloaded.summary, &halt)?;
     // Scale down to the count in the unit directory: instances beyond it still run the
     // previous version and are stopped only now, after the new ones proved ready.
+    let (started, stopped) = app.sync_timers(sd).await?;
+    for timer in started {
+        eprintln!("reload {name}: started {timer}");
+    }
+    for timer in stopped {
+        eprintln!("reload {name}: stopped {timer}, which the app file no longer asks for");
+    }
     let extra = app.stop_unwanted(sd, &running).await?;
     if !extra.is_empty() {
         say(format!(

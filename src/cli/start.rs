@@ -61,6 +61,12 @@ async fn start_one(
     }
     say_sockets_cleared("start", name, &app.recover_sockets(sd, "start").await?);
     let states = app.start(sd).await?;
+    // The target starts the app's timers; one whose file is gone (`start FILE` after
+    // removing `cron_restart`) is stopped.
+    let (_, stopped) = app.sync_timers(sd).await?;
+    for timer in stopped {
+        eprintln!("start {name}: stopped {timer}, which the app file no longer asks for");
+    }
     report_states("start", "started", name, &states, manager)
 }
 

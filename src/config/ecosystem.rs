@@ -313,7 +313,6 @@ fn answered(key: &str) -> Option<&'static str> {
         "watch" | "ignore_watch" | "watch_options" | "watch_delay" => {
             "sysmgr does not watch files; run `sysmgr reload NAME` after a deploy"
         }
-        "cron_restart" => "use a systemd timer that runs `sysmgr reload NAME`",
         "exp_backoff_restart_delay" => "use `restart_delay`",
         "increment_var" => "each instance gets `SYSMGR_INSTANCE` and `NODE_APP_INSTANCE`",
         "namespace" | "vizion" | "autostart" | "force" | "treekill" | "source_map_support"
@@ -417,8 +416,8 @@ impl<'a> App<'a> {
     }
 
     fn line(&mut self, comment: &str, key: &str, value: String) {
-        if !comment.is_empty() {
-            let _ = writeln!(self.toml, "# {comment}");
+        for line in comment.lines() {
+            let _ = writeln!(self.toml, "# {line}");
         }
         let _ = writeln!(self.toml, "{key} = {value}");
     }
@@ -499,6 +498,7 @@ impl<'a> App<'a> {
             "max_restarts",
             "restart_delay",
             "max_memory_restart",
+            "cron_restart",
             "stop_exit_codes",
             "user",
             "uid",
@@ -684,7 +684,12 @@ impl<'a> App<'a> {
             (
                 "max_memory_restart",
                 "max_memory_restart",
-                "PM2's max_memory_restart: the kernel's MemoryMax.",
+                "PM2's max_memory_restart: above it an instance is restarted through its drain (checked\nevery 5 s); the kernel's MemoryMax at 150% of it is the backstop.",
+            ),
+            (
+                "cron_restart",
+                "cron_restart",
+                "PM2's cron_restart: a systemd timer runs the graceful `sysmgr reload` at these times.",
             ),
             ("stop_exit_codes", "stop_exit_codes", ""),
             ("instance_var", "instance_var", ""),
@@ -824,6 +829,41 @@ mod tests {
         for (value, message) in cases {
             assert_eq!(one(value.clone()).unwrap_err().to_string(), message);
         }
+    }
+
+    /// PM2's `cron_restart` and `max_memory_restart` keep their meaning: a timer that
+    /// reloads at those times, and a graceful restart above the limit.
+    #[test]
+    fn cron_restart_and_max_memory_restart_carry_over() {
+        let app = one(serde_json::json!({ "apps": [{
+            "name": "web", "script": "server.js", "listen": "127.0.0.1:8080",
+            "cron_restart": "0 3 * * MON-FRI", "max_memory_restart": "300M"
+        }]}))
+        .unwrap();
+        assert!(app.warnings.is_empty(), "{:?}", app.warnings);
+        assert!(
+            app.toml.contains("\ncron_restart = \"0 3 * * MON-FRI\"\n"),
+            "{}",
+            app.toml
+        );
+        assert!(
+            app.toml.contains("\nmax_memory_restart = \"300M\"\n"),
+            "{}",
+            app.toml
+        );
+        let spec = crate::config::parse(
+            &app.toml,
+            "app.toml",
+            Path::new("/srv/app/app.toml"),
+            &crate::config::ParseOptions::default(),
+        )
+        .unwrap()
+        .spec;
+        assert_eq!(
+            spec.cron_restart.as_ref().unwrap().on_calendar,
+            "Mon..Fri *-*-* 03:00:00"
+        );
+        assert_eq!(spec.graceful_memory_limit(), Some(300 << 20));
     }
 
     #[test]

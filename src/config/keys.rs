@@ -16,7 +16,7 @@
 use std::fmt::Write as _;
 use std::num::NonZeroU32;
 
-use super::{brake, hardening, AppSpec, Hardening, HealthProbe, SocketMode};
+use super::{brake, hardening, AppSpec, Hardening, HealthProbe, MemoryLimitMode, SocketMode};
 use crate::names::UnitNames;
 use crate::systemd::syntax;
 
@@ -506,18 +506,65 @@ pub const KEYS: &[Key] = &[
         name: "max_memory_restart",
         doc: Doc {
             kind: "bytes or `\"300M\"`, `\"1G\"`",
-            becomes: "`MemoryMax=`",
-            notes: "the kernel kills the instance past it, and `autorestart` brings it back",
+            becomes: "`graceful` mode: `NAME-memory.timer` + `NAME-memory.service` (a check every 5 s) and `MemoryMax=` at 150% of it; `hard` mode: `MemoryMax=` at it",
+            notes: "PM2's key. Graceful (the default, `memory_limit_mode`): every 5 s a check restarts the instances above the limit, one at a time, through systemd's normal stop (`kill_signal`, then `kill_timeout` to drain) and only once the successor is ready, like `sysmgr reload`; the kernel's `MemoryMax=` at 150% of the limit is the backstop for an instance that grows faster than that. The figure is systemd's `MemoryCurrent`, or without cgroup memory accounting the instance's summed resident set",
         },
-        block: Some(|s| match s.max_memory_restart {
-            Some(max) => vec![
-                Line::Comment("PM2's max_memory_restart: past this the kernel kills the instance and it restarts."),
-                Line::Value("MemoryMax", max.get().to_string()),
+        block: Some(|s| match (s.memory_max(), s.memory_limit_mode) {
+            (Some(max), MemoryLimitMode::Graceful) => vec![
+                Line::Comment("PM2's max_memory_restart, graceful: the app's memory check restarts an instance above\nthe limit through its drain; past this backstop (150% of the limit) the kernel kills it."),
+                Line::Value("MemoryMax", max.to_string()),
+            ],
+            (Some(max), MemoryLimitMode::Hard) => vec![
+                Line::Comment("PM2's max_memory_restart, hard: past this the kernel kills the instance and it restarts."),
+                Line::Value("MemoryMax", max.to_string()),
+            ],
+            (None, _) => Vec::new(),
+        }),
+        inline: None,
+        values: |s, _| optional(s.max_memory_restart, |m| m.get().to_string()),
+        becomes: Some(|s, _| match (s.memory_max(), s.memory_limit_mode) {
+            (Some(max), MemoryLimitMode::Graceful) => {
+                let names = UnitNames::new(s.name.as_str());
+                format!("{} MemoryMax={max}", names.memory_timer())
+            }
+            (Some(max), MemoryLimitMode::Hard) => format!("MemoryMax={max}"),
+            (None, _) => String::new(),
+        }),
+    },
+    Key {
+        name: "memory_limit_mode",
+        doc: Doc {
+            kind: "`\"graceful\"` (default) or `\"hard\"`",
+            becomes: "see `max_memory_restart`",
+            notes: "`hard`: no check, the kernel kills the instance at the limit (requests in flight are lost)",
+        },
+        block: None,
+        inline: None,
+        values: |s, _| {
+            if s.max_memory_restart.is_some() {
+                one(s.memory_limit_mode.as_str())
+            } else {
+                Vec::new()
+            }
+        },
+        becomes: Some(|_, _| String::new()),
+    },
+    Key {
+        name: "cron_restart",
+        doc: Doc {
+            kind: "string: cron (`\"0 3 * * *\"`, 6 fields with seconds, `@daily`) or systemd calendar syntax (`\"Mon..Fri 03:00\"`)",
+            becomes: "`NAME-cron.timer` (`OnCalendar=`) + `NAME-cron.service`, which runs `sysmgr reload NAME`",
+            notes: "PM2's key, as a timer instead of a daemon: the graceful rolling reload at those times, while the app runs (the target starts and stops the timer). cron's fields become `OnCalendar=`'s components (names like `MON`, `JAN`, ranges, lists, steps); a day of the month and a day of the week both set is refused (cron fires on either, systemd on both). `sysmgr status` shows the next and the last run",
+        },
+        block: Some(|s| match &s.cron_restart {
+            Some(c) => vec![
+                Line::Comment("PM2's cron_restart, in systemd's calendar syntax."),
+                Line::Value("OnCalendar", c.on_calendar.clone()),
             ],
             None => Vec::new(),
         }),
         inline: None,
-        values: |s, _| optional(s.max_memory_restart, |m| m.get().to_string()),
+        values: |s, _| optional(s.cron_restart.as_ref(), |c| c.written.clone()),
         becomes: None,
     },
     Key {
@@ -867,6 +914,18 @@ mod tests {
             "| key | type and default |",
             &docs_table(),
         );
+    }
+
+    /// The memory key's docs state the check's interval and the backstop as the code has them.
+    #[test]
+    fn the_memory_docs_state_the_interval_and_the_backstop() {
+        let key = by_name("max_memory_restart").unwrap();
+        let every = format!("every {} s", crate::config::MEMORY_CHECK_SECS);
+        let backstop = format!("{}%", crate::config::MEMORY_BACKSTOP_PERCENT);
+        for text in [key.doc.becomes, key.doc.notes] {
+            assert!(text.contains(&every), "{text}");
+            assert!(text.contains(&backstop), "{text}");
+        }
     }
 
     #[test]

@@ -11,6 +11,7 @@
 //! and by `sysmgr check`. The renderer and the D-Bus code accept only the resulting
 //! [`AppSpec`]. Parsing is pure: text in, spec and diagnostics out.
 
+pub mod calendar;
 pub mod derive;
 pub mod diag;
 pub mod ecosystem;
@@ -22,13 +23,23 @@ mod validate;
 
 use std::path::{Path, PathBuf};
 
+pub use calendar::Schedule;
 pub use derive::{is_node_program, BridgePaths, Runtime};
 use diag::Reporter;
 pub use diag::{Diagnostic, Diagnostics, Places, Severity};
 pub use types::{
-    AppName, Bytes, FdName, Hardening, HealthCheck, HealthProbe, Instances, ListenAddress, Millis,
-    Signal, SocketMode, HEALTH_FD_NAME,
+    AppName, Bytes, FdName, Hardening, HealthCheck, HealthProbe, Instances, ListenAddress,
+    MemoryLimitMode, Millis, Signal, SocketMode, HEALTH_FD_NAME,
 };
+
+/// With `memory_limit_mode = "graceful"`, the kernel's `MemoryMax=` backstop is this many
+/// percent of `max_memory_restart`: the graceful check restarts an instance at the limit,
+/// the kernel kills it only if it keeps growing past half as much again before its drain
+/// ends.
+pub const MEMORY_BACKSTOP_PERCENT: u64 = 150;
+
+/// How often the graceful memory check runs, in seconds (its timer's `OnUnitActiveSec=`).
+pub const MEMORY_CHECK_SECS: u64 = 5;
 
 /// PM2's default `kill_timeout`: how long a worker gets to drain before SIGKILL.
 pub const DEFAULT_KILL_TIMEOUT: Millis = Millis::new(1600);
@@ -117,8 +128,13 @@ pub struct AppSpec {
     pub restart_delay: Option<Millis>,
     /// The crash-loop brake of `sysmgr exec` ([`brake`]): starts allowed in a row.
     pub max_restarts: u32,
-    /// `MemoryMax=`.
+    /// PM2's `max_memory_restart`: the memory an instance may use before it is restarted.
     pub max_memory_restart: Option<Bytes>,
+    /// How it is restarted: through its drain (a timer-driven check, `MemoryMax=` as a
+    /// backstop) or by the kernel at the limit.
+    pub memory_limit_mode: MemoryLimitMode,
+    /// PM2's `cron_restart`: when a timer runs a graceful `sysmgr reload`.
+    pub cron_restart: Option<Schedule>,
     /// `RestartPreventExitStatus=`.
     pub stop_exit_codes: Vec<u8>,
     /// `WatchdogSec=`.
@@ -148,6 +164,24 @@ pub struct AppSpec {
     pub address_families: Vec<String>,
     /// `[unit.service]`: raw `Directive=value` settings, checked, in declaration order.
     pub unit_service: Vec<(String, String)>,
+}
+
+impl AppSpec {
+    /// The kernel's `MemoryMax=`: the limit itself in `hard` mode, the backstop
+    /// ([`MEMORY_BACKSTOP_PERCENT`] of it) in `graceful` mode; `None` without a limit.
+    pub fn memory_max(&self) -> Option<u64> {
+        let limit = self.max_memory_restart?.get();
+        Some(match self.memory_limit_mode {
+            MemoryLimitMode::Hard => limit,
+            MemoryLimitMode::Graceful => limit.saturating_mul(MEMORY_BACKSTOP_PERCENT) / 100,
+        })
+    }
+
+    /// The limit the graceful check restarts instances at, when it runs.
+    pub fn graceful_memory_limit(&self) -> Option<u64> {
+        (self.memory_limit_mode == MemoryLimitMode::Graceful)
+            .then_some(self.max_memory_restart?.get())
+    }
 }
 
 /// What parsing needs besides the text.

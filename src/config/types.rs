@@ -250,6 +250,37 @@ impl Bytes {
     }
 }
 
+/// What `max_memory_restart` does (`memory_limit_mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MemoryLimitMode {
+    /// A timer-driven check restarts an instance above the limit through its drain (one at a
+    /// time, systemd's normal stop); the kernel's `MemoryMax=` stays as a backstop above it.
+    Graceful,
+    /// `MemoryMax=` at the limit: the kernel kills the instance, requests in flight are lost.
+    Hard,
+}
+
+impl MemoryLimitMode {
+    /// Parses `"graceful"` or `"hard"`.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        match s {
+            "graceful" => Ok(Self::Graceful),
+            "hard" => Ok(Self::Hard),
+            _ => Err(format!(
+                "is `{s}`; use `\"graceful\"` (restart through the drain, the default) or `\"hard\"` (the kernel kills at the limit)"
+            )),
+        }
+    }
+
+    /// The app.toml spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Graceful => "graceful",
+            Self::Hard => "hard",
+        }
+    }
+}
+
 /// Where a socket listens.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum ListenAddress {

@@ -14,8 +14,9 @@ use super::diag::{Reporter, Severity};
 use super::raw::{int_of, type_name, Found, Value};
 use super::types::{
     self, AppName, Bytes, FdName, Hardening, HealthCheck, HealthProbe, Instances, ListenAddress,
-    Millis, Signal, SocketMode,
+    MemoryLimitMode, Millis, Signal, SocketMode,
 };
+use super::Schedule;
 use super::{derive, hardening, AppSpec, Listen, ParseOptions, Runtime};
 use super::{DEFAULT_KILL_TIMEOUT, DEFAULT_LISTEN_TIMEOUT, DEFAULT_MAX_RESTARTS, MIN_SYSTEMD};
 use crate::systemd::syntax::{self, SyntaxError};
@@ -262,6 +263,27 @@ impl Checker<'_, '_> {
                 })
                 .map(Some),
         };
+        let memory_limit_mode = match f.get("memory_limit_mode") {
+            None => Some(MemoryLimitMode::Graceful),
+            Some(v) => self.string("memory_limit_mode", v).and_then(|s| {
+                let mode = self.checked("memory_limit_mode", v, |_| MemoryLimitMode::parse(s))?;
+                if f.get("max_memory_restart").is_none() {
+                    self.rep.warning(
+                        v.span(),
+                        "memory_limit_mode",
+                        "has no effect without `max_memory_restart`; add the limit or remove this line",
+                    );
+                }
+                Some(mode)
+            }),
+        };
+        let cron_restart = match f.get("cron_restart") {
+            None => Some(None),
+            Some(v) => self
+                .string("cron_restart", v)
+                .and_then(|s| self.checked("cron_restart", v, |_| Schedule::parse(s)))
+                .map(Some),
+        };
         let stop_exit_codes = match f.get("stop_exit_codes") {
             None => Some(Vec::new()),
             Some(v) => self.exit_codes(v),
@@ -418,6 +440,8 @@ impl Checker<'_, '_> {
             restart_delay: restart_delay?,
             max_restarts: max_restarts?,
             max_memory_restart: max_memory_restart?,
+            memory_limit_mode: memory_limit_mode?,
+            cron_restart: cron_restart?,
             stop_exit_codes: stop_exit_codes?,
             watchdog: watchdog?,
             health_check: health_check?,

@@ -15,6 +15,7 @@
 
 pub mod memory;
 pub mod status;
+pub mod timers;
 
 use std::collections::BTreeSet;
 use std::num::NonZeroU32;
@@ -504,6 +505,81 @@ impl App {
         summary
     }
 
+    /// The graceful `max_memory_restart` check: restarts the running instances whose memory
+    /// is above `limit` bytes, one at a time, through the rollout of `sysmgr reload` (systemd's
+    /// normal stop: `KillSignal=`, then `TimeoutStopSec=` to drain, and the next one only once
+    /// the successor is ready). The figure is `MemoryCurrent`, or without memory accounting
+    /// the summed resident set ([`memory`]). Returns the instances found above the limit
+    /// with their figures, and the rollout when there were any.
+    pub async fn restart_over_memory(
+        &self,
+        sd: &Systemd,
+        limit: u64,
+        on_event: &mut dyn FnMut(&Event<'_>),
+    ) -> Result<(Vec<(u32, u64)>, Option<Summary>), DbusError> {
+        let states = instance_states(sd, self.name(), self.instances()).await?;
+        let over: Vec<(u32, u64)> = self
+            .instances()
+            .iter()
+            .zip(&states)
+            .filter(|(_, s)| s.is_running())
+            .filter_map(|(&i, s)| {
+                let bytes = s
+                    .memory_bytes
+                    .or_else(|| memory::resident_bytes(&s.control_group, s.main_pid))?;
+                (bytes > limit).then_some((i, bytes))
+            })
+            .collect();
+        if over.is_empty() {
+            return Ok((over, None));
+        }
+        let instances: Vec<u32> = over.iter().map(|(i, _)| *i).collect();
+        let summary = self
+            .recorded_rollout(
+                Action::MemoryRestart,
+                sd,
+                &instances,
+                &Options::default(),
+                on_event,
+            )
+            .await;
+        Ok((over, Some(summary)))
+    }
+
+    /// Brings the app's timers in line with its unit files: while the target is active,
+    /// starts the installed ones (a `reload FILE` that added `cron_restart`), and stops any
+    /// that runs without its file (one that removed it). Returns the timers started and
+    /// stopped.
+    pub async fn sync_timers(&self, sd: &Systemd) -> anyhow::Result<(Vec<String>, Vec<String>)> {
+        let files: Vec<String> = self
+            .dir
+            .app_files(self.name())?
+            .iter()
+            .filter_map(|p| p.file_name().map(|f| f.to_string_lossy().into_owned()))
+            .collect();
+        let target_up = sd.active_state(&self.names.target()).await?.is_up();
+        let (mut start, mut stop) = (Vec::new(), Vec::new());
+        for timer in [self.names.cron_timer(), self.names.memory_timer()] {
+            let up = sd.active_state(&timer).await?.is_up();
+            let installed = files.contains(&timer);
+            if installed && target_up && !up {
+                start.push(timer);
+            } else if !installed && up {
+                stop.push(timer);
+            }
+        }
+        if !start.is_empty() {
+            let mut watch = sd.watch_jobs().await?;
+            let mut jobs = Vec::new();
+            for unit in &start {
+                jobs.push(sd.start_unit(unit, JobMode::Replace).await?);
+            }
+            watch.wait_all(&jobs).await?;
+        }
+        stop_units(sd, &stop).await?;
+        Ok((start, stop))
+    }
+
     /// Reloads systemd if the unit files of any wanted instance, of its sockets or of the
     /// target changed on disk since systemd read them (`generate --no-reload`, or a
     /// `reload FILE` killed between writing them and reloading systemd): restarting would
@@ -810,6 +886,12 @@ impl App {
         // Failed instances stay in systemd's memory after their files are gone; clear them.
         for unit in loaded_instances(sd, name).await? {
             sd.reset_failed_unit(&unit.name).await?;
+        }
+        // So do the timers' services, e.g. a cron reload that halted.
+        for unit in [self.names.cron_service(), self.names.memory_service()] {
+            if sd.active_state(&unit).await? == ActiveState::Failed {
+                sd.reset_failed_unit(&unit).await?;
+            }
         }
         sd.disable_unit_files(&[self.names.target()]).await?;
         let removed = self.dir.remove_app(name)?;

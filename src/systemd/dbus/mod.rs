@@ -45,7 +45,7 @@ use zbus::{Connection, MatchRule, MessageStream, OwnedObjectPath};
 
 use self::proxy::{
     ServiceProps, SystemdManagerProxy, UnitPropertiesProxy, UnitProps, SERVICE_IFACE, SOCKET_IFACE,
-    UNIT_IFACE,
+    TIMER_IFACE, UNIT_IFACE,
 };
 use super::Manager;
 pub use crate::systemd::state::{
@@ -344,6 +344,23 @@ impl ServiceState {
             environment: s.environment,
         }
     }
+}
+
+/// What sysmgr reads of a timer unit.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TimerState {
+    /// Unit name.
+    pub unit: String,
+    /// `LoadState`.
+    pub load_state: LoadState,
+    /// `ActiveState`: a timer waiting for its next elapse is `active`.
+    pub active_state: ActiveState,
+    /// `NextElapseUSecRealtime`, µs since the epoch; `None` when it will not fire.
+    pub next_elapse_usec: Option<u64>,
+    /// `LastTriggerUSec`, µs since the epoch; `None` when it never fired.
+    pub last_trigger_usec: Option<u64>,
+    /// The `OnCalendar=` expressions, as systemd normalized them.
+    pub calendar: Vec<String>,
 }
 
 /// systemd's "unset" for counters and "infinity" for timeouts are both `UINT64_MAX`.
@@ -869,6 +886,55 @@ impl Systemd {
             .await
             .map_err(|e| self.classify(&link, e, Some(unit), || read_action(unit)))?;
             Ok(ServiceState::from_props(unit, unit_props, service_props))
+        })
+        .await
+    }
+
+    /// A timer unit's state: its `Unit` and `Timer` properties.
+    pub async fn timer_state(&self, unit: &str) -> Result<TimerState, DbusError> {
+        self.call(|link| async move {
+            let props = self.properties(&link, unit).await?;
+            let (unit_props, timer) = futures_util::future::try_join(
+                async {
+                    let _permit = self.permit().await;
+                    props.get_all_unit(UNIT_IFACE).await
+                },
+                async {
+                    let _permit = self.permit().await;
+                    props.get_all_timer(TIMER_IFACE).await
+                },
+            )
+            .await
+            .map_err(|e| self.classify(&link, e, Some(unit), || read_action(unit)))?;
+            Ok(TimerState {
+                unit: unit.to_string(),
+                load_state: LoadState::parse(&unit_props.load_state),
+                active_state: ActiveState::parse(&unit_props.active_state),
+                // 0 when there is none: the timer is stopped, or has never fired.
+                next_elapse_usec: Some(timer.next_elapse_usec_realtime)
+                    .filter(|&t| t != 0 && t != u64::MAX),
+                last_trigger_usec: Some(timer.last_trigger_usec).filter(|&t| t != 0),
+                calendar: timer
+                    .timers_calendar
+                    .into_iter()
+                    .filter(|(base, _, _)| base == "OnCalendar")
+                    .map(|(_, spec, _)| spec)
+                    .collect(),
+            })
+        })
+        .await
+    }
+
+    /// The argument lists of a service's `ExecStart=` commands.
+    pub async fn exec_start(&self, unit: &str) -> Result<Vec<Vec<String>>, DbusError> {
+        self.call(|link| async move {
+            let props = self.properties(&link, unit).await?;
+            let _permit = self.permit().await;
+            let props = props
+                .get_all_service_exec(SERVICE_IFACE)
+                .await
+                .map_err(|e| self.classify(&link, e, Some(unit), || read_action(unit)))?;
+            Ok(props.exec_start.into_iter().map(|c| c.1).collect())
         })
         .await
     }

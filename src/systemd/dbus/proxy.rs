@@ -86,7 +86,44 @@ pub(crate) trait UnitProperties {
     /// `GetAll("org.freedesktop.systemd1.Socket")`.
     #[zbus(name = "GetAll")]
     fn get_all_socket(&self, interface: &str) -> zbus::Result<SocketProps>;
+
+    /// `GetAll("org.freedesktop.systemd1.Timer")`.
+    #[zbus(name = "GetAll")]
+    fn get_all_timer(&self, interface: &str) -> zbus::Result<TimerProps>;
+
+    /// `GetAll("org.freedesktop.systemd1.Service")`, for its `ExecStart`.
+    #[zbus(name = "GetAll")]
+    fn get_all_service_exec(&self, interface: &str) -> zbus::Result<ServiceExecProps>;
 }
+
+/// A service's `ExecStart` property.
+#[derive(Debug, Clone, Deserialize, Type)]
+#[zbus(signature = "a{sv}")]
+#[serde(rename_all = "PascalCase")]
+pub(crate) struct ServiceExecProps {
+    #[serde(with = "as_variant")]
+    pub exec_start: Vec<ExecCommand>,
+}
+
+/// The interface [`UnitPropertiesProxy::get_all_timer`] must be given.
+pub(crate) const TIMER_IFACE: &str = "org.freedesktop.systemd1.Timer";
+
+/// The `org.freedesktop.systemd1.Timer` properties sysmgr reads.
+#[derive(Debug, Clone, Deserialize, Type)]
+#[zbus(signature = "a{sv}")]
+#[serde(rename_all = "PascalCase")]
+pub(crate) struct TimerProps {
+    #[serde(rename = "NextElapseUSecRealtime", with = "as_variant")]
+    pub next_elapse_usec_realtime: u64,
+    #[serde(rename = "LastTriggerUSec", with = "as_variant")]
+    pub last_trigger_usec: u64,
+    /// `(base, expression, next elapse)`: `("OnCalendar", "*-*-* 03:00:00", ...)`.
+    #[serde(with = "as_variant")]
+    pub timers_calendar: Vec<(String, String, u64)>,
+}
+
+/// One `ExecStart` entry: path, argv, ignore failure, then timestamps and status.
+pub(crate) type ExecCommand = (String, Vec<String>, bool, u64, u64, u64, u64, u32, i32, i32);
 
 /// The interface [`UnitPropertiesProxy::get_all_unit`] must be given.
 pub(crate) const UNIT_IFACE: &str = "org.freedesktop.systemd1.Unit";
