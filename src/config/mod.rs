@@ -11,6 +11,7 @@
 //! and by `sysmgr check`. The renderer and the D-Bus code accept only the resulting
 //! [`AppSpec`]. Parsing is pure: text in, spec and diagnostics out.
 
+pub mod deploy;
 pub mod derive;
 pub mod diag;
 pub mod ecosystem;
@@ -117,6 +118,8 @@ pub struct AppSpec {
     pub address_families: Vec<String>,
     /// `[unit.service]`: raw `Directive=value` settings, checked, in declaration order.
     pub unit_service: Vec<(String, String)>,
+    /// `[deploy.ENV]`: where `sysmgr deploy ENV` ships the app; nothing in the units.
+    pub deploy: Vec<deploy::DeployEnv>,
 }
 
 /// What parsing needs besides the text.

@@ -1,0 +1,669 @@
+//! `sysmgr deploy ENV ...`: immutable releases on several hosts, rolled host by host.
+//!
+//! [`plan`] writes the shell script of each step (pure); this module runs them on each host
+//! over a [`Transport`] ([`Ssh`]: the system's `ssh` client in batch mode), decides what
+//! follows a failure, and reports per host. On each host the reload is sysmgr's own rolling
+//! reload (`sysmgr reload FILE`, run there), so no agent or daemon is involved.
+//!
+//! How a deploy fails safely: everything before the switch (fetch, checkout, hooks) happens
+//! beside the running release, so a failure there leaves the host as it was (the unfinished
+//! release is removed). A reload that halts leaves the old instances running; the host is
+//! switched back to its previous release and reloaded again. Either way the rollout stops
+//! once more than `max_fail` hosts failed: the hosts not yet reached are not touched.
+
+pub mod nginx;
+pub mod plan;
+
+use std::fmt::Write as _;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::config::deploy::{DeployEnv, Host};
+use plan::Step;
+
+/// The most lines of a remote command's output an error quotes.
+const OUTPUT_LINES: usize = 12;
+
+/// Why a deploy did not do what was asked.
+#[derive(Debug, thiserror::Error)]
+pub enum DeployError {
+    /// The app file has no such environment.
+    #[error("{file} has no `[deploy.{env}]`{}", known_envs(known))]
+    NoEnv {
+        /// The app file.
+        file: String,
+        /// The environment asked for.
+        env: String,
+        /// The ones it has.
+        known: Vec<String>,
+    },
+    /// `pre-deploy-local` failed: no host was touched.
+    #[error("`pre-deploy-local` failed on this machine ({status}); no host was touched: {output}")]
+    Local {
+        /// How it exited.
+        status: String,
+        /// What it printed.
+        output: String,
+    },
+    /// `ssh` could not be started at all.
+    #[error("cannot run `ssh` (install openssh-client): {0}")]
+    NoSsh(std::io::Error),
+    /// One or more hosts failed; the summary names each host's state.
+    #[error("deploy {env}: {failed} of {total} host(s) failed; nothing more was deployed")]
+    Failed {
+        /// The environment.
+        env: String,
+        /// Hosts that failed.
+        failed: usize,
+        /// Hosts in the environment.
+        total: usize,
+    },
+    /// `revert` found no release to go back to on a host; nothing was switched.
+    #[error("revert {env}: host {host} {message}; nothing was switched")]
+    NoRelease {
+        /// The environment.
+        env: String,
+        /// The host.
+        host: String,
+        /// What it has instead.
+        message: String,
+    },
+}
+
+fn known_envs(known: &[String]) -> String {
+    if known.is_empty() {
+        "; add one (docs/deploy.md), or import an ecosystem file's `deploy` section with `sysmgr import`".into()
+    } else {
+        format!(
+            "; it has {}",
+            known
+                .iter()
+                .map(|k| format!("`{k}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    }
+}
+
+impl crate::Classify for DeployError {
+    fn class(&self) -> crate::ErrorClass {
+        match self {
+            Self::NoEnv { .. } | Self::NoRelease { .. } => crate::ErrorClass::Invalid,
+            Self::Local { .. } | Self::NoSsh(_) | Self::Failed { .. } => crate::ErrorClass::Failed,
+        }
+    }
+}
+
+/// The environment `name` of an app file's `[deploy]`.
+pub fn find<'a>(
+    envs: &'a [DeployEnv],
+    file: &str,
+    name: &str,
+) -> Result<&'a DeployEnv, DeployError> {
+    envs.iter()
+        .find(|e| e.name == name)
+        .ok_or_else(|| DeployError::NoEnv {
+            file: file.to_string(),
+            env: name.to_string(),
+            known: envs.iter().map(|e| e.name.clone()).collect(),
+        })
+}
+
+/// What a remote script did.
+#[derive(Debug, Clone)]
+pub struct Output {
+    /// Exit code (`None`: killed, or ssh itself failed to report one).
+    pub code: Option<i32>,
+    /// stdout.
+    pub stdout: String,
+    /// stderr (ssh's own errors included).
+    pub stderr: String,
+}
+
+impl Output {
+    fn success(&self) -> bool {
+        self.code == Some(0)
+    }
+
+    /// The last lines of what it printed, stderr first, on one line.
+    fn tail(&self) -> String {
+        let text = format!("{}\n{}", self.stderr.trim(), self.stdout.trim());
+        let lines: Vec<&str> = text
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .collect();
+        let from = lines.len().saturating_sub(OUTPUT_LINES);
+        if lines.is_empty() {
+            "(it printed nothing)".into()
+        } else {
+            lines[from..].join(" / ")
+        }
+    }
+}
+
+/// How scripts reach a host.
+pub trait Transport: Sync {
+    /// Runs `script` with `/bin/sh` on `host`.
+    fn run(&self, env: &DeployEnv, host: &Host, script: &str) -> Result<Output, DeployError>;
+}
+
+/// The system's `ssh`: batch mode (never a password prompt), the environment's options,
+/// the script as one quoted argument of `/bin/sh -c` (whatever the account's login shell).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Ssh;
+
+impl Ssh {
+    /// The `ssh` argv for `script` on `host`.
+    pub fn argv(env: &DeployEnv, host: &Host, script: &str) -> Vec<String> {
+        let mut argv: Vec<String> = vec![
+            "ssh".into(),
+            "-o".into(),
+            "BatchMode=yes".into(),
+            "-o".into(),
+            "ConnectTimeout=10".into(),
+            "-o".into(),
+            "ServerAliveInterval=10".into(),
+        ];
+        for o in &env.ssh_options {
+            argv.push("-o".into());
+            argv.push(o.clone());
+        }
+        if let Some(p) = host.port {
+            argv.push("-p".into());
+            argv.push(p.to_string());
+        }
+        argv.push("--".into());
+        argv.push(host.destination());
+        argv.push(format!("/bin/sh -c {}", plan::quote(script)));
+        argv
+    }
+}
+
+impl Transport for Ssh {
+    fn run(&self, env: &DeployEnv, host: &Host, script: &str) -> Result<Output, DeployError> {
+        let argv = Self::argv(env, host, script);
+        let out = Command::new(&argv[0])
+            .args(&argv[1..])
+            .stdin(Stdio::null())
+            .output()
+            .map_err(DeployError::NoSsh)?;
+        Ok(Output {
+            code: out.status.code(),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        })
+    }
+}
+
+/// What a host ended as.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostState {
+    /// Not reached: the rollout stopped before it.
+    Untouched,
+    /// Now on `release` (it was on `from`, empty for a first deploy).
+    Done {
+        /// The release it runs.
+        release: String,
+        /// The one it ran before.
+        from: String,
+    },
+    /// A step failed before the switch: the host still runs `release` (empty: none).
+    FailedBeforeSwitch {
+        /// The step.
+        step: Step,
+        /// What the host printed.
+        output: String,
+        /// What it still runs.
+        release: String,
+    },
+    /// The reload halted; the host was switched back to `release` and reloaded.
+    SwitchedBack {
+        /// What the reload printed.
+        output: String,
+        /// The release it runs again.
+        release: String,
+        /// The release that failed.
+        failed: String,
+    },
+    /// The reload halted and going back failed too, or there was nothing to go back to.
+    Broken {
+        /// The step that failed last.
+        step: Step,
+        /// What the host printed.
+        output: String,
+    },
+}
+
+impl HostState {
+    /// Whether the host counts as failed.
+    pub fn failed(&self) -> bool {
+        !matches!(self, Self::Untouched | Self::Done { .. })
+    }
+}
+
+/// One host's outcome and how long each step took.
+#[derive(Debug, Clone)]
+pub struct HostReport {
+    /// The host.
+    pub host: Host,
+    /// Its state.
+    pub state: HostState,
+    /// Each step run and its wall time (the ssh round trip included).
+    pub timings: Vec<(Step, Duration)>,
+}
+
+impl HostReport {
+    /// `host: state` in one line, with the timings.
+    pub fn line(&self) -> String {
+        let state = match &self.state {
+            HostState::Untouched => "untouched (the rollout stopped before it)".to_string(),
+            HostState::Done { release, from } if from.is_empty() => format!("on {release} (first release)"),
+            HostState::Done { release, from } if from == release => format!("on {release} (already)"),
+            HostState::Done { release, from } => format!("on {release} (was {from})"),
+            HostState::FailedBeforeSwitch { step, output, release } => format!(
+                "FAILED at {step}, still on {}: {output}",
+                if release.is_empty() { "no release" } else { release }
+            ),
+            HostState::SwitchedBack { output, release, failed } => format!(
+                "FAILED at reload of {failed}; switched back to {release} and reloaded, serving: {output}"
+            ),
+            HostState::Broken { step, output } => {
+                format!("FAILED at {step}, and could not go back; look at the host: {output}")
+            }
+        };
+        let mut line = format!("{}: {state}", self.host);
+        if !self.timings.is_empty() {
+            let steps: Vec<String> = self
+                .timings
+                .iter()
+                .map(|(s, d)| format!("{s} {}", crate::reload::engine::human(*d)))
+                .collect();
+            let _ = write!(line, " [{}]", steps.join(", "));
+        }
+        line
+    }
+}
+
+/// What `update`, `revert` and `setup` do to one host.
+#[derive(Debug, Clone)]
+pub enum Action {
+    /// Directories and the mirror.
+    Setup,
+    /// A new release of `git_ref`, named with the UTC time `utc` (`YYYYMMDDTHHMMSSZ`).
+    Update {
+        /// The ref.
+        git_ref: String,
+        /// The time in release names.
+        utc: String,
+    },
+    /// The release `back` steps before the current one.
+    Revert {
+        /// How many releases back.
+        back: usize,
+    },
+}
+
+/// Runs `action` on the environment's hosts, `serial` at a time, stopping once more than
+/// `max_fail` failed. `progress` gets each host's line as it finishes.
+pub fn rollout(
+    env: &DeployEnv,
+    action: &Action,
+    transport: &dyn Transport,
+    progress: &mut dyn FnMut(&HostReport),
+) -> Result<Vec<HostReport>, DeployError> {
+    if let (Action::Update { .. }, Some(command)) = (action, &env.hooks.pre_deploy_local) {
+        let out = Command::new("/bin/sh")
+            .arg("-c")
+            .arg(command)
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| DeployError::Local {
+                status: "not started".into(),
+                output: e.to_string(),
+            })?;
+        if !out.status.success() {
+            let o = Output {
+                code: out.status.code(),
+                stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+                stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+            };
+            return Err(DeployError::Local {
+                status: out.status.to_string(),
+                output: o.tail(),
+            });
+        }
+    }
+    // `revert` checks every host first: a host without an older release stops it before any
+    // host is switched.
+    let mut targets: Vec<Option<(String, String)>> = vec![None; env.hosts.len()];
+    if let Action::Revert { back } = action {
+        for (i, host) in env.hosts.iter().enumerate() {
+            let out = transport.run(env, host, &plan::list(env))?;
+            if !out.success() {
+                return Err(DeployError::NoRelease {
+                    env: env.name.clone(),
+                    host: host.to_string(),
+                    message: format!("could not be read: {}", out.tail()),
+                });
+            }
+            let mut lines = out.stdout.lines();
+            let current = lines.next().unwrap_or("").trim().to_string();
+            let releases: Vec<String> = lines.map(str::to_string).collect();
+            let target = plan::older_release(&releases, &current, *back).map_err(|message| {
+                DeployError::NoRelease {
+                    env: env.name.clone(),
+                    host: host.to_string(),
+                    message,
+                }
+            })?;
+            targets[i] = Some((target.to_string(), current));
+        }
+    }
+    let mut reports: Vec<HostReport> = env
+        .hosts
+        .iter()
+        .map(|h| HostReport {
+            host: h.clone(),
+            state: HostState::Untouched,
+            timings: Vec::new(),
+        })
+        .collect();
+    let mut failed = 0usize;
+    let serial = env.serial.get() as usize;
+    let indices: Vec<usize> = (0..env.hosts.len()).collect();
+    for batch in indices.chunks(serial) {
+        let done: Vec<(usize, Result<HostReport, DeployError>)> = std::thread::scope(|s| {
+            let handles: Vec<_> = batch
+                .iter()
+                .map(|&i| {
+                    let host = &env.hosts[i];
+                    let target = targets[i].clone();
+                    s.spawn(move || (i, one_host(env, host, action, target, transport)))
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("a host's thread does not panic"))
+                .collect()
+        });
+        for (i, report) in done {
+            let report = report?;
+            progress(&report);
+            if report.state.failed() {
+                failed += 1;
+            }
+            reports[i] = report;
+        }
+        if failed > env.max_fail as usize {
+            break;
+        }
+    }
+    Ok(reports)
+}
+
+/// Runs one step and records its time; `Err` holds what the host printed.
+fn step(
+    env: &DeployEnv,
+    host: &Host,
+    transport: &dyn Transport,
+    timings: &mut Vec<(Step, Duration)>,
+    which: Step,
+    script: &str,
+) -> Result<Result<Output, String>, DeployError> {
+    let started = Instant::now();
+    let out = transport.run(env, host, script)?;
+    timings.push((which, started.elapsed()));
+    Ok(if out.success() {
+        Ok(out)
+    } else {
+        Err(out.tail())
+    })
+}
+
+fn one_host(
+    env: &DeployEnv,
+    host: &Host,
+    action: &Action,
+    target: Option<(String, String)>,
+    transport: &dyn Transport,
+) -> Result<HostReport, DeployError> {
+    let mut timings = Vec::new();
+    let state = match action {
+        Action::Setup => match step(
+            env,
+            host,
+            transport,
+            &mut timings,
+            Step::Setup,
+            &plan::setup(env),
+        )? {
+            Ok(_) => HostState::Done {
+                release: String::new(),
+                from: String::new(),
+            },
+            Err(output) => HostState::FailedBeforeSwitch {
+                step: Step::Setup,
+                output,
+                release: String::new(),
+            },
+        },
+        Action::Update { git_ref, utc } => {
+            update(env, host, transport, &mut timings, git_ref, utc)?
+        }
+        Action::Revert { .. } => {
+            let (release, from) = target.expect("revert targets were read first");
+            switch_and_reload(env, host, transport, &mut timings, &release, &from)?
+        }
+    };
+    Ok(HostReport {
+        host: host.clone(),
+        state,
+        timings,
+    })
+}
+
+fn update(
+    env: &DeployEnv,
+    host: &Host,
+    transport: &dyn Transport,
+    timings: &mut Vec<(Step, Duration)>,
+    git_ref: &str,
+    utc: &str,
+) -> Result<HostState, DeployError> {
+    let before = |step: Step, output: String, release: &str| HostState::FailedBeforeSwitch {
+        step,
+        output,
+        release: release.to_string(),
+    };
+    if let Some(command) = &env.hooks.pre_deploy {
+        if let Err(o) = step(
+            env,
+            host,
+            transport,
+            timings,
+            Step::PreDeploy,
+            &plan::hook(env, None, command),
+        )? {
+            return Ok(before(Step::PreDeploy, o, ""));
+        }
+    }
+    let fetched = match step(
+        env,
+        host,
+        transport,
+        timings,
+        Step::Fetch,
+        &plan::fetch(env, git_ref),
+    )? {
+        Ok(out) => out.stdout,
+        Err(o) => return Ok(before(Step::Fetch, o, "")),
+    };
+    let mut lines = fetched.lines();
+    let sha = lines.next().unwrap_or("").trim().to_string();
+    let current = lines.next().unwrap_or("").trim().to_string();
+    let release = plan::release_name(utc, &sha);
+    if !current.is_empty()
+        && plan::release_name("", &sha) == format!("-{}", current.rsplit('-').next().unwrap_or(""))
+    {
+        // Already on this commit: nothing to switch or reload.
+        return Ok(HostState::Done {
+            release: current.clone(),
+            from: current,
+        });
+    }
+    if let Err(o) = step(
+        env,
+        host,
+        transport,
+        timings,
+        Step::Checkout,
+        &plan::checkout(env, &release, &sha),
+    )? {
+        return Ok(before(Step::Checkout, o, &current));
+    }
+    for (which, command) in [
+        (Step::PostDeploy, &env.hooks.post_deploy),
+        (Step::Test, &env.hooks.test),
+    ] {
+        let Some(command) = command else { continue };
+        if let Err(o) = step(
+            env,
+            host,
+            transport,
+            timings,
+            which,
+            &plan::hook(env, Some(&release), command),
+        )? {
+            // Never current: removed, so `list` and `revert` see only releases that ran.
+            let _ = transport.run(env, host, &plan::discard(env, &release));
+            return Ok(before(which, o, &current));
+        }
+    }
+    let state = switch_and_reload(env, host, transport, timings, &release, &current)?;
+    if matches!(state, HostState::Done { .. }) {
+        // A failed prune leaves an old release behind; the deploy itself succeeded.
+        let _ = step(
+            env,
+            host,
+            transport,
+            timings,
+            Step::Prune,
+            &plan::prune(env),
+        )?;
+    }
+    Ok(state)
+}
+
+/// Switches `current` to `release`, reloads; on a halt switches back to `from` and reloads.
+fn switch_and_reload(
+    env: &DeployEnv,
+    host: &Host,
+    transport: &dyn Transport,
+    timings: &mut Vec<(Step, Duration)>,
+    release: &str,
+    from: &str,
+) -> Result<HostState, DeployError> {
+    if let Err(o) = step(
+        env,
+        host,
+        transport,
+        timings,
+        Step::Switch,
+        &plan::switch(env, release),
+    )? {
+        return Ok(HostState::FailedBeforeSwitch {
+            step: Step::Switch,
+            output: o,
+            release: from.to_string(),
+        });
+    }
+    let first = from.is_empty();
+    let output = match step(
+        env,
+        host,
+        transport,
+        timings,
+        Step::Reload,
+        &plan::reload(env, first),
+    )? {
+        Ok(_) => {
+            return Ok(HostState::Done {
+                release: release.to_string(),
+                from: from.to_string(),
+            })
+        }
+        Err(o) => o,
+    };
+    if first {
+        return Ok(HostState::Broken {
+            step: Step::Reload,
+            output: format!("{output} (there is no previous release to go back to)"),
+        });
+    }
+    if let Err(o) = step(
+        env,
+        host,
+        transport,
+        timings,
+        Step::SwitchBack,
+        &plan::switch(env, from),
+    )? {
+        return Ok(HostState::Broken {
+            step: Step::SwitchBack,
+            output: format!("{o} (after the reload failed: {output})"),
+        });
+    }
+    if let Err(o) = step(
+        env,
+        host,
+        transport,
+        timings,
+        Step::ReloadBack,
+        &plan::reload(env, false),
+    )? {
+        return Ok(HostState::Broken {
+            step: Step::ReloadBack,
+            output: format!("{o} (after the reload failed: {output})"),
+        });
+    }
+    Ok(HostState::SwitchedBack {
+        output,
+        release: from.to_string(),
+        failed: release.to_string(),
+    })
+}
+
+/// `list`: each host's releases, the current one marked.
+pub fn list(
+    env: &DeployEnv,
+    transport: &dyn Transport,
+) -> Result<Vec<(Host, Result<(String, Vec<String>), String>)>, DeployError> {
+    let mut out = Vec::new();
+    for host in &env.hosts {
+        let o = transport.run(env, host, &plan::list(env))?;
+        if o.success() {
+            let mut lines = o.stdout.lines();
+            let current = lines.next().unwrap_or("").trim().to_string();
+            out.push((
+                host.clone(),
+                Ok((current, lines.map(str::to_string).collect())),
+            ));
+        } else {
+            out.push((host.clone(), Err(o.tail())));
+        }
+    }
+    Ok(out)
+}
+
+/// `exec CMD`: on each host in turn, in the current release.
+pub fn exec(
+    env: &DeployEnv,
+    command: &str,
+    transport: &dyn Transport,
+) -> Result<Vec<(Host, Output)>, DeployError> {
+    env.hosts
+        .iter()
+        .map(|h| Ok((h.clone(), transport.run(env, h, &plan::exec(env, command))?)))
+        .collect()
+}
