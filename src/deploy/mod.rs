@@ -541,6 +541,10 @@ fn update(
         }
     }
     let state = switch_and_reload(env, host, transport, timings, &release, &current)?;
+    if matches!(state, HostState::SwitchedBack { .. }) {
+        // A release that could not be reloaded is no target for `revert`.
+        let _ = transport.run(env, host, &plan::discard(env, &release));
+    }
     if matches!(state, HostState::Done { .. }) {
         // A failed prune leaves an old release behind; the deploy itself succeeded.
         let _ = step(

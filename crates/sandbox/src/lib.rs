@@ -114,6 +114,10 @@ pub struct Options {
     /// Prefix of the sandbox's directory and cgroup names (`PREFIX-PID-N`), to tell
     /// sandboxes apart on disk; empty means `sysmgr-sandbox`.
     pub dir_prefix: String,
+    /// A network namespace of its own (only `lo`, down until systemd brings it up) instead of
+    /// the host's: a machine of a multi-host test, wired by the test itself (a veth into
+    /// a bridge, [`Sandbox::netns`]). [`Sandbox::command`] then enters it too.
+    pub own_network: bool,
 }
 
 /// A running private systemd. Dropping it tears it down, also when a test panics.
@@ -127,6 +131,8 @@ pub struct Sandbox {
     dir: PathBuf,
     /// The sandbox's own cgroup2 directory on the host, when it has one.
     cgroup: Option<PathBuf>,
+    /// Booted with [`Options::own_network`].
+    own_network: bool,
 }
 
 /// A program found on `PATH`.
@@ -298,7 +304,12 @@ fn remove_cgroup(dir: &Path) {
 
 /// Prepares the sandbox's directory and cgroup and starts the boot script in new
 /// namespaces; returns `unshare` and the cgroup.
-fn start(name: &str, dir: &Path, binds: &[PathBuf]) -> Result<(Child, Option<PathBuf>), Error> {
+fn start(
+    name: &str,
+    dir: &Path,
+    binds: &[PathBuf],
+    own_network: bool,
+) -> Result<(Child, Option<PathBuf>), Error> {
     fs::create_dir_all(dir.join("merged"))
         .map_err(io_error(format!("create `{}`", dir.display())))?;
     // The script's own output (a failed mount) and systemd's console (PID 1 writes to
@@ -332,6 +343,9 @@ fn start(name: &str, dir: &Path, binds: &[PathBuf]) -> Result<(Child, Option<Pat
     cmd.args(["--pid", "--mount", "--uts", "--ipc"]);
     if cgroup.is_some() {
         cmd.arg("--cgroup");
+    }
+    if own_network {
+        cmd.arg("--net");
     }
     cmd.args(["--fork", "--kill-child", "--propagation", "private"])
         .args(["sh", "-c", BOOT_SCRIPT, "boot.sh"])
@@ -391,7 +405,7 @@ impl Sandbox {
         sweep_leftovers(&base_dir());
         // Left over by a killed process that had our PID (so the sweep kept it).
         let _ = fs::remove_dir_all(&dir);
-        let (unshare, cgroup) = match start(&name, &dir, &options.binds) {
+        let (unshare, cgroup) = match start(&name, &dir, &options.binds, options.own_network) {
             Ok(started) => started,
             Err(e) => {
                 let _ = fs::remove_dir_all(&dir);
@@ -404,6 +418,7 @@ impl Sandbox {
             unshare,
             dir,
             cgroup,
+            own_network: options.own_network,
         };
         let deadline = Instant::now() + BOOT_TIMEOUT;
         sandbox.pid = sandbox.wait_for_pid1(deadline)?;
@@ -526,6 +541,12 @@ impl Sandbox {
         )
     }
 
+    /// The sandbox's network namespace (`/proc/PID/ns/net`): its own with
+    /// [`Options::own_network`], for `ip link set ... netns` and `nsenter --net=`.
+    pub fn netns(&self) -> PathBuf {
+        PathBuf::from(format!("/proc/{}/ns/net", self.pid))
+    }
+
     /// `/etc/systemd/system` of the sandbox, seen from the host.
     pub fn unit_dir(&self) -> PathBuf {
         self.root().join("etc/systemd/system")
@@ -542,7 +563,9 @@ impl Sandbox {
         let mut cmd = Command::new("nsenter");
         cmd.arg("-t")
             .arg(self.pid.to_string())
-            .args(["-m", "-p", "-r", "-w", "--"])
+            .args(["-m", "-p", "-r", "-w"])
+            .args(if self.own_network { &["-n"][..] } else { &[] })
+            .arg("--")
             .arg(program)
             .stdin(Stdio::null());
         cmd
