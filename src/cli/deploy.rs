@@ -110,7 +110,7 @@ pub fn run(args: &DeployArgs, manager: Manager) -> anyhow::Result<ExitCode> {
         env.serial,
         env.max_fail + 1
     );
-    let reports = deploy::rollout(env, &action, &Ssh, &mut |r| {
+    let reports = deploy::rollout(env, &action, &Ssh::new(), &mut |r| {
         eprintln!("deploy {} {verb}: {}", env.name, r.line());
     })?;
     let failed = reports.iter().filter(|r| r.state.failed()).count();
@@ -139,7 +139,7 @@ pub fn run(args: &DeployArgs, manager: Manager) -> anyhow::Result<ExitCode> {
 
 fn list(env: &DeployEnv) -> anyhow::Result<ExitCode> {
     let mut ok = true;
-    for (host, result) in deploy::list(env, &Ssh)? {
+    for (host, result) in deploy::list(env, &Ssh::new())? {
         match result {
             Ok((current, releases)) => {
                 println!("{host}:");
@@ -166,7 +166,7 @@ fn list(env: &DeployEnv) -> anyhow::Result<ExitCode> {
 
 fn exec(env: &DeployEnv, command: &str) -> anyhow::Result<ExitCode> {
     let mut ok = true;
-    for (host, out) in deploy::exec(env, command, &Ssh)? {
+    for (host, out) in deploy::exec(env, command, &Ssh::new())? {
         for line in out.stdout.lines() {
             println!("{host}: {line}");
         }

@@ -33,18 +33,18 @@ impl Host {
     pub fn parse(s: &str) -> Result<Self, String> {
         let Some((user, rest)) = s.split_once('@') else {
             return Err(format!(
-                "`{s}` has no user; write `user@host` or `user@host:port`, e.g. `deploy@10.0.0.5:22`"
+                "has `{s}` without a user; write `user@host` or `user@host:port`, e.g. `deploy@10.0.0.5:22`"
             ));
         };
-        super::types::check_user_name(user).map_err(|e| format!("`{s}`: the user {e}"))?;
+        super::types::check_user_name(user).map_err(|e| format!("has `{s}`, whose user {e}"))?;
         let (host, port) = if let Some(v6) = rest.strip_prefix('[') {
             let Some((addr, after)) = v6.split_once(']') else {
-                return Err(format!("`{s}` opens `[` without closing it"));
+                return Err(format!("has `{s}`, which opens `[` without closing it"));
             };
             match after.strip_prefix(':') {
                 Some(p) => (addr, Some(p)),
                 None if after.is_empty() => (addr, None),
-                None => return Err(format!("`{s}` has `{after}` after the address")),
+                None => return Err(format!("has `{s}`, with `{after}` after the address")),
             }
         } else {
             match rest.rsplit_once(':') {
@@ -59,16 +59,15 @@ impl Host {
             || host.starts_with('-')
         {
             return Err(format!(
-                "`{s}`: `{host}` is not a host name or address (letters, digits, `-`, `.`)"
+                "has `{s}`, whose host `{host}` is not a host name or address (letters, digits, `-`, `.`)"
             ));
         }
-        let port =
-            match port {
-                None => None,
-                Some(p) => Some(p.parse::<u16>().ok().filter(|p| *p > 0).ok_or_else(|| {
-                    format!("`{s}`: the port `{p}` is not a number from 1 to 65535")
-                })?),
-            };
+        let port = match port {
+            None => None,
+            Some(p) => Some(p.parse::<u16>().ok().filter(|p| *p > 0).ok_or_else(|| {
+                format!("has `{s}`, whose port `{p}` is not a number from 1 to 65535")
+            })?),
+        };
         Ok(Self {
             user: user.to_string(),
             host: host.to_string(),
@@ -369,7 +368,7 @@ fn env(rep: &mut Reporter<'_>, name: &str, v: &Value<'_>) -> Option<DeployEnv> {
                 rep.error(
                     get("ref").unwrap().span(),
                     &key("ref"),
-                    format!("`{r}` is not a branch, tag or commit name"),
+                    format!("is `{r}`, which is not a branch, tag or commit name"),
                 );
                 None
             } else {
@@ -407,7 +406,7 @@ fn env(rep: &mut Reporter<'_>, name: &str, v: &Value<'_>) -> Option<DeployEnv> {
                 // PM2 writes `StrictHostKeyChecking=no`; ssh's `-o` also takes `Key Value`.
                 let s = s.trim().trim_start_matches("-o").trim().to_string();
                 let Some((k, _)) = s.split_once(['=', ' ']) else {
-                    rep.error(item.span(), &key("ssh_options"), format!("`{s}` is not an ssh option; write `Key=Value`, like `StrictHostKeyChecking=accept-new`"));
+                    rep.error(item.span(), &key("ssh_options"), format!("has `{s}`, which is not an ssh option; write `Key=Value`, like `StrictHostKeyChecking=accept-new`"));
                     good = false;
                     continue;
                 };
@@ -415,7 +414,7 @@ fn env(rep: &mut Reporter<'_>, name: &str, v: &Value<'_>) -> Option<DeployEnv> {
                     || !k.chars().all(|c| c.is_ascii_alphanumeric())
                     || s.contains(['\n', '\r'])
                 {
-                    rep.error(item.span(), &key("ssh_options"), format!("`{s}` is not an ssh option; write `Key=Value`, like `StrictHostKeyChecking=accept-new`"));
+                    rep.error(item.span(), &key("ssh_options"), format!("has `{s}`, which is not an ssh option; write `Key=Value`, like `StrictHostKeyChecking=accept-new`"));
                     good = false;
                     continue;
                 }

@@ -1026,4 +1026,109 @@ mod tests {
             ]
         );
     }
+
+    /// The articles' deploy section (`../shared/seeds/`): one environment, `pm2 reload` in
+    /// `post-deploy`.
+    #[test]
+    fn the_articles_deploy_section_becomes_a_deploy_table() {
+        let value = serde_json::json!({
+            "apps": [
+                { "name": "web", "script": "./app.js", "listen": "3000" },
+                { "name": "worker", "script": "./worker.js", "listen": "3001" }
+            ],
+            "deploy": { "staging": {
+                "user": "root", "host": "appstaging.server.name", "ref": "origin/develop",
+                "repo": "git@github.com:user/reponame.git", "ssh_options": "StrictHostKeyChecking=no",
+                "path": "/home/www/project_root",
+                "post-deploy": "npm install && npm run build && pm2 reload ecosystem.config.js",
+                "pre-setup": "apt-get install git", "key": "/home/me/.ssh/deploy"
+            }}
+        });
+        let apps = convert(
+            &value,
+            "ecosystem.config.js",
+            Path::new("/srv/app"),
+            &Overrides::default(),
+        )
+        .unwrap();
+        assert!(
+            !apps[1].toml.contains("[deploy"),
+            "the first app carries the section"
+        );
+        let web = &apps[0];
+        assert_eq!(
+            web.warnings,
+            [
+                "ecosystem.config.js: deploy `staging`: warning: `post-deploy`'s `pm2 ...` commands were left out: every release is reloaded with `sysmgr reload` on each host",
+                "ecosystem.config.js: deploy `staging`: warning: `pre-setup` has no equivalent: `sysmgr deploy ENV setup` only prepares the directories and the mirror; put the commands in `pre-deploy`",
+            ]
+        );
+        let spec = crate::config::parse(
+            &web.toml,
+            "web.toml",
+            Path::new("/srv/app/web.toml"),
+            &crate::config::ParseOptions::default(),
+        )
+        .unwrap_or_else(|d| panic!("{d}\n{}", web.toml))
+        .spec;
+        let d = &spec.deploy[0];
+        assert_eq!(d.name, "staging");
+        assert_eq!(d.hosts[0].to_string(), "root@appstaging.server.name");
+        assert_eq!(d.git_ref, "develop");
+        assert_eq!(d.repo, "git@github.com:user/reponame.git");
+        assert_eq!(d.path, Path::new("/home/www/project_root"));
+        assert_eq!(
+            d.ssh_options,
+            [
+                "StrictHostKeyChecking=no",
+                "IdentityFile=/home/me/.ssh/deploy"
+            ]
+        );
+        assert_eq!(
+            d.hooks.post_deploy.as_deref(),
+            Some("npm install && npm run build")
+        );
+        assert_eq!(d.apps, ["web.toml", "worker.toml"]);
+    }
+
+    #[test]
+    fn a_deploy_section_without_what_it_needs_says_what_to_add() {
+        let app = serde_json::json!([{ "name": "web", "script": "./app.js", "listen": "3000" }]);
+        let cases: &[(Value, &str)] = &[
+            (serde_json::json!("prod"), "ecosystem.config.js: deploy `-`: the section is a string, not an object of environments like `{ production: { user, host, repo, path } }`"),
+            (serde_json::json!({ "prod": { "repo": "r", "path": "/srv" } }), "ecosystem.config.js: deploy `prod`: `host` is missing; add the server, e.g. `host: ['web1.example.com']`"),
+            (serde_json::json!({ "prod": { "host": "h", "path": "/srv" } }), "ecosystem.config.js: deploy `prod`: `repo` is missing; add the git URL the servers clone"),
+            (serde_json::json!({ "prod": { "host": "h", "repo": "r" } }), "ecosystem.config.js: deploy `prod`: `path` is missing; add the directory on the servers, e.g. `path: '/srv/app'`"),
+            (serde_json::json!({ "prod": { "host": 7, "repo": "r", "path": "/srv" } }), "ecosystem.config.js: deploy `prod`: `host` must be a string or an array of strings, found a number"),
+        ];
+        for (deploy, want) in cases {
+            let value = serde_json::json!({ "apps": app, "deploy": deploy });
+            let err = convert(
+                &value,
+                "ecosystem.config.js",
+                Path::new("/srv/app"),
+                &Overrides::default(),
+            )
+            .unwrap_err();
+            assert_eq!(err.to_string(), *want);
+        }
+        // Several hosts, user@host and a port.
+        let value = serde_json::json!({ "apps": app, "deploy": { "prod": {
+            "user": "deploy", "host": ["10.0.0.1", "ops@10.0.0.2"], "port": "2222", "repo": "r", "path": "/srv"
+        }}});
+        let web = convert(
+            &value,
+            "ecosystem.config.js",
+            Path::new("/srv/app"),
+            &Overrides::default(),
+        )
+        .unwrap()
+        .remove(0);
+        assert!(
+            web.toml
+                .contains("hosts = [\"deploy@10.0.0.1:2222\", \"ops@10.0.0.2:2222\"]"),
+            "{}",
+            web.toml
+        );
+    }
 }

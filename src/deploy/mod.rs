@@ -150,12 +150,56 @@ pub trait Transport: Sync {
 
 /// The system's `ssh`: batch mode (never a password prompt), the environment's options,
 /// the script as one quoted argument of `/bin/sh -c` (whatever the account's login shell).
-#[derive(Debug, Default, Clone, Copy)]
-pub struct Ssh;
+///
+/// The steps of a host share one connection: the first `ssh` to a host becomes a master in
+/// the background (`ControlMaster`, its socket in a private directory of this run), the
+/// next ones are sessions over it, so a step costs a round trip rather than a handshake.
+/// Dropping the transport ends the masters (`ssh -O exit`) and removes the directory; a
+/// master that outlives a killed run ends on its own after [`CONTROL_PERSIST`] idle.
+#[derive(Debug)]
+pub struct Ssh {
+    /// The directory of the control sockets (`None`: it could not be made; no sharing).
+    control: Option<std::path::PathBuf>,
+    /// The option words and destination of each host a master may run for.
+    used: std::sync::Mutex<Vec<Vec<String>>>,
+}
+
+/// How long an idle master stays, in seconds.
+pub const CONTROL_PERSIST: u32 = 30;
+
+impl Default for Ssh {
+    fn default() -> Self {
+        Self::new()
+    }
+}
 
 impl Ssh {
-    /// The `ssh` argv for `script` on `host`.
-    pub fn argv(env: &DeployEnv, host: &Host, script: &str) -> Vec<String> {
+    /// A transport with its own control directory (under `$XDG_RUNTIME_DIR` or `/tmp`).
+    pub fn new() -> Self {
+        use std::os::unix::fs::DirBuilderExt as _;
+        static COUNTER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let base = std::env::var_os("XDG_RUNTIME_DIR")
+            .map(std::path::PathBuf::from)
+            .filter(|d| d.is_dir())
+            .unwrap_or_else(|| "/tmp".into());
+        let dir = base.join(format!(
+            "sysmgr-ssh-{}-{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
+        let control = std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&dir)
+            .ok()
+            .map(|()| dir);
+        Self {
+            control,
+            used: std::sync::Mutex::new(Vec::new()),
+        }
+    }
+
+    /// The `ssh` words before the remote command: options, port, `--`, destination.
+    fn prefix(&self, env: &DeployEnv, host: &Host) -> Vec<String> {
         let mut argv: Vec<String> = vec![
             "ssh".into(),
             "-o".into(),
@@ -165,6 +209,16 @@ impl Ssh {
             "-o".into(),
             "ServerAliveInterval=10".into(),
         ];
+        if let Some(dir) = &self.control {
+            argv.extend([
+                "-o".into(),
+                "ControlMaster=auto".into(),
+                "-o".into(),
+                format!("ControlPath={}/%C", dir.display()),
+                "-o".into(),
+                format!("ControlPersist={CONTROL_PERSIST}"),
+            ]);
+        }
         for o in &env.ssh_options {
             argv.push("-o".into());
             argv.push(o.clone());
@@ -175,6 +229,12 @@ impl Ssh {
         }
         argv.push("--".into());
         argv.push(host.destination());
+        argv
+    }
+
+    /// The `ssh` argv for `script` on `host`.
+    pub fn argv(&self, env: &DeployEnv, host: &Host, script: &str) -> Vec<String> {
+        let mut argv = self.prefix(env, host);
         argv.push(format!("/bin/sh -c {}", plan::quote(script)));
         argv
     }
@@ -182,7 +242,17 @@ impl Ssh {
 
 impl Transport for Ssh {
     fn run(&self, env: &DeployEnv, host: &Host, script: &str) -> Result<Output, DeployError> {
-        let argv = Self::argv(env, host, script);
+        if self.control.is_some() {
+            let prefix = self.prefix(env, host);
+            let mut used = self
+                .used
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if !used.contains(&prefix) {
+                used.push(prefix);
+            }
+        }
+        let argv = self.argv(env, host, script);
         let out = Command::new(&argv[0])
             .args(&argv[1..])
             .stdin(Stdio::null())
@@ -193,6 +263,33 @@ impl Transport for Ssh {
             stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
             stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
         })
+    }
+}
+
+impl Drop for Ssh {
+    fn drop(&mut self) {
+        let Some(dir) = self.control.take() else {
+            return;
+        };
+        let used = self
+            .used
+            .get_mut()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for prefix in used.iter() {
+            // `ssh OPTIONS -O exit -- DEST`: the destination stays last.
+            let (dest, options) = prefix
+                .split_last()
+                .expect("a prefix ends with the destination");
+            let _ = Command::new(&options[0])
+                .args(&options[1..options.len() - 1])
+                .args(["-O", "exit", "--"])
+                .arg(dest)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
+        let _ = std::fs::remove_dir_all(dir);
     }
 }
 
@@ -638,11 +735,15 @@ fn switch_and_reload(
     })
 }
 
+/// What `list` read on one host: the current release and every release, oldest first; or
+/// what the host printed when it could not be read.
+pub type Releases = Result<(String, Vec<String>), String>;
+
 /// `list`: each host's releases, the current one marked.
 pub fn list(
     env: &DeployEnv,
     transport: &dyn Transport,
-) -> Result<Vec<(Host, Result<(String, Vec<String>), String>)>, DeployError> {
+) -> Result<Vec<(Host, Releases)>, DeployError> {
     let mut out = Vec::new();
     for host in &env.hosts {
         let o = transport.run(env, host, &plan::list(env))?;
