@@ -154,6 +154,39 @@ fn deploy(front: &Sandbox, file: &Path, args: &[&str]) -> Run {
     run
 }
 
+/// The steps' times of a deploy's host lines (`[fetch 1.2 s, ...]`), summed per phase over
+/// the hosts: fetch (+checkout), hooks, switch, reload, prune.
+fn phases(stderr: &str) -> String {
+    let mut sums: BTreeMap<&str, f64> = BTreeMap::new();
+    for line in stderr.lines() {
+        let Some(steps) = line
+            .rsplit_once(" [")
+            .and_then(|(_, s)| s.strip_suffix(']'))
+        else {
+            continue;
+        };
+        for step in steps.split(", ") {
+            let Some((name, time)) = step.rsplit_once(' ').and_then(|(rest, unit)| {
+                let (name, n) = rest.rsplit_once(' ')?;
+                let n: f64 = n.parse().ok()?;
+                Some((name, if unit == "ms" { n / 1000.0 } else { n }))
+            }) else {
+                continue;
+            };
+            let phase = match name {
+                "fetch" | "checkout" => "fetch",
+                "pre-deploy" | "post-deploy" | "test" => "hooks",
+                other => other,
+            };
+            *sums.entry(phase).or_default() += time;
+        }
+    }
+    sums.iter()
+        .map(|(k, v)| format!("  {k}: {v:.1} s over the hosts"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 fn load(front: &Sandbox) -> Background {
     let addr: SocketAddr = format!("{FRONT_IP}:{FRONT_PORT}").parse().unwrap();
     on_net_thread(front.netns(), move || {
@@ -365,6 +398,11 @@ fn deploy_rolls_three_hosts_behind_nginx_switches_back_a_broken_release_and_reve
     let r = deploy(&front, &file, &["production", "update"]);
     let report = traffic.stop();
     eprintln!("load during update: {report}");
+    eprintln!(
+        "timings (for BENCHMARKS.md; load average {}):\n{}",
+        std::fs::read_to_string("/proc/loadavg").unwrap().trim(),
+        phases(&r.stderr)
+    );
     assert_eq!(r.code, 0);
     assert!(report.ok > 0);
     assert_eq!((report.failed, report.hung), (0, 0), "{report}");
