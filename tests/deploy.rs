@@ -369,6 +369,14 @@ fn deploy_rolls_three_hosts_behind_nginx_switches_back_a_broken_release_and_reve
     // setup, then the first release: every host starts v1.
     let r = deploy(&front, &file, &["production", "setup"]);
     assert_eq!(r.code, 0);
+    assert_eq!(
+        r.stderr
+            .matches(": set up: releases/ and the mirror")
+            .count(),
+        HOSTS,
+        "{}",
+        r.stderr
+    );
     let r = deploy(&front, &file, &["production", "update"]);
     assert_eq!(r.code, 0);
     let short = |sha: &str| sha[..8].to_string();

@@ -355,6 +355,9 @@ impl HostReport {
     pub fn line(&self) -> String {
         let state = match &self.state {
             HostState::Untouched => "untouched (the rollout stopped before it)".to_string(),
+            HostState::Done { release, .. } if release.is_empty() => {
+                "set up: releases/ and the mirror of the repository are in place".to_string()
+            }
             HostState::Done { release, from } if from.is_empty() => format!("on {release} (first release)"),
             HostState::Done { release, from } if from == release => format!("on {release} (already)"),
             HostState::Done { release, from } => format!("on {release} (was {from})"),
