@@ -775,3 +775,208 @@ pub fn exec(
         .map(|h| Ok((h.clone(), transport.run(env, h, &plan::exec(env, command))?)))
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::{Path, PathBuf};
+
+    /// The hosts as directories of this machine: each script runs with real `/bin/sh` and
+    /// git, its `P=` line pointed at `path/HOST`. What ssh adds is tested in tests/deploy.rs.
+    struct Dirs;
+
+    impl Transport for Dirs {
+        fn run(&self, env: &DeployEnv, host: &Host, script: &str) -> Result<Output, DeployError> {
+            let p = format!("P={}\n", env.path.display());
+            let script =
+                script.replacen(&p, &format!("P={}/{}\n", env.path.display(), host.host), 1);
+            let out = Command::new("/bin/sh")
+                .arg("-c")
+                .arg(script)
+                .output()
+                .unwrap();
+            Ok(Output {
+                code: out.status.code(),
+                stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+                stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+            })
+        }
+    }
+
+    fn git(dir: &Path, args: &[&str]) {
+        let out = Command::new("git")
+            .args(["-c", "user.name=t", "-c", "user.email=t@t", "-C"])
+            .arg(dir)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// A repository whose commits carry a VERSION, and a stand-in for sysmgr on the hosts
+    /// that fails to reload a release whose VERSION is `bad` (as a halted reload does).
+    fn fixture(name: &str, serial: u32, max_fail: u32) -> (PathBuf, DeployEnv) {
+        let base =
+            std::env::temp_dir().join(format!("sysmgr-rollout-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&base);
+        let src = base.join("src");
+        std::fs::create_dir_all(&src).unwrap();
+        git(&src, &["init", "-q", "-b", "main"]);
+        let sysmgr = base.join("sysmgr");
+        std::fs::write(
+            &sysmgr,
+            "#!/bin/sh\nif grep -qx bad \"$(dirname \"$2\")/VERSION\"; then echo \"reload $2: halted\" >&2; exit 1; fi\n",
+        )
+        .unwrap();
+        std::fs::set_permissions(&sysmgr, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        let env = DeployEnv {
+            name: "prod".into(),
+            hosts: ["a", "b", "c", "d"]
+                .iter()
+                .map(|h| Host::parse(&format!("root@{h}")).unwrap())
+                .collect(),
+            repo: src.display().to_string(),
+            git_ref: "main".into(),
+            path: base.join("hosts"),
+            ssh_options: vec![],
+            hooks: Default::default(),
+            serial: std::num::NonZeroU32::new(serial).unwrap(),
+            max_fail,
+            keep: std::num::NonZeroU32::new(5).unwrap(),
+            apps: vec!["app.toml".into()],
+            sysmgr,
+        };
+        (base, env)
+    }
+
+    fn release(base: &Path, version: &str) {
+        let src = base.join("src");
+        std::fs::write(src.join("VERSION"), format!("{version}\n")).unwrap();
+        std::fs::write(src.join("app.toml"), version).unwrap();
+        git(&src, &["add", "-A"]);
+        git(&src, &["commit", "-q", "-m", version]);
+    }
+
+    fn states(reports: &[HostReport]) -> Vec<&'static str> {
+        reports
+            .iter()
+            .map(|r| match r.state {
+                HostState::Untouched => "untouched",
+                HostState::Done { .. } => "done",
+                HostState::FailedBeforeSwitch { .. } => "failed before switch",
+                HostState::SwitchedBack { .. } => "switched back",
+                HostState::Broken { .. } => "broken",
+            })
+            .collect()
+    }
+
+    fn update(env: &DeployEnv, utc: &str) -> Vec<HostReport> {
+        let action = Action::Update {
+            git_ref: "main".into(),
+            utc: utc.into(),
+        };
+        rollout(env, &action, &Dirs, &mut |_| {}).unwrap()
+    }
+
+    #[test]
+    fn serial_and_max_fail_decide_where_the_rollout_stops() {
+        for (serial, max_fail, want) in [
+            // Two at a time, one failure allowed: the first pair both fail, the rest waits.
+            (
+                2,
+                1,
+                ["switched back", "switched back", "untouched", "untouched"],
+            ),
+            // One at a time, one failure allowed: stops after the second.
+            (
+                1,
+                1,
+                ["switched back", "switched back", "untouched", "untouched"],
+            ),
+            // One at a time, none allowed: stops after the first.
+            (
+                1,
+                0,
+                ["switched back", "untouched", "untouched", "untouched"],
+            ),
+            // Four at a time: every host is tried in the one batch.
+            (4, 0, ["switched back"; 4]),
+        ] {
+            let (base, env) = fixture(&format!("{serial}-{max_fail}"), serial, max_fail);
+            rollout(&env, &Action::Setup, &Dirs, &mut |_| {}).unwrap();
+            release(&base, "good");
+            assert_eq!(states(&update(&env, "20260101T000000Z")), ["done"; 4]);
+            release(&base, "bad");
+            let reports = update(&env, "20260101T000001Z");
+            assert_eq!(
+                states(&reports),
+                want,
+                "serial {serial}, max_fail {max_fail}"
+            );
+            for (r, host) in reports.iter().zip(["a", "b", "c", "d"]) {
+                // Every host runs the good release, and the bad one is gone.
+                let current = std::fs::read_link(env.path.join(host).join("current")).unwrap();
+                assert!(
+                    current.ends_with(reports_release(&env, host, "good")),
+                    "{current:?}"
+                );
+                let releases = std::fs::read_dir(env.path.join(host).join("releases"))
+                    .unwrap()
+                    .count();
+                assert_eq!(releases, 1, "{}", r.line());
+            }
+            std::fs::remove_dir_all(&base).unwrap();
+        }
+    }
+
+    /// The name of the release of `host` whose VERSION is `version`.
+    fn reports_release(env: &DeployEnv, host: &str, version: &str) -> String {
+        let dir = env.path.join(host).join("releases");
+        std::fs::read_dir(&dir)
+            .unwrap()
+            .flatten()
+            .find(|e| {
+                std::fs::read_to_string(e.path().join("VERSION"))
+                    .unwrap_or_default()
+                    .trim()
+                    == version
+            })
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .unwrap()
+    }
+
+    #[test]
+    fn a_first_release_that_fails_has_nothing_to_go_back_to_and_revert_checks_every_host_first() {
+        let (base, env) = fixture("first", 1, 0);
+        rollout(&env, &Action::Setup, &Dirs, &mut |_| {}).unwrap();
+        release(&base, "bad");
+        let reports = update(&env, "20260101T000000Z");
+        assert_eq!(
+            states(&reports),
+            ["broken", "untouched", "untouched", "untouched"]
+        );
+        assert!(
+            reports[0]
+                .line()
+                .starts_with("root@a: FAILED at reload, and could not go back; look at the host: "),
+            "{}",
+            reports[0].line()
+        );
+        assert!(reports[0]
+            .line()
+            .contains("(there is no previous release to go back to)"));
+        // A host with one release only: `revert` switches nothing anywhere.
+        let err = rollout(&env, &Action::Revert { back: 1 }, &Dirs, &mut |_| {}).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("revert prod: host root@a has 0 release(s) older than `"),
+            "{err}"
+        );
+        std::fs::remove_dir_all(&base).unwrap();
+    }
+}
