@@ -973,7 +973,7 @@ fn deploy_and_nginx_say_what_is_wrong_and_which_host_failed_at_which_step() {
     );
     assert!(
         r.stderr.ends_with(
-            "sysmgr: error: deploy production: 1 of 2 host(s) failed; nothing more was deployed\n"
+            "sysmgr: error: deploy production: 1 of 2 host(s) failed; each host's state is above\n"
         ),
         "{}",
         r.stderr

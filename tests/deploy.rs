@@ -469,7 +469,7 @@ fn deploy_rolls_three_hosts_behind_nginx_switches_back_a_broken_release_and_reve
     );
     assert!(
         r.stderr
-            .contains("deploy production: 1 of 3 host(s) failed; nothing more was deployed"),
+            .contains("deploy production: 1 of 3 host(s) failed; each host's state is above"),
         "{}",
         r.stderr
     );

@@ -49,7 +49,7 @@ pub enum DeployError {
     #[error("cannot run `ssh` (install openssh-client): {0}")]
     NoSsh(std::io::Error),
     /// One or more hosts failed; the summary names each host's state.
-    #[error("deploy {env}: {failed} of {total} host(s) failed; nothing more was deployed")]
+    #[error("deploy {env}: {failed} of {total} host(s) failed; each host's state is above")]
     Failed {
         /// The environment.
         env: String,

@@ -63,7 +63,7 @@ fn rows() -> Vec<(anyhow::Error, &'static str, u8)> {
         (e(DeployError::NoEnv { file: "app.toml".into(), env: "prod".into(), known: vec!["staging".into(), "production".into()] }), "app.toml has no `[deploy.prod]`; it has `staging`, `production`", INVALID),
         (e(DeployError::Local { status: "exit status: 2".into(), output: "make: *** [check] Error 1".into() }), "`pre-deploy-local` failed on this machine (exit status: 2); no host was touched: make: *** [check] Error 1", FAILED),
         (e(DeployError::NoSsh(enoent())), "cannot run `ssh` (install openssh-client): No such file or directory (os error 2)", FAILED),
-        (e(DeployError::Failed { env: "prod".into(), failed: 1, total: 3 }), "deploy prod: 1 of 3 host(s) failed; nothing more was deployed", FAILED),
+        (e(DeployError::Failed { env: "prod".into(), failed: 1, total: 3 }), "deploy prod: 1 of 3 host(s) failed; each host's state is above", FAILED),
         (e(DeployError::NoRelease { env: "prod".into(), host: "root@web1".into(), message: "has no current release: deploy one with `update` first".into() }), "revert prod: host root@web1 has no current release: deploy one with `update` first; nothing was switched", INVALID),
         // config
         (e(LoadError::Read { path: "nope.toml".into(), source: enoent() }), "cannot read `nope.toml`: No such file or directory (os error 2)", INVALID),
