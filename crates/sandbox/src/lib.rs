@@ -10,8 +10,10 @@
 //! `boot.sh` beside this file, embedded in the library, so nothing outside the crate is needed
 //! at run time.
 //!
-//! The network namespace is the host's: socket units listen on the host's loopback, so a
-//! load generator on the host reaches the workers directly. The sandbox's system bus is at
+//! The network namespace is the host's by default: socket units listen on the host's
+//! loopback, so a load generator on the host reaches the workers directly. With
+//! [`Options::own_network`] a sandbox is a machine of its own on a network the test builds
+//! (`tests/deploy.rs`: veth pairs into a bridge, sshd on each host). The sandbox's system bus is at
 //! [`Sandbox::bus_address`]; commands run inside through `nsenter` ([`Sandbox::command`]).
 //! Dropping the [`Sandbox`] kills its PID 1, which takes every process of the namespace with
 //! it, and removes its directory and cgroup.
