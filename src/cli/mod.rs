@@ -12,6 +12,7 @@ use crate::{Classify, ErrorClass};
 mod assets;
 mod check;
 mod delete;
+mod deploy;
 mod describe;
 mod error;
 mod exec;
@@ -25,6 +26,7 @@ mod list;
 mod logs;
 mod memory_check;
 mod monit;
+mod nginx;
 mod reload;
 mod restart;
 mod scale;
@@ -95,6 +97,10 @@ pub enum Command {
     /// A live view of every instance (or one app's): CPU, memory, restarts, the selected
     /// instance's journal; keys reload, restart one instance, scale by one.
     Monit(monit::MonitArgs),
+    /// Ship the app to the hosts of `[deploy.ENV]`: immutable releases, rolled host by host.
+    Deploy(deploy::DeployArgs),
+    /// Print an nginx upstream and server block for the app (one server per deploy host).
+    Nginx(nginx::NginxArgs),
     /// What sysmgr did to an app: its last reloads, starts, scales..., from the journal.
     History(history::HistoryArgs),
     /// Print a completion script for bash, zsh, fish, elvish or powershell.
@@ -139,6 +145,8 @@ pub fn main() -> ExitCode {
         Command::Logs(args) => logs::run(&args, cli.manager.manager()),
         Command::Monit(args) => monit::run(&args, cli.manager.manager()),
         Command::History(args) => history::run(&args, cli.manager.manager()),
+        Command::Deploy(args) => deploy::run(&args, cli.manager.manager()),
+        Command::Nginx(args) => nginx::run(&args, cli.manager.manager()),
         Command::Completions(args) => assets::completions(&args),
         Command::Man(args) => assets::man(&args),
         Command::Exec(args) => exec::run(&args),
@@ -228,4 +236,5 @@ fn class_of<H: Holds + ?Sized>(err: &H) -> Option<ErrorClass> {
         .or_else(|| ask::<crate::install::InstallError>(err))
         .or_else(|| ask::<crate::lock::LockError>(err))
         .or_else(|| ask::<crate::systemd::dbus::DbusError>(err))
+        .or_else(|| ask::<crate::deploy::DeployError>(err))
 }

@@ -72,6 +72,16 @@ pub enum EcosystemError {
         /// What it exported instead.
         found: String,
     },
+    /// One environment of the `deploy` section cannot be converted.
+    #[error("{file}: deploy `{env}`: {message}")]
+    Deploy {
+        /// The ecosystem file.
+        file: String,
+        /// The environment's name.
+        env: String,
+        /// What is wrong and what to do.
+        message: String,
+    },
     /// One app cannot be converted.
     #[error("{file}: app `{app}` (apps[{index}]): {message}")]
     App {
@@ -275,18 +285,191 @@ pub fn convert(
             found: "an empty `apps` array".into(),
         });
     }
-    let deploy = value.get("deploy").is_some();
     let mut out = Vec::new();
     for (index, app) in apps.iter().enumerate() {
-        let mut imported = App::new(file, index, base, overrides).convert(app)?;
-        if deploy && index == 0 {
-            imported.warnings.push(format!(
-                "{file}: `deploy` is kept in the ecosystem file: `sysmgr deploy` (PM2's deploy section, host by host) is not available yet; deploy with your own tooling and run `sysmgr reload FILE` on each host"
-            ));
-        }
-        out.push(imported);
+        out.push(App::new(file, index, base, overrides).convert(app)?);
+    }
+    if let Some(deploy) = value.get("deploy") {
+        // The section is the file's, not an app's: the first app carries it, and each release
+        // reloads every app of the file (the files `sysmgr import` writes, by name).
+        let names: Vec<String> = out.iter().map(|a| format!("{}.toml", a.name)).collect();
+        let (toml, warnings) = deploy_tables(deploy, file, &names)?;
+        out[0].toml.push_str(&toml);
+        out[0].warnings.extend(warnings);
     }
     Ok(out)
+}
+
+/// PM2's `deploy` section as `[deploy.ENV]` tables (docs/deploy.md has the mapping), and the
+/// warnings for what does not carry over.
+fn deploy_tables(
+    deploy: &Value,
+    file: &str,
+    apps: &[String],
+) -> Result<(String, Vec<String>), EcosystemError> {
+    let Value::Object(envs) = deploy else {
+        return Err(EcosystemError::Deploy {
+            file: file.into(),
+            env: "-".into(),
+            message: format!(
+                "the section is {}, not an object of environments like `{{ production: {{ user, host, repo, path }} }}`",
+                type_of(deploy)
+            ),
+        });
+    };
+    let mut toml = String::new();
+    let mut warnings = Vec::new();
+    for (env, v) in envs {
+        let fail = |message: String| EcosystemError::Deploy {
+            file: file.into(),
+            env: env.clone(),
+            message,
+        };
+        let Value::Object(e) = v else {
+            return Err(fail(format!(
+                "is {}, not an object with `user`, `host`, `repo`, `path`",
+                type_of(v)
+            )));
+        };
+        let string = |key: &str| -> Result<Option<String>, EcosystemError> {
+            match e.get(key) {
+                None | Some(Value::Null) => Ok(None),
+                Some(Value::String(s)) => Ok(Some(s.clone())),
+                Some(Value::Number(n)) => Ok(Some(n.to_string())),
+                Some(other) => Err(fail(format!(
+                    "`{key}` must be a string, found {}",
+                    type_of(other)
+                ))),
+            }
+        };
+        let list = |key: &str| -> Result<Vec<String>, EcosystemError> {
+            match e.get(key) {
+                None | Some(Value::Null) => Ok(Vec::new()),
+                Some(Value::String(s)) => Ok(vec![s.clone()]),
+                Some(Value::Array(a)) => a
+                    .iter()
+                    .map(|x| match x {
+                        Value::String(s) => Ok(s.clone()),
+                        other => Err(fail(format!(
+                            "`{key}` must hold strings, found {}",
+                            type_of(other)
+                        ))),
+                    })
+                    .collect(),
+                Some(other) => Err(fail(format!(
+                    "`{key}` must be a string or an array of strings, found {}",
+                    type_of(other)
+                ))),
+            }
+        };
+        let hosts = list("host")?;
+        if hosts.is_empty() {
+            return Err(fail(
+                "`host` is missing; add the server, e.g. `host: ['web1.example.com']`".into(),
+            ));
+        }
+        let user = string("user")?;
+        let port = string("port")?;
+        let hosts: Vec<String> = hosts
+            .iter()
+            .map(|h| {
+                // PM2 takes `user@host` in `host` too.
+                let mut s = match (&user, h.contains('@')) {
+                    (Some(u), false) => format!("{u}@{h}"),
+                    (None, false) => format!("root@{h}"),
+                    (_, true) => h.clone(),
+                };
+                if let Some(p) = &port {
+                    if !h.contains(':') {
+                        s = format!("{s}:{p}");
+                    }
+                }
+                quote(&s)
+            })
+            .collect();
+        if user.is_none() && !e.get("host").is_some_and(|h| h.to_string().contains('@')) {
+            warnings.push(format!(
+                "{file}: deploy `{env}`: warning: `user` is missing; ssh logs in as `root` (PM2 uses the local user's name): set the user in `hosts`"
+            ));
+        }
+        let _ = writeln!(toml, "\n# PM2's deploy.{env}: `sysmgr deploy {env} setup`, then `sysmgr deploy {env} update`.");
+        let _ = writeln!(toml, "[deploy.{}]", quote(env));
+        let _ = writeln!(toml, "hosts = [{}]", hosts.join(", "));
+        match string("repo")? {
+            Some(r) => {
+                let _ = writeln!(toml, "repo = {}", quote(&r));
+            }
+            None => {
+                return Err(fail(
+                    "`repo` is missing; add the git URL the servers clone".into(),
+                ))
+            }
+        }
+        if let Some(r) = string("ref")? {
+            // PM2 names the branch as seen in a clone (`origin/main`); the hosts' mirror has
+            // the remote's branches under their own names.
+            let r = r.strip_prefix("origin/").unwrap_or(&r).to_string();
+            let _ = writeln!(toml, "ref = {}", quote(&r));
+        }
+        match string("path")? {
+            Some(p) => {
+                let _ = writeln!(toml, "path = {}", quote(&p));
+            }
+            None => {
+                return Err(fail(
+                    "`path` is missing; add the directory on the servers, e.g. `path: '/srv/app'`"
+                        .into(),
+                ))
+            }
+        }
+        let mut options = list("ssh_options")?;
+        if let Some(key) = string("key")? {
+            options.push(format!("IdentityFile={key}"));
+        }
+        if !options.is_empty() {
+            let items: Vec<String> = options.iter().map(|o| quote(o)).collect();
+            let _ = writeln!(toml, "ssh_options = [{}]", items.join(", "));
+        }
+        for hook in ["pre-deploy-local", "pre-deploy", "post-deploy", "test"] {
+            let Some(command) = string(hook)? else {
+                continue;
+            };
+            // `pm2 reload ...` / `pm2 startOrRestart ...`: sysmgr reloads each host itself,
+            // and `pm2` is what the remote shell's PATH so often lacks.
+            let kept: Vec<&str> = command
+                .split("&&")
+                .map(str::trim)
+                .filter(|part| !(part.starts_with("pm2 ") || *part == "pm2"))
+                .collect();
+            if kept.len() != command.split("&&").count() {
+                warnings.push(format!(
+                    "{file}: deploy `{env}`: warning: `{hook}`'s `pm2 ...` commands were left out: every release is reloaded with `sysmgr reload` on each host"
+                ));
+            }
+            if !kept.is_empty() {
+                let _ = writeln!(toml, "{} = {}", quote(hook), quote(&kept.join(" && ")));
+            }
+        }
+        let apps: Vec<String> = apps.iter().map(|a| quote(a)).collect();
+        let _ = writeln!(
+            toml,
+            "# The app files of the repository each release reloads (commit them beside the ecosystem file).\napps = [{}]",
+            apps.join(", ")
+        );
+        for key in e.keys() {
+            let advice = match key.as_str() {
+                "user" | "host" | "port" | "repo" | "ref" | "path" | "ssh_options" | "key"
+                | "pre-deploy-local" | "pre-deploy" | "post-deploy" | "test" => continue,
+                "pre-setup" | "post-setup" => {
+                    "has no equivalent: `sysmgr deploy ENV setup` only prepares the directories and the mirror; put the commands in `pre-deploy`"
+                }
+                "env" => "is not carried over: set variables in the app file's `[env]` or `[env_PROFILE]`",
+                _ => "is not a PM2 deploy key sysmgr knows; it was left out",
+            };
+            warnings.push(format!("{file}: deploy `{env}`: warning: `{key}` {advice}"));
+        }
+    }
+    Ok((toml, warnings))
 }
 
 /// One app being converted.
@@ -881,6 +1064,111 @@ mod tests {
                 "ecosystem.config.js: app `server`: warning: `instance` is not a PM2 key (ignored by PM2 too); did you mean `instances`?",
                 "ecosystem.config.js: app `server`: warning: `watch` is not carried over: sysmgr does not watch files; run `sysmgr reload NAME` after a deploy",
             ]
+        );
+    }
+
+    /// The articles' deploy section (`../shared/seeds/`): one environment, `pm2 reload` in
+    /// `post-deploy`.
+    #[test]
+    fn the_articles_deploy_section_becomes_a_deploy_table() {
+        let value = serde_json::json!({
+            "apps": [
+                { "name": "web", "script": "./app.js", "listen": "3000" },
+                { "name": "worker", "script": "./worker.js", "listen": "3001" }
+            ],
+            "deploy": { "staging": {
+                "user": "root", "host": "appstaging.server.name", "ref": "origin/develop",
+                "repo": "git@github.com:user/reponame.git", "ssh_options": "StrictHostKeyChecking=no",
+                "path": "/home/www/project_root",
+                "post-deploy": "npm install && npm run build && pm2 reload ecosystem.config.js",
+                "pre-setup": "apt-get install git", "key": "/home/me/.ssh/deploy"
+            }}
+        });
+        let apps = convert(
+            &value,
+            "ecosystem.config.js",
+            Path::new("/srv/app"),
+            &Overrides::default(),
+        )
+        .unwrap();
+        assert!(
+            !apps[1].toml.contains("[deploy"),
+            "the first app carries the section"
+        );
+        let web = &apps[0];
+        assert_eq!(
+            web.warnings,
+            [
+                "ecosystem.config.js: deploy `staging`: warning: `post-deploy`'s `pm2 ...` commands were left out: every release is reloaded with `sysmgr reload` on each host",
+                "ecosystem.config.js: deploy `staging`: warning: `pre-setup` has no equivalent: `sysmgr deploy ENV setup` only prepares the directories and the mirror; put the commands in `pre-deploy`",
+            ]
+        );
+        let spec = crate::config::parse(
+            &web.toml,
+            "web.toml",
+            Path::new("/srv/app/web.toml"),
+            &crate::config::ParseOptions::default(),
+        )
+        .unwrap_or_else(|d| panic!("{d}\n{}", web.toml))
+        .spec;
+        let d = &spec.deploy[0];
+        assert_eq!(d.name, "staging");
+        assert_eq!(d.hosts[0].to_string(), "root@appstaging.server.name");
+        assert_eq!(d.git_ref, "develop");
+        assert_eq!(d.repo, "git@github.com:user/reponame.git");
+        assert_eq!(d.path, Path::new("/home/www/project_root"));
+        assert_eq!(
+            d.ssh_options,
+            [
+                "StrictHostKeyChecking=no",
+                "IdentityFile=/home/me/.ssh/deploy"
+            ]
+        );
+        assert_eq!(
+            d.hooks.post_deploy.as_deref(),
+            Some("npm install && npm run build")
+        );
+        assert_eq!(d.apps, ["web.toml", "worker.toml"]);
+    }
+
+    #[test]
+    fn a_deploy_section_without_what_it_needs_says_what_to_add() {
+        let app = serde_json::json!([{ "name": "web", "script": "./app.js", "listen": "3000" }]);
+        let cases: &[(Value, &str)] = &[
+            (serde_json::json!("prod"), "ecosystem.config.js: deploy `-`: the section is a string, not an object of environments like `{ production: { user, host, repo, path } }`"),
+            (serde_json::json!({ "prod": { "repo": "r", "path": "/srv" } }), "ecosystem.config.js: deploy `prod`: `host` is missing; add the server, e.g. `host: ['web1.example.com']`"),
+            (serde_json::json!({ "prod": { "host": "h", "path": "/srv" } }), "ecosystem.config.js: deploy `prod`: `repo` is missing; add the git URL the servers clone"),
+            (serde_json::json!({ "prod": { "host": "h", "repo": "r" } }), "ecosystem.config.js: deploy `prod`: `path` is missing; add the directory on the servers, e.g. `path: '/srv/app'`"),
+            (serde_json::json!({ "prod": { "host": 7, "repo": "r", "path": "/srv" } }), "ecosystem.config.js: deploy `prod`: `host` must be a string or an array of strings, found a number"),
+        ];
+        for (deploy, want) in cases {
+            let value = serde_json::json!({ "apps": app, "deploy": deploy });
+            let err = convert(
+                &value,
+                "ecosystem.config.js",
+                Path::new("/srv/app"),
+                &Overrides::default(),
+            )
+            .unwrap_err();
+            assert_eq!(err.to_string(), *want);
+        }
+        // Several hosts, user@host and a port.
+        let value = serde_json::json!({ "apps": app, "deploy": { "prod": {
+            "user": "deploy", "host": ["10.0.0.1", "ops@10.0.0.2"], "port": "2222", "repo": "r", "path": "/srv"
+        }}});
+        let web = convert(
+            &value,
+            "ecosystem.config.js",
+            Path::new("/srv/app"),
+            &Overrides::default(),
+        )
+        .unwrap()
+        .remove(0);
+        assert!(
+            web.toml
+                .contains("hosts = [\"deploy@10.0.0.1:2222\", \"ops@10.0.0.2:2222\"]"),
+            "{}",
+            web.toml
         );
     }
 }

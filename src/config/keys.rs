@@ -812,6 +812,26 @@ pub const KEYS: &[Key] = &[
         },
         becomes: None,
     },
+    Key {
+        name: "deploy",
+        doc: Doc {
+            kind: "tables `[deploy.ENV]`: `hosts`, `repo`, `ref`, `path`, `ssh_options`, hooks, `serial`, `max_fail`, `keep`, `apps`, `sysmgr`",
+            becomes: "nothing in the units: `sysmgr deploy ENV` (docs/deploy.md)",
+            notes: "PM2's `deploy` section: hosts `user@host[:port]`, deployed `serial` at a time into immutable releases under `path`, reloaded with `sysmgr reload` on each host; the first failure (past `max_fail`) stops the rollout and switches that host back",
+        },
+        block: None,
+        inline: None,
+        values: |s, _| {
+            s.deploy
+                .iter()
+                .map(|d| {
+                    let hosts: Vec<String> = d.hosts.iter().map(ToString::to_string).collect();
+                    format!("{}: {} ({})", d.name, hosts.join(", "), d.git_ref)
+                })
+                .collect()
+        },
+        becomes: Some(|_, _| String::new()),
+    },
 ];
 
 /// `ExecStart=`, and for Node apps what the bridge needs to know: the sockets' addresses (in

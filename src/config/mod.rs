@@ -12,6 +12,7 @@
 //! [`AppSpec`]. Parsing is pure: text in, spec and diagnostics out.
 
 pub mod calendar;
+pub mod deploy;
 pub mod derive;
 pub mod diag;
 pub mod ecosystem;
@@ -164,6 +165,8 @@ pub struct AppSpec {
     pub address_families: Vec<String>,
     /// `[unit.service]`: raw `Directive=value` settings, checked, in declaration order.
     pub unit_service: Vec<(String, String)>,
+    /// `[deploy.ENV]`: where `sysmgr deploy ENV` ships the app; nothing in the units.
+    pub deploy: Vec<deploy::DeployEnv>,
 }
 
 impl AppSpec {

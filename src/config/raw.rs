@@ -109,7 +109,7 @@ fn pm2_key_advice(key: &str) -> Option<&'static str> {
         "namespace" | "vizion" | "autostart" | "force" | "treekill"
         | "source_map_support" | "instance_id_env" | "filter_env" | "append_env_name"
         | "disable_trace" | "trace" | "deep_monitoring" | "automation" | "pmx" | "post_update"
-        | "cwd_relative" | "deploy" => {
+        | "cwd_relative" => {
             "is a PM2 key that sysmgr does not support; remove it"
         }
         _ => return None,

@@ -392,3 +392,62 @@ fn a_health_check_is_a_path_a_table_or_a_command() {
         })
     );
 }
+
+const DEPLOY: &str = "[deploy.production]\nhosts = [\"deploy@10.0.0.5\", \"deploy@web2:2222\"]\nrepo = \"git@example.com:you/app.git\"\npath = \"/srv/web\"\n";
+
+#[test]
+fn deploy_errors_are_exact() {
+    let cases: &[(&str, &str)] = &[
+        ("deploy = 1\n", "app.toml:3:10: error: `deploy` must be a table of environments like `[deploy.production]`, found an integer"),
+        ("[deploy]\nproduction = 1\n", "app.toml:4:14: error: `deploy.production` must be a table (`[deploy.production]` with `hosts`, `repo`, `path`), found an integer"),
+        ("[deploy.\"pro duction\"]\nhosts = \"a@b\"\nrepo = \"r\"\npath = \"/srv\"\n", "app.toml:3:1: error: `deploy.pro duction` is not an environment name; use letters, digits, `-` and `_`, like `production`"),
+        ("[deploy.production]\nrepo = \"r\"\npath = \"/srv\"\n", "app.toml:3:1: error: `deploy.production.hosts` is missing; add `hosts = [\"deploy@web1.example.com\"]`"),
+        ("[deploy.production]\nhosts = []\nrepo = \"r\"\npath = \"/srv\"\n", "app.toml:4:9: error: `deploy.production.hosts` is empty; list at least one `user@host`"),
+        ("[deploy.production]\nhosts = [\"web1\"]\nrepo = \"r\"\npath = \"/srv\"\n", "app.toml:4:10: error: `deploy.production.hosts` has `web1` without a user; write `user@host` or `user@host:port`, e.g. `deploy@10.0.0.5:22`"),
+        ("[deploy.production]\nhosts = [\"a@web1:99999\"]\nrepo = \"r\"\npath = \"/srv\"\n", "app.toml:4:10: error: `deploy.production.hosts` has `a@web1:99999`, whose port `99999` is not a number from 1 to 65535"),
+        ("[deploy.production]\nhosts = [\"a@web1\", \"a@web1\"]\nrepo = \"r\"\npath = \"/srv\"\n", "app.toml:4:20: error: `deploy.production.hosts` lists `a@web1` twice"),
+        ("[deploy.production]\nhosts = [\"a@we b\"]\nrepo = \"r\"\npath = \"/srv\"\n", "app.toml:4:10: error: `deploy.production.hosts` has `a@we b`, whose host `we b` is not a host name or address (letters, digits, `-`, `.`)"),
+        ("[deploy.production]\nhosts = \"a@b\"\npath = \"/srv\"\n", "app.toml:3:1: error: `deploy.production.repo` is missing; add `repo = \"git@github.com:you/app.git\"`"),
+        ("[deploy.production]\nhosts = \"a@b\"\nrepo = \"r\"\npath = \"srv\"\n", "app.toml:6:8: error: `deploy.production.path` is `srv`; give an absolute path on the hosts without `..`, like `\"/srv/web\"`"),
+        ("[deploy.production]\nhosts = \"a@b\"\nrepo = \"r\"\npath = \"/srv\"\nref = \"-x\"\n", "app.toml:7:7: error: `deploy.production.ref` is `-x`, which is not a branch, tag or commit name"),
+        ("[deploy.production]\nhosts = \"a@b\"\nrepo = \"r\"\npath = \"/srv\"\nssh_options = [\"nonsense\"]\n", "app.toml:7:16: error: `deploy.production.ssh_options` has `nonsense`, which is not an ssh option; write `Key=Value`, like `StrictHostKeyChecking=accept-new`"),
+        ("[deploy.production]\nhosts = \"a@b\"\nrepo = \"r\"\npath = \"/srv\"\nssh_options = \"BatchMode=no\"\n", "app.toml:7:15: error: `deploy.production.ssh_options` sets `BatchMode`, which sysmgr always sets to `yes` (a deploy never waits for a password); remove it"),
+        ("[deploy.production]\nhosts = \"a@b\"\nrepo = \"r\"\npath = \"/srv\"\nserial = 0\n", "app.toml:7:10: error: `deploy.production.serial` is 0; use a number from 1 to 65535"),
+        ("[deploy.production]\nhosts = \"a@b\"\nrepo = \"r\"\npath = \"/srv\"\nkeep = 1\n", "app.toml:7:8: error: `deploy.production.keep` is 1; use a number from 2 to 65535"),
+        ("[deploy.production]\nhosts = \"a@b\"\nrepo = \"r\"\npath = \"/srv\"\napps = [\"../x.toml\"]\n", "app.toml:7:9: error: `deploy.production.apps` has `../x.toml`; give a path inside the repository, like `\"app.toml\"` or `\"deploy/web.toml\"`"),
+        ("[deploy.production]\nhosts = \"a@b\"\nrepo = \"r\"\npath = \"/srv\"\nsysmgr = \"sysmgr\"\n", "app.toml:7:10: error: `deploy.production.sysmgr` is `sysmgr`; give sysmgr's absolute path on the hosts, like `\"/usr/bin/sysmgr\"` (a deploy does not depend on the remote shell's `PATH`)"),
+        ("[deploy.production]\nhosts = \"a@b\"\nrepo = \"r\"\npath = \"/srv\"\nuser = \"deploy\"\n", "app.toml:7:1: error: `deploy.production.user` is not a deploy key; write the hosts as `hosts = [\"user@host:port\"]`"),
+        ("[deploy.production]\nhosts = \"a@b\"\nrepo = \"r\"\npath = \"/srv\"\npost-setup = \"x\"\n", "app.toml:7:1: error: `deploy.production.post-setup` is not a deploy key; PM2's setup hooks have no equivalent: `sysmgr deploy ENV setup` only prepares the directories and the mirror, put the commands in `pre-deploy`"),
+        ("[deploy.production]\nhosts = \"a@b\"\nrepo = \"r\"\npath = \"/srv\"\nbranch = \"x\"\n", "app.toml:7:1: error: `deploy.production.branch` is not a deploy key; the keys are hosts, repo, ref, path, ssh_options, pre-deploy-local, pre-deploy, post-deploy, test, serial, max_fail, keep, apps, sysmgr"),
+        ("[deploy.production]\nhosts = \"a@b\"\nrepo = \"r\"\npath = \"/srv\"\npost-deploy = 3\n", "app.toml:7:15: error: `deploy.production.post-deploy` must be a string, found an integer"),
+    ];
+    for (text, want) in cases {
+        assert_eq!(&messages(&format!("{BASE}{text}")), want, "for:\n{text}");
+    }
+}
+
+#[test]
+fn a_deploy_environment_resolves_with_its_defaults() {
+    let spec = ok(&format!("{BASE}{DEPLOY}"));
+    let d = &spec.deploy[0];
+    assert_eq!(d.name, "production");
+    let hosts: Vec<String> = d.hosts.iter().map(ToString::to_string).collect();
+    assert_eq!(hosts, ["deploy@10.0.0.5", "deploy@web2:2222"]);
+    assert_eq!(d.hosts[1].port, Some(2222));
+    assert_eq!(d.git_ref, "main");
+    assert_eq!(d.path, Path::new("/srv/web"));
+    assert_eq!((d.serial.get(), d.max_fail, d.keep.get()), (1, 0, 5));
+    assert_eq!(d.apps, ["app.toml"]);
+    assert_eq!(d.sysmgr, Path::new("/usr/bin/sysmgr"));
+    assert_eq!(d.hooks, deploy::Hooks::default());
+    let full = ok(&format!("{BASE}{DEPLOY}ref = \"v2\"\nssh_options = \"StrictHostKeyChecking=accept-new\"\npre-deploy-local = \"make check\"\npre-deploy = \"df -h .\"\npost-deploy = \"npm ci\"\ntest = \"npm test\"\nserial = 2\nmax_fail = 1\nkeep = 3\napps = [\"web.toml\", \"worker.toml\"]\nsysmgr = \"/opt/sysmgr\"\n[deploy.local]\nhosts = [\"root@[::1]:22\"]\nrepo = \"/srv/git/app.git\"\npath = \"/srv/app/\"\n"));
+    let d = &full.deploy[0];
+    assert_eq!(d.ssh_options, ["StrictHostKeyChecking=accept-new"]);
+    assert_eq!(d.hooks.test.as_deref(), Some("npm test"));
+    assert_eq!((d.serial.get(), d.max_fail, d.keep.get()), (2, 1, 3));
+    assert_eq!(d.apps, ["web.toml", "worker.toml"]);
+    let local = &full.deploy[1];
+    assert_eq!(local.hosts[0].host, "::1");
+    assert_eq!(local.hosts[0].to_string(), "root@[::1]:22");
+    assert_eq!(local.path, Path::new("/srv/app"));
+}

@@ -419,6 +419,10 @@ impl Checker<'_, '_> {
             None => Some(Vec::new()),
             Some(v) => self.unit_tables(v),
         };
+        let deploy = match f.get("deploy") {
+            None => Some(Vec::new()),
+            Some(v) => super::deploy::check(self.rep, v),
+        };
 
         Some(AppSpec {
             source: self.source.to_path_buf(),
@@ -456,6 +460,7 @@ impl Checker<'_, '_> {
             writable_paths: writable_paths?,
             address_families: address_families?,
             unit_service: unit_service?,
+            deploy: deploy?,
         })
     }
 
