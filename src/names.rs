@@ -22,6 +22,25 @@ pub struct Link {
     pub target: String,
 }
 
+/// The app and instance number of an instance unit, `NAME@N.service`; `None` for any other
+/// unit. (An app name has no `@`.)
+pub fn parse_instance(unit: &str) -> Option<(&str, u32)> {
+    let (app, rest) = unit.split_once('@')?;
+    let n = rest.strip_suffix(".service")?;
+    // `parse` alone would take `+1`.
+    if app.is_empty() || !n.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some((app, n.parse().ok()?))
+}
+
+/// The instance `n` of a template unit: `STEM@N.SUFFIX` for `STEM@.SUFFIX`; `None` for a
+/// unit that is not a template.
+pub fn template_instance(template: &str, n: u32) -> Option<String> {
+    let (stem, suffix) = template.split_once("@.")?;
+    Some(format!("{stem}@{n}.{suffix}"))
+}
+
 /// Names of the units of an app, so the controller and the renderer agree.
 #[derive(Debug, Clone)]
 pub struct UnitNames {
@@ -67,14 +86,19 @@ impl UnitNames {
         format!("{}@*.service", self.name)
     }
 
+    /// `NAME[@.-]*`: a pattern that matches every unit of the app (its instances, target and
+    /// sockets, `NAME-FDNAME.socket` included) and more (other apps whose names start with
+    /// `NAME-` or `NAME.`); filter what it finds by exact name.
+    pub fn units_pattern(&self) -> String {
+        format!("{}[@.-]*", self.name)
+    }
+
     /// The instance number of `NAME@N.service`; `None` for any other unit, including the
     /// instances of an app whose name starts with this one (`NAME-admin@1.service`).
     pub fn instance_of(&self, unit: &str) -> Option<u32> {
-        unit.strip_prefix(&self.name)?
-            .strip_prefix('@')?
-            .strip_suffix(".service")?
-            .parse()
-            .ok()
+        parse_instance(unit)
+            .filter(|(app, _)| *app == self.name)
+            .map(|(_, n)| n)
     }
 
     /// The socket unit stem for fd name group `index` (0 is the primary one): `NAME` or
@@ -207,6 +231,23 @@ mod tests {
         assert_eq!(web.instance_of("web-admin@1.service"), None);
         assert_eq!(web.instance_of("web@.service"), None);
         assert_eq!(web.instance_of("web@1.socket"), None);
+        assert_eq!(web.instance_of("web@+1.service"), None);
+        assert_eq!(
+            parse_instance("web-admin@7.service"),
+            Some(("web-admin", 7))
+        );
+        assert_eq!(parse_instance("@7.service"), None);
+        assert_eq!(parse_instance("web.target"), None);
+    }
+
+    #[test]
+    fn template_instances_and_the_pattern_of_an_apps_units() {
+        assert_eq!(
+            template_instance("web-admin@.socket", 3).as_deref(),
+            Some("web-admin@3.socket")
+        );
+        assert_eq!(template_instance("web.socket", 3), None);
+        assert_eq!(UnitNames::new("web").units_pattern(), "web[@.-]*");
     }
 
     #[test]

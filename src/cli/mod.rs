@@ -117,6 +117,24 @@ pub enum Command {
     MemoryCheck(memory_check::MemoryCheckArgs),
 }
 
+impl Command {
+    /// True for the commands that change no app, so record no event in the journal.
+    fn only_reads(&self) -> bool {
+        matches!(
+            self,
+            Self::List(_)
+                | Self::Status(_)
+                | Self::Describe(_)
+                | Self::Logs(_)
+                | Self::Monit(_)
+                | Self::History(_)
+                | Self::Check(_)
+                | Self::Completions(_)
+                | Self::Man(_)
+        )
+    }
+}
+
 /// Parses the command line and runs the command. `argv0` decides whether this process was
 /// started as the systemd generator (`sysmgr-generator`).
 pub fn main() -> ExitCode {
@@ -126,8 +144,11 @@ pub fn main() -> ExitCode {
     }
     let cli = Cli::parse();
     // sysmgr's own events go to the journal when there is one (never the generator's: it
-    // runs before journald at boot and changes no app).
-    crate::journal::init();
+    // runs before journald at boot and changes no app). Commands that only look record
+    // nothing, and skip connecting to journald: `list` and `status` should start at once.
+    if !cli.command.only_reads() {
+        crate::journal::init();
+    }
     let result = match cli.command {
         Command::Init(args) => init::run(&args),
         Command::Check(args) => check::run(&args, cli.manager.manager()),

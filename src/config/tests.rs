@@ -160,7 +160,7 @@ fn errors_and_warnings_are_exact() {
         ("name = \"web@1\"\ncommand = [\"/bin/x\"]\n", "app.toml:1:8: error: `name` `web@1` contains `@`; use only letters, digits, `-`, `_` and `.` (it becomes the unit name `web@1@.service`)"),
         ("name = \"\"\ncommand = [\"/bin/x\"]\n", "app.toml:1:8: error: `name` is empty; give the app a name like `web` or `api-v2`"),
         ("name = \"-web\"\ncommand = [\"/bin/x\"]\n", "app.toml:1:8: error: `name` `-web` must start with a letter, a digit or `_`"),
-        ("name = \"all\"\ncommand = [\"/bin/x\"]\n", "app.toml:1:8: error: `name` is reserved: `sysmgr stop all` (and restart, reload, delete) means every app; choose another name"),
+        ("name = \"all\"\ncommand = [\"/bin/x\"]\n", "app.toml:1:8: error: `name` is reserved: `sysmgr stop all` (and restart, reload, scale, delete) means every app; choose another name"),
         (&format!("name = \"{}\"\ncommand = [\"/bin/x\"]\n", "a".repeat(65)), "app.toml:1:8: error: `name` is 65 characters long; use at most 64"),
         ("name = 7\ncommand = [\"/bin/x\"]\n", "app.toml:1:8: error: `name` must be a string, found an integer"),
         (&format!("{BASE}instances = -2\n"), "app.toml:3:13: error: `instances` is `-2`; use a count, 0 for one per usable core, or -1 for one fewer"),

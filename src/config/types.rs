@@ -45,7 +45,7 @@ impl AppName {
         // `sysmgr stop all` means every app, as `pm2 stop all` does.
         if s == "all" {
             return Err(
-                "is reserved: `sysmgr stop all` (and restart, reload, delete) means every app; choose another name".into(),
+                "is reserved: `sysmgr stop all` (and restart, reload, scale, delete) means every app; choose another name".into(),
             );
         }
         Ok(Self(s.to_string()))

@@ -8,7 +8,7 @@
 //! becomes an empty string or a zero.
 
 use serde::Deserialize;
-use zbus::{as_variant, OwnedObjectPath, Type};
+use zbus::{as_variant, OwnedObjectPath, OwnedVariant, Type};
 
 /// `org.freedesktop.systemd1.Manager`, the methods sysmgr calls and the signal it watches.
 #[zbus::proxy(
@@ -68,7 +68,8 @@ pub(crate) trait SystemdManager {
     ) -> zbus::Result<()>;
 }
 
-/// `org.freedesktop.DBus.Properties` on a unit object, one `GetAll` per interface sysmgr reads.
+/// `org.freedesktop.DBus.Properties` on a unit object: one `GetAll` per interface sysmgr reads
+/// whole, and `Get` for single properties (see [`super::ServiceFigures`] for why).
 #[zbus::proxy(
     interface = "org.freedesktop.DBus.Properties",
     default_service = "org.freedesktop.systemd1",
@@ -94,6 +95,9 @@ pub(crate) trait UnitProperties {
     /// `GetAll("org.freedesktop.systemd1.Service")`, for its `ExecStart`.
     #[zbus(name = "GetAll")]
     fn get_all_service_exec(&self, interface: &str) -> zbus::Result<ServiceExecProps>;
+
+    /// `Get(interface, property)`: one property, its type checked by the caller.
+    fn get(&self, interface: &str, property: &str) -> zbus::Result<OwnedVariant>;
 }
 
 /// A service's `ExecStart` property.
