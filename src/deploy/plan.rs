@@ -1,6 +1,6 @@
 //! The remote side of a deploy as text: one POSIX shell script per step, built from the
 //! environment and the release. Pure: no clock, no file system, no network; the executor
-//! ([`super::run`]) sends each script to a host over the transport.
+//! ([`super::rollout`]) sends each script to a host over the transport.
 //!
 //! A host's directory (`path`):
 //!
