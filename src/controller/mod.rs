@@ -375,12 +375,28 @@ impl App {
         sd: &Systemd,
         verb: &'static str,
     ) -> anyhow::Result<Vec<(String, SocketResult)>> {
-        let states = instance_states(sd, self.name(), self.instances()).await?;
-        let sockets: BTreeSet<&String> = states.iter().flat_map(|s| &s.triggered_by).collect();
+        // One call: systemd keeps a failed unit loaded, so the manager's list has every failed
+        // socket. Reading each instance instead would load (and unload) every instance unit
+        // one by one, which takes systemd minutes for a thousand of them.
+        let files: BTreeSet<String> = self
+            .dir
+            .app_files(self.name())?
+            .iter()
+            .filter_map(|p| p.file_name().map(|f| f.to_string_lossy().into_owned()))
+            .collect();
+        let ours = |unit: &str| {
+            files.contains(unit)
+                || unit.split_once('@').is_some_and(|(stem, rest)| {
+                    rest.split_once('.')
+                        .is_some_and(|(_, suffix)| files.contains(&format!("{stem}@.{suffix}")))
+                })
+        };
+        let listed = sd.list_units(&[format!("{}*.socket", self.name())]).await?;
         let mut failed = Vec::new();
-        for socket in sockets {
-            if sd.active_state(socket).await? == ActiveState::Failed {
-                failed.push((socket.clone(), sd.socket_result(socket).await?));
+        for row in listed {
+            if row.active_state == ActiveState::Failed && ours(&row.name) {
+                let result = sd.socket_result(&row.name).await?;
+                failed.push((row.name, result));
             }
         }
         if failed.is_empty() {
