@@ -360,6 +360,30 @@ fn quote(s: &str) -> String {
     out
 }
 
+/// A TOML key: bare when it can be, quoted otherwise (`env_a b` is `["env_a b"]`).
+fn toml_key(key: &str) -> String {
+    let bare = !key.is_empty()
+        && key
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    if bare {
+        key.to_string()
+    } else {
+        quote(key)
+    }
+}
+
+/// A JSON string, number or boolean as a TOML value; `None` for what TOML cannot write
+/// (null) or what no app.toml key takes where this is used (objects, nested arrays).
+fn toml_scalar(v: &Value) -> Option<String> {
+    match v {
+        Value::Bool(b) => Some(b.to_string()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::String(s) => Some(quote(s)),
+        Value::Null | Value::Array(_) | Value::Object(_) => None,
+    }
+}
+
 /// Words of a PM2 argument string (`args: '--port 3000'`), split like a shell without
 /// expansion; an array is taken as is.
 fn words(v: &Value) -> Option<Vec<String>> {
@@ -695,20 +719,21 @@ impl<'a> App<'a> {
         for &(pm2, key, comment) in keys {
             let Some(v) = app.get(pm2) else { continue };
             let value = match v {
-                Value::Bool(b) => b.to_string(),
-                Value::Number(n) => n.to_string(),
-                Value::String(s) => quote(s),
-                Value::Array(a) => {
-                    let items: Vec<String> = a
-                        .iter()
-                        .map(|x| match x {
-                            Value::String(s) => quote(s),
-                            other => other.to_string(),
-                        })
-                        .collect();
-                    format!("[{}]", items.join(", "))
-                }
-                other => return Err(self.fail(format!("`{pm2}` cannot be {}", type_of(other)))),
+                Value::Array(a) => match a.iter().find(|x| toml_scalar(x).is_none()) {
+                    Some(other) => {
+                        return Err(self.fail(format!("`{pm2}` cannot hold {}", type_of(other))))
+                    }
+                    None => {
+                        let items: Vec<String> = a.iter().filter_map(toml_scalar).collect();
+                        format!("[{}]", items.join(", "))
+                    }
+                },
+                other => match toml_scalar(other) {
+                    Some(value) => value,
+                    None => {
+                        return Err(self.fail(format!("`{pm2}` cannot be {}", type_of(other))))
+                    }
+                },
             };
             self.line(comment, key, value);
         }
@@ -733,7 +758,7 @@ impl<'a> App<'a> {
         // [env] first, then the profiles, as TOML needs the plain keys before any table.
         tables.sort_by_key(|(k, _)| *k != "env");
         for (key, vars) in tables {
-            let _ = writeln!(self.toml, "\n[{key}]");
+            let _ = writeln!(self.toml, "\n[{}]", toml_key(key));
             for (name, value) in vars {
                 let Some(value) = env_value(value) else {
                     let message = format!(

@@ -268,6 +268,13 @@ impl ListenAddress {
             if s.contains(|c: char| c.is_control()) {
                 return Err(format!("`{s}` contains a control character"));
             }
+            if s.ends_with('\\') || s.ends_with(char::is_whitespace) {
+                return Err(format!(
+                    "`{s}` ends with {}, which `ListenStream=` cannot hold (systemd would {}); rename the socket",
+                    if s.ends_with('\\') { "a backslash" } else { "white space" },
+                    if s.ends_with('\\') { "join the next line of the unit" } else { "drop it" },
+                ));
+            }
             // sockaddr_un holds 108 bytes including the NUL.
             if s.len() > 107 {
                 return Err(format!(
@@ -513,7 +520,8 @@ pub fn check_user_name(s: &str) -> Result<(), String> {
     }
 }
 
-/// Resolves a possibly relative directory against the directory of the app.toml.
+/// Resolves a possibly relative directory against the directory of the app.toml, as a path a
+/// unit can hold ([`unit_path`]).
 pub fn absolute_dir(base: &Path, s: &str) -> Result<PathBuf, String> {
     if s.is_empty() {
         return Err("is empty; give a directory".into());
@@ -522,11 +530,58 @@ pub fn absolute_dir(base: &Path, s: &str) -> Result<PathBuf, String> {
         return Err(format!("`{s}` contains a control character"));
     }
     let path = Path::new(s);
-    Ok(if path.is_absolute() {
+    let joined = if path.is_absolute() {
         path.to_path_buf()
     } else {
         base.join(path)
-    })
+    };
+    unit_path(&joined).map_err(|why| format!("`{s}` {why}"))
+}
+
+/// The longest path and path component systemd accepts (`PATH_MAX`, `NAME_MAX`).
+const PATH_MAX: usize = 4095;
+const NAME_MAX: usize = 255;
+
+/// An absolute path as a setting that takes one path (`WorkingDirectory=`) can hold, with `.`
+/// and `..` resolved by name (systemd refuses paths that are not normalized, so `cwd = ".."`
+/// would make a unit that does not load); the error says why it cannot.
+///
+/// systemd drops white space at the end of a setting, joins a line that ends with a backslash
+/// with the next one, and takes no quotes or escapes in these settings: such paths cannot be
+/// written at all.
+pub fn unit_path(path: &Path) -> Result<PathBuf, String> {
+    use std::path::Component;
+    let mut out = PathBuf::from("/");
+    for part in path.components() {
+        match part {
+            Component::Normal(name) => out.push(name),
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::RootDir | Component::CurDir | Component::Prefix(_) => {}
+        }
+    }
+    let Some(text) = out.to_str() else {
+        return Err("is not UTF-8, which a unit file is".into());
+    };
+    if text.contains(|c: char| c.is_control()) {
+        return Err("contains a control character".into());
+    }
+    if text.ends_with('\\') {
+        return Err(
+            "ends with a backslash, which systemd would join with the next line of the unit"
+                .into(),
+        );
+    }
+    if text.ends_with(char::is_whitespace) {
+        return Err("ends with white space, which systemd would drop from the setting".into());
+    }
+    if text.len() > PATH_MAX || text.split('/').any(|name| name.len() > NAME_MAX) {
+        return Err(format!(
+            "is too long for systemd: at most {PATH_MAX} bytes, {NAME_MAX} for each name"
+        ));
+    }
+    Ok(out)
 }
 
 #[cfg(test)]

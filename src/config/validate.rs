@@ -144,7 +144,22 @@ impl Checker<'_, '_> {
             Some(v) => self
                 .string("cwd", v)
                 .and_then(|s| self.checked("cwd", v, |_| types::absolute_dir(base_dir, s))),
-            None => Some(base_dir.to_path_buf()),
+            // The file's directory is not checked by anything the user wrote: say where it
+            // comes from.
+            None => match types::unit_path(base_dir) {
+                Ok(dir) => Some(dir),
+                Err(why) => {
+                    self.rep.error(
+                        whole.clone(),
+                        "cwd",
+                        format!(
+                            "is not set, so it is the app file's directory `{}`, which {why}; set `cwd`, or move the file",
+                            base_dir.display().to_string().escape_debug()
+                        ),
+                    );
+                    None
+                }
+            },
         };
         let account = |this: &mut Self, key: &str| -> Option<String> {
             let v = f.get(key)?;
