@@ -730,9 +730,7 @@ impl<'a> App<'a> {
                 },
                 other => match toml_scalar(other) {
                     Some(value) => value,
-                    None => {
-                        return Err(self.fail(format!("`{pm2}` cannot be {}", type_of(other))))
-                    }
+                    None => return Err(self.fail(format!("`{pm2}` cannot be {}", type_of(other)))),
                 },
             };
             self.line(comment, key, value);
@@ -849,6 +847,46 @@ mod tests {
         for (value, message) in cases {
             assert_eq!(one(value.clone()).unwrap_err().to_string(), message);
         }
+    }
+
+    /// Found by the fuzzer: import wrote JSON (`[null]`, `{"a":1}`) and unquoted table names
+    /// (`[env_a b]`) into app.toml, which then failed as "not valid TOML".
+    #[test]
+    fn every_value_is_written_as_toml_or_refused() {
+        let web = |extra: Value| {
+            let mut app =
+                serde_json::json!({ "name": "web", "script": "app.js", "listen": "3000" });
+            app.as_object_mut()
+                .unwrap()
+                .extend(extra.as_object().unwrap().clone());
+            serde_json::json!({ "apps": [app] })
+        };
+        for (extra, message) in [
+            (serde_json::json!({ "stop_exit_codes": [0, null] }), "ecosystem.config.js: app `web` (apps[0]): `stop_exit_codes` cannot hold nothing"),
+            (serde_json::json!({ "listen_timeout": [{ "a": 1 }] }), "ecosystem.config.js: app `web` (apps[0]): `listen_timeout` cannot hold an object with keys a"),
+            (serde_json::json!({ "kill_timeout": null }), "ecosystem.config.js: app `web` (apps[0]): `kill_timeout` cannot be nothing"),
+        ] {
+            assert_eq!(one(web(extra)).unwrap_err().to_string(), message);
+        }
+        let app = one(web(
+            serde_json::json!({ "env_a b": { "X": "1" }, "stop_exit_codes": [0, 3] }),
+        ))
+        .unwrap();
+        assert!(
+            app.toml.contains("\n[\"env_a b\"]\n\"X\" = \"1\"\n"),
+            "{}",
+            app.toml
+        );
+        let opts = crate::config::ParseOptions {
+            profile: Some("a b".into()),
+            ..crate::config::ParseOptions::default()
+        };
+        let spec =
+            crate::config::parse(&app.toml, "app.toml", Path::new("/srv/app/app.toml"), &opts)
+                .unwrap_or_else(|d| panic!("{d}\n{}", app.toml))
+                .spec;
+        assert_eq!(spec.env, [("X".to_string(), "1".to_string())]);
+        assert_eq!(spec.stop_exit_codes, [0, 3]);
     }
 
     #[test]

@@ -17,7 +17,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::num::{NonZeroU32, NonZeroUsize};
+use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 
 use proptest::prelude::*;
@@ -173,9 +173,49 @@ fn document(entries: &[(String, V)]) -> String {
 
 /// Characters that each mean something to TOML, to systemd's parser or to a shell.
 const TRICKY: &[char] = &[
-    ' ', ' ', '"', '\'', '\\', '%', '%', '$', ';', '\n', '\t', '\r', '\0', '\u{1b}', '\u{7f}',
-    '\u{85}', 'é', '☃', '漢', '\u{10FFFF}', '\u{FEFF}', '\u{2028}', '@', '#', '=', '[', ']', '{',
-    '}', ':', '/', '.', '-', '~', '*', '`', 'i', 'n', 'a', 'Z', '0', '9', '_',
+    ' ',
+    ' ',
+    '"',
+    '\'',
+    '\\',
+    '%',
+    '%',
+    '$',
+    ';',
+    '\n',
+    '\t',
+    '\r',
+    '\0',
+    '\u{1b}',
+    '\u{7f}',
+    '\u{85}',
+    'é',
+    '☃',
+    '漢',
+    '\u{10FFFF}',
+    '\u{FEFF}',
+    '\u{2028}',
+    '@',
+    '#',
+    '=',
+    '[',
+    ']',
+    '{',
+    '}',
+    ':',
+    '/',
+    '.',
+    '-',
+    '~',
+    '*',
+    '`',
+    'i',
+    'n',
+    'a',
+    'Z',
+    '0',
+    '9',
+    '_',
 ];
 
 fn tricky_string(max: usize) -> BoxedStrategy<String> {
@@ -488,7 +528,11 @@ fn value_for(name: &'static str) -> BoxedStrategy<V> {
 /// and newline.
 fn carried_string(max: usize) -> BoxedStrategy<String> {
     tricky_string(max)
-        .prop_map(|s| s.chars().filter(|c| !c.is_ascii_control() || matches!(c, '\t' | '\n')).collect())
+        .prop_map(|s| {
+            s.chars()
+                .filter(|c| !c.is_ascii_control() || matches!(c, '\t' | '\n'))
+                .collect()
+        })
         .boxed()
 }
 
@@ -551,11 +595,26 @@ fn valid_for(name: &'static str) -> BoxedStrategy<V> {
 
 fn valid_command() -> BoxedStrategy<V> {
     (
-        prop::sample::select(&["/bin/app", "/usr/bin/node", "node", "python3", "/opt/my app/run", "/srv/100%/bin", "/usr/bin/sh", "/srv/é☃/a;b"][..]),
+        prop::sample::select(
+            &[
+                "/bin/app",
+                "/usr/bin/node",
+                "node",
+                "python3",
+                "/opt/my app/run",
+                "/srv/100%/bin",
+                "/usr/bin/sh",
+                "/srv/é☃/a;b",
+            ][..],
+        ),
         prop::collection::vec((carried_string(12), form()), 0..6),
     )
         .prop_map(|(p, args)| {
-            V::Arr(std::iter::once(V::Str(p.to_string(), Form::Basic)).chain(args.into_iter().map(|(a, f)| V::Str(a, f))).collect())
+            V::Arr(
+                std::iter::once(V::Str(p.to_string(), Form::Basic))
+                    .chain(args.into_iter().map(|(a, f)| V::Str(a, f)))
+                    .collect(),
+            )
         })
         .boxed()
 }
@@ -567,7 +626,9 @@ fn mostly_valid() -> BoxedStrategy<Generated> {
         .iter()
         .map(|k| k.name)
         .filter(|n| !matches!(*n, "name" | "command"))
-        .map(|n| prop::option::weighted(0.3, valid_for(n).prop_map(move |v| (n.to_string(), v))).boxed())
+        .map(|n| {
+            prop::option::weighted(0.3, valid_for(n).prop_map(move |v| (n.to_string(), v))).boxed()
+        })
         .collect();
     (
         s("[a-zA-Z0-9_][a-zA-Z0-9._-]{0,12}"),
@@ -578,26 +639,52 @@ fn mostly_valid() -> BoxedStrategy<Generated> {
         source(),
         1usize..=8,
     )
-        .prop_flat_map(|(name, command, optional, profile, mut opts, source, cores)| {
-            opts.user_manager = false;
-            let mut entries = vec![("name".to_string(), name), ("command".to_string(), command)];
-            entries.extend(optional.into_iter().flatten());
-            if let Some(p) = profile {
-                entries.push(("env_production".to_string(), p));
-                opts.profile = Some("production".into());
-            } else {
-                opts.profile = None;
-            }
-            (Just(entries).prop_shuffle(), Just(opts), Just(source), Just(cores))
+        .prop_flat_map(
+            |(name, command, optional, profile, mut opts, source, cores)| {
+                opts.user_manager = false;
+                let mut entries =
+                    vec![("name".to_string(), name), ("command".to_string(), command)];
+                entries.extend(optional.into_iter().flatten());
+                if let Some(p) = profile {
+                    entries.push(("env_production".to_string(), p));
+                    opts.profile = Some("production".into());
+                } else {
+                    opts.profile = None;
+                }
+                (
+                    Just(entries).prop_shuffle(),
+                    Just(opts),
+                    Just(source),
+                    Just(cores),
+                )
+            },
+        )
+        .prop_map(|(entries, opts, source, cores)| Generated {
+            entries,
+            opts,
+            source,
+            cores,
         })
-        .prop_map(|(entries, opts, source, cores)| Generated { entries, opts, source, cores })
         .boxed()
 }
 
 /// Top-level names that are not keys.
 const NOT_KEYS: &[&str] = &[
-    "script", "args", "watch", "out_file", "apps", "port", "exec_mode", "namespace", "instance",
-    "comand", "env_", "cron_restart", "min_uptime", "nme", "wait-ready",
+    "script",
+    "args",
+    "watch",
+    "out_file",
+    "apps",
+    "port",
+    "exec_mode",
+    "namespace",
+    "instance",
+    "comand",
+    "env_",
+    "cron_restart",
+    "min_uptime",
+    "nme",
+    "wait-ready",
 ];
 
 /// One generated app file: its entries, and the command and environment it declares.
@@ -665,7 +752,10 @@ fn generated() -> BoxedStrategy<Generated> {
         0..3,
     );
     let junk = prop::collection::vec(
-        (prop_oneof![3 => prop::sample::select(NOT_KEYS).prop_map(str::to_string), 1 => any_key()], any_value()),
+        (
+            prop_oneof![3 => prop::sample::select(NOT_KEYS).prop_map(str::to_string), 1 => any_key()],
+            any_value(),
+        ),
         0..2,
     );
     (
@@ -678,16 +768,28 @@ fn generated() -> BoxedStrategy<Generated> {
         source(),
         1usize..=8,
     )
-        .prop_flat_map(|(name, command, optional, profiles, junk, opts, source, cores)| {
-            let mut entries: Vec<(String, V)> = Vec::new();
-            entries.extend(name.map(|v| ("name".to_string(), v)));
-            entries.extend(command.map(|v| ("command".to_string(), v)));
-            entries.extend(optional.into_iter().flatten());
-            entries.extend(profiles);
-            entries.extend(junk.into_iter().flatten());
-            (Just(dedup(entries)).prop_shuffle(), Just(opts), Just(source), Just(cores))
+        .prop_flat_map(
+            |(name, command, optional, profiles, junk, opts, source, cores)| {
+                let mut entries: Vec<(String, V)> = Vec::new();
+                entries.extend(name.map(|v| ("name".to_string(), v)));
+                entries.extend(command.map(|v| ("command".to_string(), v)));
+                entries.extend(optional.into_iter().flatten());
+                entries.extend(profiles);
+                entries.extend(junk.into_iter().flatten());
+                (
+                    Just(dedup(entries)).prop_shuffle(),
+                    Just(opts),
+                    Just(source),
+                    Just(cores),
+                )
+            },
+        )
+        .prop_map(|(entries, opts, source, cores)| Generated {
+            entries,
+            opts,
+            source,
+            cores,
         })
-        .prop_map(|(entries, opts, source, cores)| Generated { entries, opts, source, cores })
         .boxed()
 }
 
@@ -709,7 +811,8 @@ fn mutations() -> BoxedStrategy<Vec<Mutation>> {
     prop::collection::vec(
         prop_oneof![
             (any::<usize>(), 1usize..8).prop_map(|(a, n)| Mutation::Delete(a, n)),
-            (any::<usize>(), prop::collection::vec(byte.clone(), 1..6)).prop_map(|(a, b)| Mutation::Insert(a, b)),
+            (any::<usize>(), prop::collection::vec(byte.clone(), 1..6))
+                .prop_map(|(a, b)| Mutation::Insert(a, b)),
             (any::<usize>(), byte).prop_map(|(a, b)| Mutation::Replace(a, b)),
             (any::<usize>(), 1usize..40).prop_map(|(a, n)| Mutation::Duplicate(a, n)),
             any::<usize>().prop_map(Mutation::Truncate),
@@ -855,7 +958,12 @@ fn unpercent(value: &str) -> Result<String, String> {
         if c == '%' {
             match chars.next() {
                 Some('%') => out.push('%'),
-                other => return Err(format!("`{value}` has the specifier `%{}`", other.unwrap_or(' '))),
+                other => {
+                    return Err(format!(
+                        "`{value}` has the specifier `%{}`",
+                        other.unwrap_or(' ')
+                    ))
+                }
             }
         } else {
             out.push(c);
@@ -868,10 +976,16 @@ fn unpercent(value: &str) -> Result<String, String> {
 static ACCEPTED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// Parses `text`; checks the diagnostics, and what an accepted file renders to.
-fn check_text(text: &str, opts: &ParseOptions, source: &Path, cores: usize) -> Result<Option<AppSpec>, TestCaseError> {
+fn check_text(
+    text: &str,
+    opts: &ParseOptions,
+    source: &Path,
+    cores: usize,
+) -> Result<Option<AppSpec>, TestCaseError> {
     let lines = text.split('\n').count();
     let positions_ok = |d: &super::Diagnostics| {
-        d.0.iter().all(|d| d.line >= 1 && d.line <= lines && d.col >= 1 && !d.message.is_empty())
+        d.0.iter()
+            .all(|d| d.line >= 1 && d.line <= lines && d.col >= 1 && !d.message.is_empty())
     };
     match parse(text, "app.toml", source, opts) {
         Err(d) => {
@@ -886,7 +1000,13 @@ fn check_text(text: &str, opts: &ParseOptions, source: &Path, cores: usize) -> R
         }
         Ok(parsed) => {
             ACCEPTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            if parsed.warnings.0.iter().any(|d| d.severity == Severity::Error) || !positions_ok(&parsed.warnings) {
+            if parsed
+                .warnings
+                .0
+                .iter()
+                .any(|d| d.severity == Severity::Error)
+                || !positions_ok(&parsed.warnings)
+            {
                 return Err(fail(format!("bad warnings:\n{}", parsed.warnings)));
             }
             check_spec(&parsed.spec, cores)?;
@@ -897,12 +1017,17 @@ fn check_text(text: &str, opts: &ParseOptions, source: &Path, cores: usize) -> R
 
 /// Renders an accepted spec and checks the units mean what the spec says.
 fn check_spec(spec: &AppSpec, cores: usize) -> Result<(), TestCaseError> {
-    let n = spec.instances.resolve(NonZeroUsize::new(cores).unwrap_or(NonZeroUsize::MIN));
+    let n = spec
+        .instances
+        .resolve(NonZeroUsize::new(cores).unwrap_or(NonZeroUsize::MIN));
     for key in KEYS {
         let _ = key.check_rows(spec, n);
     }
     let _ = super::hardening::opened(spec);
-    for (manager, flavor) in [(Manager::System, Flavor::Generate), (Manager::User, Flavor::Generator)] {
+    for (manager, flavor) in [
+        (Manager::System, Flavor::Generate),
+        (Manager::User, Flavor::Generator),
+    ] {
         let rendered = render(spec, n, manager, flavor);
         if rendered.links.len() < n.get() as usize {
             return Err(fail("fewer wants links than instances"));
@@ -946,7 +1071,9 @@ fn check_unit(spec: &AppSpec, name: &str, contents: &str) -> Result<(), String> 
             return Err(format!("line {line:?}: directive `{directive}`"));
         }
         if value.ends_with('\\') {
-            return Err(format!("line {line:?} ends with a backslash: systemd joins the next line"));
+            return Err(format!(
+                "line {line:?} ends with a backslash: systemd joins the next line"
+            ));
         }
         match directive {
             "ExecStart" => {
@@ -966,21 +1093,31 @@ fn check_unit(spec: &AppSpec, name: &str, contents: &str) -> Result<(), String> 
             "WorkingDirectory" => {
                 let path = unpercent(value)?;
                 if value.trim() != value || Path::new(&path) != spec.cwd {
-                    return Err(format!("WorkingDirectory={value} is not the cwd {:?}", spec.cwd));
+                    return Err(format!(
+                        "WorkingDirectory={value} is not the cwd {:?}",
+                        spec.cwd
+                    ));
                 }
             }
             "ListenStream" => {
                 let address = unpercent(value)?;
                 if value.trim() != value
-                    || !spec.listen.iter().any(|l| l.address.systemd_value() == value
-                        && (!l.address.is_unix() || Path::new(&address) == Path::new(&l.address.to_string())))
+                    || !spec.listen.iter().any(|l| {
+                        l.address.systemd_value() == value
+                            && (!l.address.is_unix()
+                                || Path::new(&address) == Path::new(&l.address.to_string()))
+                    })
                 {
                     return Err(format!("ListenStream={value} is not declared"));
                 }
             }
             "ReadWritePaths" => {
                 let paths = unpercent(value)?;
-                let want: Vec<String> = spec.writable_paths.iter().map(|p| p.display().to_string()).collect();
+                let want: Vec<String> = spec
+                    .writable_paths
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect();
                 if paths.split(' ').collect::<Vec<_>>() != want {
                     return Err(format!("ReadWritePaths={value} is not {want:?}"));
                 }
@@ -997,7 +1134,10 @@ fn check_unit(spec: &AppSpec, name: &str, contents: &str) -> Result<(), String> 
         let [argv] = exec.as_slice() else {
             return Err(format!("{} ExecStart= lines", exec.len()));
         };
-        let mut want = vec![spec.runtime.sysmgr().display().to_string(), "exec".to_string()];
+        let mut want = vec![
+            spec.runtime.sysmgr().display().to_string(),
+            "exec".to_string(),
+        ];
         match &spec.runtime {
             Runtime::Direct { .. } => want.extend(spec.command.iter().cloned()),
             Runtime::Node(bridge) => {
@@ -1073,25 +1213,45 @@ fn check_input(input: &Input) -> Result<(), TestCaseError> {
             }
         }
         Input::MutatedDoc(g, m) => {
-            check_text(&mutate(&document(&g.entries), m), &g.opts, &g.source, g.cores)?;
+            check_text(
+                &mutate(&document(&g.entries), m),
+                &g.opts,
+                &g.source,
+                g.cores,
+            )?;
         }
         Input::MutatedSeed(i, m, opts) => {
-            check_text(&mutate(SEEDS[*i], m), opts, Path::new("/srv/web/app.toml"), 4)?;
+            check_text(
+                &mutate(SEEDS[*i], m),
+                opts,
+                Path::new("/srv/web/app.toml"),
+                4,
+            )?;
         }
         Input::Ecosystem(value, listen, profile) => {
             let overrides = ecosystem::Overrides {
                 listen: listen.clone(),
                 profile: profile.clone(),
             };
-            if let Ok(apps) = ecosystem::convert(value, "ecosystem.config.js", Path::new("/srv/app"), &overrides) {
+            if let Ok(apps) = ecosystem::convert(
+                value,
+                "ecosystem.config.js",
+                Path::new("/srv/app"),
+                &overrides,
+            ) {
                 for app in apps {
                     let opts = ParseOptions {
                         profile: profile.clone(),
                         ..ParseOptions::default()
                     };
-                    if let Err(d) = parse(&app.toml, "app.toml", Path::new("/srv/app/app.toml"), &opts) {
+                    if let Err(d) =
+                        parse(&app.toml, "app.toml", Path::new("/srv/app/app.toml"), &opts)
+                    {
                         if d.to_string().contains("is not valid TOML") {
-                            return Err(fail(format!("import wrote a file that is not TOML:\n{d}\n{}", app.toml)));
+                            return Err(fail(format!(
+                                "import wrote a file that is not TOML:\n{d}\n{}",
+                                app.toml
+                            )));
                         }
                     }
                     check_text(&app.toml, &opts, Path::new("/srv/app/app.toml"), 2)?;
@@ -1112,7 +1272,8 @@ fn run(cases: u32, seed: u64) -> u32 {
         max_shrink_iters: 2000,
         ..Config::default()
     };
-    let mut runner = TestRunner::new_with_rng(config, TestRng::from_seed(RngAlgorithm::ChaCha, &bytes));
+    let mut runner =
+        TestRunner::new_with_rng(config, TestRng::from_seed(RngAlgorithm::ChaCha, &bytes));
     if let Err(e) = runner.run(&input(), |i| check_input(&i)) {
         panic!("fuzz seed {seed}: {e}");
     }
@@ -1125,13 +1286,20 @@ fn fast() {
     let seed = std::env::var("SYSMGR_FUZZ_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs()));
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs())
+        });
     eprintln!("fuzz seed {seed} (SYSMGR_FUZZ_SEED={seed} repeats it)");
     let before = ACCEPTED.load(std::sync::atomic::Ordering::Relaxed);
     run(2000, seed);
     let accepted = ACCEPTED.load(std::sync::atomic::Ordering::Relaxed) - before;
     eprintln!("fuzz: 2000 inputs, {accepted} accepted");
-    assert!(accepted > 200, "the generators reach rendering too rarely: {accepted} of 2000");
+    assert!(
+        accepted > 200,
+        "the generators reach rendering too rarely: {accepted} of 2000"
+    );
 }
 
 /// The long run: `SYSMGR_FUZZ_CASES` inputs (default 10 million) over `SYSMGR_FUZZ_THREADS`
@@ -1149,7 +1317,9 @@ fn long_run() {
     let threads = var("SYSMGR_FUZZ_THREADS", 2).max(1);
     let seed = var(
         "SYSMGR_FUZZ_SEED",
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs()),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
     );
     // In rounds of at most a million per thread, so progress shows and each round's seed is
     // printed (a failure names the seed that repeats it).
@@ -1167,7 +1337,10 @@ fn long_run() {
                     s.spawn(move || u64::from(run(u32::try_from(per).unwrap_or(u32::MAX), seed)))
                 })
                 .collect();
-            handles.into_iter().map(|h| h.join().expect("fuzz thread")).collect()
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("fuzz thread"))
+                .collect()
         });
         done += counts.iter().sum::<u64>();
         r += 1;

@@ -569,8 +569,7 @@ pub fn unit_path(path: &Path) -> Result<PathBuf, String> {
     }
     if text.ends_with('\\') {
         return Err(
-            "ends with a backslash, which systemd would join with the next line of the unit"
-                .into(),
+            "ends with a backslash, which systemd would join with the next line of the unit".into(),
         );
     }
     if text.ends_with(char::is_whitespace) {

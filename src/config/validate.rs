@@ -371,7 +371,8 @@ impl Checker<'_, '_> {
             Some(v) => self.strings("writable_paths", v).and_then(|paths| {
                 let mut out = Vec::new();
                 for p in paths {
-                    if p.contains(char::is_whitespace) || p.contains('"') || p.contains('\\') {
+                    let unlistable = |p: &str| p.contains(char::is_whitespace) || p.contains('"') || p.contains('\\');
+                    if unlistable(&p) {
                         self.rep.error(
                             v.span(),
                             "writable_paths",
@@ -379,7 +380,18 @@ impl Checker<'_, '_> {
                         );
                         return None;
                     }
-                    out.push(self.checked("writable_paths", v, |_| types::absolute_dir(base_dir, &p))?);
+                    let path = self.checked("writable_paths", v, |_| types::absolute_dir(base_dir, &p))?;
+                    // A relative path takes the app file's directory, which may hold a space.
+                    let resolved = path.to_string_lossy();
+                    if unlistable(&resolved) {
+                        self.rep.error(
+                            v.span(),
+                            "writable_paths",
+                            format!("has `{p}`, which is `{}` from the app file's directory; paths with spaces, quotes or backslashes cannot be listed in `ReadWritePaths=`: write an absolute path", resolved.escape_debug()),
+                        );
+                        return None;
+                    }
+                    out.push(path);
                 }
                 Some(out)
             }),
