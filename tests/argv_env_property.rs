@@ -249,8 +249,26 @@ fn started_processes_get_exactly_the_declared_argv_and_environment() {
 
     let report = |c: &Case| -> ProbeReport {
         let path = sb.root().join(format!("run/probe/{}/1.json", c.name));
-        wait_for(10, || path.exists().then_some(()))
-            .unwrap_or_else(|| panic!("seed {seed}: no probe report from {}:\n{}", c.name, c.text));
+        if wait_for(10, || path.exists().then_some(())).is_none() {
+            let unit = format!("{}@1.service", c.name);
+            let status = sb
+                .command("systemctl")
+                .args(["status", "--no-pager", "-l", &unit])
+                .output()
+                .unwrap();
+            let journal = sb
+                .command("journalctl")
+                .args(["--no-pager", "-n", "20", "-u", &unit])
+                .output()
+                .unwrap();
+            panic!(
+                "seed {seed}: no probe report from {}:\n{}\n{}\n{}",
+                c.name,
+                c.text,
+                String::from_utf8_lossy(&status.stdout),
+                String::from_utf8_lossy(&journal.stdout)
+            );
+        }
         ProbeReport::read(&path).unwrap()
     };
     let base_report = report(&base);

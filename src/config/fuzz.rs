@@ -193,6 +193,8 @@ const TRICKY: &[char] = &[
     '☃',
     '漢',
     '\u{10FFFF}',
+    '\u{FFFE}',
+    '\u{FDD0}',
     '\u{FEFF}',
     '\u{2028}',
     '@',
@@ -1050,8 +1052,13 @@ fn check_unit(spec: &AppSpec, name: &str, contents: &str) -> Result<(), String> 
     let mut exec = Vec::new();
     let mut env: BTreeMap<String, String> = BTreeMap::new();
     for line in contents.lines() {
-        if let Some(c) = line.chars().find(|c| c.is_control()) {
-            return Err(format!("line {line:?} has the control character {c:?}"));
+        if let Some(c) = line
+            .chars()
+            .find(|&c| c.is_control() || crate::systemd::syntax::is_noncharacter(c))
+        {
+            return Err(format!(
+                "line {line:?} has the character {c:?}, which systemd refuses"
+            ));
         }
         if line.is_empty() || line.starts_with('#') {
             continue;

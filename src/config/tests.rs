@@ -213,6 +213,11 @@ fn errors_and_warnings_are_exact() {
         (&format!("{BASE}env = \"A=1\"\n"), "app.toml:3:7: error: `env` must be a table of variables, found a string"),
         (&format!("{BASE}[env_]\nA = \"1\"\n"), "app.toml:3:2: error: `env_` names no profile; write `[env_production]`"),
         // Found by the fuzzer (src/config/fuzz.rs): paths a unit cannot hold.
+        (&format!("{BASE}[env]\nA = \"x\\uFFFE\"\n"), "app.toml:4:5: error: `env.A` contains the noncharacter U+FFFE, which systemd refuses in unit files"),
+        ("name = \"web\"\ncommand = [\"/bin/x\", \"\\U0010FFFF\"]\n", "app.toml:2:11: error: `command` argument 1 `\\u{10ffff}` contains the noncharacter U+10FFFF, which systemd refuses in unit files"),
+        (&format!("{BASE}cwd = \"/srv/\\uFDD0\"\n"), "app.toml:3:7: error: `cwd` `/srv/\u{FDD0}` contains the noncharacter U+FDD0, which systemd refuses in unit files"),
+        (&format!("{BASE}listen = [\"/run/\\uFDD0\"]\n"), "app.toml:3:11: error: `listen[0]` `/run/\u{FDD0}` contains the noncharacter U+FDD0, which systemd refuses in unit files"),
+        (&format!("{BASE}[unit.service]\nNice = \"\\uFFFF\"\n"), "app.toml:4:8: error: `unit.service.Nice` contains the noncharacter U+FFFF, which systemd refuses in unit files"),
         (&format!("{BASE}cwd = \"/srv/x\\\\\"\n"), "app.toml:3:7: error: `cwd` `/srv/x\\` ends with a backslash, which systemd would join with the next line of the unit"),
         (&format!("{BASE}cwd = \"/srv/x \"\n"), "app.toml:3:7: error: `cwd` `/srv/x ` ends with white space, which systemd would drop from the setting"),
         (&format!("{BASE}cwd = \"/srv/{}\"\n", "x".repeat(256)), &format!("app.toml:3:7: error: `cwd` `/srv/{}` is too long for systemd: at most 4095 bytes, 255 for each name", "x".repeat(256))),

@@ -8,6 +8,8 @@ use std::net::{IpAddr, SocketAddr};
 use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
 
+use crate::systemd::syntax;
+
 /// The longest app name accepted. Unit names may be 255 bytes; this leaves room for the
 /// longest suffix sysmgr adds (`-<fdname>@<instance>.service`) and keeps `list` readable.
 pub const MAX_NAME_LEN: usize = 64;
@@ -267,6 +269,12 @@ impl ListenAddress {
         if s.starts_with('/') {
             if s.contains(|c: char| c.is_control()) {
                 return Err(format!("`{s}` contains a control character"));
+            }
+            if let Some(c) = s.chars().find(|&c| syntax::is_noncharacter(c)) {
+                return Err(format!(
+                    "`{s}` contains the noncharacter U+{:04X}, which systemd refuses in unit files",
+                    u32::from(c)
+                ));
             }
             if s.ends_with('\\') || s.ends_with(char::is_whitespace) {
                 return Err(format!(
@@ -566,6 +574,12 @@ pub fn unit_path(path: &Path) -> Result<PathBuf, String> {
     };
     if text.contains(|c: char| c.is_control()) {
         return Err("contains a control character".into());
+    }
+    if let Some(c) = text.chars().find(|&c| syntax::is_noncharacter(c)) {
+        return Err(format!(
+            "contains the noncharacter U+{:04X}, which systemd refuses in unit files",
+            u32::from(c)
+        ));
     }
     if text.ends_with('\\') {
         return Err(

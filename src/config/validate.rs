@@ -527,6 +527,15 @@ impl Checker<'_, '_> {
                         continue;
                     }
                 };
+                if let Some(c) = value.chars().find(|&c| syntax::is_noncharacter(c)) {
+                    self.rep.error(
+                        val.span(),
+                        &key,
+                        format!("contains the noncharacter U+{:04X}, which systemd refuses in unit files", u32::from(c)),
+                    );
+                    ok = false;
+                    continue;
+                }
                 if value.contains(|c: char| c.is_control()) {
                     self.rep.error(
                         val.span(),
