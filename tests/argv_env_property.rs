@@ -60,7 +60,7 @@ const WORD_CHARS: &[char] = &[
     'é',
     '☃',
     '漢',
-    '\u{10FFFF}',
+    '\u{10FFFD}',
     '\u{FEFF}',
     '{',
     '}',
@@ -232,16 +232,43 @@ fn started_processes_get_exactly_the_declared_argv_and_environment() {
         ),
     };
     let mut targets = Vec::new();
-    for c in std::iter::once(&base).chain(&cases) {
+    let mut accepted = Vec::new();
+    for (i, c) in std::iter::once(&base).chain(&cases).enumerate() {
         let file = write_in(&sb, &format!("/srv/prop/{}.toml", c.name), &c.text);
         let r = sysmgr_in(&sb, &["generate", &file]);
+        // The one thing the generator makes that systemd cannot carry, and sysmgr refuses.
+        let noncharacter = c.text.chars().any(|ch| {
+            let ch = u32::from(ch);
+            (0xFDD0..=0xFDEF).contains(&ch) || ch & 0xFFFE == 0xFFFE
+        });
+        if noncharacter && i > 0 {
+            assert_eq!(
+                r.code, 2,
+                "seed {seed}: {} was accepted:\n{}",
+                c.name, c.text
+            );
+            assert!(
+                r.stderr.contains("noncharacter"),
+                "seed {seed}: {}",
+                r.stderr
+            );
+            continue;
+        }
         assert_eq!(
             r.code, 0,
             "seed {seed}: {}:\n{}\n{}",
             c.name, r.stderr, c.text
         );
         targets.push(format!("{}.target", c.name));
+        if i > 0 {
+            accepted.push(c);
+        }
     }
+    assert!(
+        accepted.len() >= SPECS / 2,
+        "seed {seed}: only {} of {SPECS} generated apps were accepted",
+        accepted.len()
+    );
     let mut start = vec!["start"];
     start.extend(targets.iter().map(String::as_str));
     sb.systemctl(&start)
@@ -284,7 +311,7 @@ fn started_processes_get_exactly_the_declared_argv_and_environment() {
     }
 
     let mut failures = Vec::new();
-    for c in &cases {
+    for c in &accepted {
         let got = report(c);
         let want_argv: Vec<OsString> = c.argv.iter().map(|a| os(a)).collect();
         if got.argv != want_argv {
@@ -331,9 +358,13 @@ fn started_processes_get_exactly_the_declared_argv_and_environment() {
     }
     assert!(
         failures.is_empty(),
-        "seed {seed}: {} of {SPECS} apps differ:\n{}",
+        "seed {seed}: {} of {} apps differ:\n{}",
         failures.len(),
+        accepted.len(),
         failures.join("\n")
     );
-    eprintln!("argv/env property: {SPECS} apps, each argv and environment exact (seed {seed})");
+    eprintln!(
+        "argv/env property: {} of {SPECS} generated apps accepted, each one's argv and environment exact (seed {seed})",
+        accepted.len()
+    );
 }
