@@ -483,8 +483,9 @@ impl<'a> App<'a> {
             self.toml,
             "# Imported by sysmgr {} from {}, app `{}` (PM2's ecosystem file).\n# Keys are app.toml's; see docs/app-toml.md and docs/pm2.md.\n",
             env!("CARGO_PKG_VERSION"),
-            self.file,
-            self.name
+            // A comment holds no control characters.
+            self.file.escape_debug(),
+            self.name.escape_debug()
         );
         self.line("", "name", quote(&self.name.clone()));
 
@@ -716,6 +717,12 @@ impl<'a> App<'a> {
             ("uid", "user", "PM2's uid."),
             ("gid", "group", "PM2's gid."),
         ];
+        // PM2's `uid` is `user` by another name: both would be one key twice.
+        if app.contains_key("user") && app.contains_key("uid") {
+            return Err(
+                self.fail("`user` and `uid` both name the account to run as; keep one of them")
+            );
+        }
         for &(pm2, key, comment) in keys {
             let Some(v) = app.get(pm2) else { continue };
             let value = match v {
@@ -868,6 +875,21 @@ mod tests {
         ] {
             assert_eq!(one(web(extra)).unwrap_err().to_string(), message);
         }
+        assert_eq!(
+            one(web(serde_json::json!({ "user": "www", "uid": "www" }))).unwrap_err().to_string(),
+            "ecosystem.config.js: app `web` (apps[0]): `user` and `uid` both name the account to run as; keep one of them"
+        );
+        let odd = one(serde_json::json!({ "apps": [{ "name": "a\u{0}\nb", "script": "app.js", "listen": "3000" }] }))
+            .unwrap();
+        assert!(odd.toml.contains("app `a\\0\\nb`"), "{}", odd.toml);
+        let d = crate::config::parse(
+            &odd.toml,
+            "app.toml",
+            Path::new("/srv/app/app.toml"),
+            &crate::config::ParseOptions::default(),
+        )
+        .unwrap_err();
+        assert!(!d.to_string().contains("not valid TOML"), "{d}");
         let app = one(web(
             serde_json::json!({ "env_a b": { "X": "1" }, "stop_exit_codes": [0, 3] }),
         ))
