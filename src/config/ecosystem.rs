@@ -605,7 +605,10 @@ impl<'a> App<'a> {
             None => return Ok(()),
             Some(Value::Number(n)) if n.is_i64() => n.to_string(),
             Some(Value::String(s)) if s == "max" => quote(s),
-            Some(Value::String(s)) if s.parse::<i64>().is_ok() => s.clone(),
+            // Written as the number it is: `"0005"` is 5, and TOML has no leading zeros.
+            Some(Value::String(s)) if s.parse::<i64>().is_ok() => s
+                .parse::<i64>()
+                .map_or_else(|_| s.clone(), |n| n.to_string()),
             Some(other) => {
                 return Err(self.fail(format!(
                     "`instances` must be a number or \"max\", found {}",
@@ -879,6 +882,8 @@ mod tests {
             one(web(serde_json::json!({ "user": "www", "uid": "www" }))).unwrap_err().to_string(),
             "ecosystem.config.js: app `web` (apps[0]): `user` and `uid` both name the account to run as; keep one of them"
         );
+        let padded = one(web(serde_json::json!({ "instances": "0005" }))).unwrap();
+        assert!(padded.toml.contains("\ninstances = 5\n"), "{}", padded.toml);
         let odd = one(serde_json::json!({ "apps": [{ "name": "a\u{0}\nb", "script": "app.js", "listen": "3000" }] }))
             .unwrap();
         assert!(odd.toml.contains("app `a\\0\\nb`"), "{}", odd.toml);
