@@ -3,6 +3,7 @@
 
 mod support;
 
+mod argv_env_property;
 mod cli;
 mod demo;
 mod deploy;

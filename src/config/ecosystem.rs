@@ -542,6 +542,30 @@ fn quote(s: &str) -> String {
     out
 }
 
+/// A TOML key: bare when it can be, quoted otherwise (`env_a b` is `["env_a b"]`).
+fn toml_key(key: &str) -> String {
+    let bare = !key.is_empty()
+        && key
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    if bare {
+        key.to_string()
+    } else {
+        quote(key)
+    }
+}
+
+/// A JSON string, number or boolean as a TOML value; `None` for what TOML cannot write
+/// (null) or what no app.toml key takes where this is used (objects, nested arrays).
+fn toml_scalar(v: &Value) -> Option<String> {
+    match v {
+        Value::Bool(b) => Some(b.to_string()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::String(s) => Some(quote(s)),
+        Value::Null | Value::Array(_) | Value::Object(_) => None,
+    }
+}
+
 /// Words of a PM2 argument string (`args: '--port 3000'`), split like a shell without
 /// expansion; an array is taken as is.
 fn words(v: &Value) -> Option<Vec<String>> {
@@ -641,8 +665,9 @@ impl<'a> App<'a> {
             self.toml,
             "# Imported by sysmgr {} from {}, app `{}` (PM2's ecosystem file).\n# Keys are app.toml's; see docs/app-toml.md and docs/pm2.md.\n",
             env!("CARGO_PKG_VERSION"),
-            self.file,
-            self.name
+            // A comment holds no control characters.
+            self.file.escape_debug(),
+            self.name.escape_debug()
         );
         self.line("", "name", quote(&self.name.clone()));
 
@@ -763,7 +788,10 @@ impl<'a> App<'a> {
             None => return Ok(()),
             Some(Value::Number(n)) if n.is_i64() => n.to_string(),
             Some(Value::String(s)) if s == "max" => quote(s),
-            Some(Value::String(s)) if s.parse::<i64>().is_ok() => s.clone(),
+            // Written as the number it is: `"0005"` is 5, and TOML has no leading zeros.
+            Some(Value::String(s)) if s.parse::<i64>().is_ok() => s
+                .parse::<i64>()
+                .map_or_else(|_| s.clone(), |n| n.to_string()),
             Some(other) => {
                 return Err(self.fail(format!(
                     "`instances` must be a number or \"max\", found {}",
@@ -880,23 +908,28 @@ impl<'a> App<'a> {
             ("uid", "user", "PM2's uid."),
             ("gid", "group", "PM2's gid."),
         ];
+        // PM2's `uid` is `user` by another name: both would be one key twice.
+        if app.contains_key("user") && app.contains_key("uid") {
+            return Err(
+                self.fail("`user` and `uid` both name the account to run as; keep one of them")
+            );
+        }
         for &(pm2, key, comment) in keys {
             let Some(v) = app.get(pm2) else { continue };
             let value = match v {
-                Value::Bool(b) => b.to_string(),
-                Value::Number(n) => n.to_string(),
-                Value::String(s) => quote(s),
-                Value::Array(a) => {
-                    let items: Vec<String> = a
-                        .iter()
-                        .map(|x| match x {
-                            Value::String(s) => quote(s),
-                            other => other.to_string(),
-                        })
-                        .collect();
-                    format!("[{}]", items.join(", "))
-                }
-                other => return Err(self.fail(format!("`{pm2}` cannot be {}", type_of(other)))),
+                Value::Array(a) => match a.iter().find(|x| toml_scalar(x).is_none()) {
+                    Some(other) => {
+                        return Err(self.fail(format!("`{pm2}` cannot hold {}", type_of(other))))
+                    }
+                    None => {
+                        let items: Vec<String> = a.iter().filter_map(toml_scalar).collect();
+                        format!("[{}]", items.join(", "))
+                    }
+                },
+                other => match toml_scalar(other) {
+                    Some(value) => value,
+                    None => return Err(self.fail(format!("`{pm2}` cannot be {}", type_of(other)))),
+                },
             };
             self.line(comment, key, value);
         }
@@ -921,7 +954,7 @@ impl<'a> App<'a> {
         // [env] first, then the profiles, as TOML needs the plain keys before any table.
         tables.sort_by_key(|(k, _)| *k != "env");
         for (key, vars) in tables {
-            let _ = writeln!(self.toml, "\n[{key}]");
+            let _ = writeln!(self.toml, "\n[{}]", toml_key(key));
             for (name, value) in vars {
                 let Some(value) = env_value(value) else {
                     let message = format!(
@@ -1047,6 +1080,63 @@ mod tests {
             "Mon..Fri *-*-* 03:00:00"
         );
         assert_eq!(spec.graceful_memory_limit(), Some(300 << 20));
+    }
+
+    /// Found by the fuzzer: import wrote JSON (`[null]`, `{"a":1}`) and unquoted table names
+    /// (`[env_a b]`) into app.toml, which then failed as "not valid TOML".
+    #[test]
+    fn every_value_is_written_as_toml_or_refused() {
+        let web = |extra: Value| {
+            let mut app =
+                serde_json::json!({ "name": "web", "script": "app.js", "listen": "3000" });
+            app.as_object_mut()
+                .unwrap()
+                .extend(extra.as_object().unwrap().clone());
+            serde_json::json!({ "apps": [app] })
+        };
+        for (extra, message) in [
+            (serde_json::json!({ "stop_exit_codes": [0, null] }), "ecosystem.config.js: app `web` (apps[0]): `stop_exit_codes` cannot hold nothing"),
+            (serde_json::json!({ "listen_timeout": [{ "a": 1 }] }), "ecosystem.config.js: app `web` (apps[0]): `listen_timeout` cannot hold an object with keys a"),
+            (serde_json::json!({ "kill_timeout": null }), "ecosystem.config.js: app `web` (apps[0]): `kill_timeout` cannot be nothing"),
+        ] {
+            assert_eq!(one(web(extra)).unwrap_err().to_string(), message);
+        }
+        assert_eq!(
+            one(web(serde_json::json!({ "user": "www", "uid": "www" }))).unwrap_err().to_string(),
+            "ecosystem.config.js: app `web` (apps[0]): `user` and `uid` both name the account to run as; keep one of them"
+        );
+        let padded = one(web(serde_json::json!({ "instances": "0005" }))).unwrap();
+        assert!(padded.toml.contains("\ninstances = 5\n"), "{}", padded.toml);
+        let odd = one(serde_json::json!({ "apps": [{ "name": "a\u{0}\nb", "script": "app.js", "listen": "3000" }] }))
+            .unwrap();
+        assert!(odd.toml.contains("app `a\\0\\nb`"), "{}", odd.toml);
+        let d = crate::config::parse(
+            &odd.toml,
+            "app.toml",
+            Path::new("/srv/app/app.toml"),
+            &crate::config::ParseOptions::default(),
+        )
+        .unwrap_err();
+        assert!(!d.to_string().contains("not valid TOML"), "{d}");
+        let app = one(web(
+            serde_json::json!({ "env_a b": { "X": "1" }, "stop_exit_codes": [0, 3] }),
+        ))
+        .unwrap();
+        assert!(
+            app.toml.contains("\n[\"env_a b\"]\n\"X\" = \"1\"\n"),
+            "{}",
+            app.toml
+        );
+        let opts = crate::config::ParseOptions {
+            profile: Some("a b".into()),
+            ..crate::config::ParseOptions::default()
+        };
+        let spec =
+            crate::config::parse(&app.toml, "app.toml", Path::new("/srv/app/app.toml"), &opts)
+                .unwrap_or_else(|d| panic!("{d}\n{}", app.toml))
+                .spec;
+        assert_eq!(spec.env, [("X".to_string(), "1".to_string())]);
+        assert_eq!(spec.stop_exit_codes, [0, 3]);
     }
 
     #[test]

@@ -178,7 +178,7 @@ pub const KEYS: &[Key] = &[
         doc: Doc {
             kind: "array of strings, or a string",
             becomes: "`ExecStart=`",
-            notes: "a string is split into words like `sh` would (quotes, backslashes) but nothing is expanded and no shell runs. The program is an absolute path or a bare name looked up in `PATH`. Every word reaches the process exactly: spaces, quotes, `$`, `%`, `;`, backslashes, non-ASCII. Every program starts through `sysmgr exec PROGRAM ARGS...`, which gives its stdout and stderr journal streams of their own (stderr lines get `PRIORITY=3`, so `sysmgr logs --err` finds them) and then becomes the program, keeping its PID. A `node` program also gets sysmgr's Node bridge preloaded, so a PM2 app runs unchanged (docs/pm2.md)",
+            notes: "a string is split into words like `sh` would (quotes, backslashes) but nothing is expanded and no shell runs. The program is an absolute path or a bare name looked up in `PATH`. Every word reaches the process exactly: spaces, quotes, `$`, `%`, `;`, backslashes, newlines, non-ASCII (NUL and Unicode noncharacters, which systemd refuses, are errors). Every program starts through `sysmgr exec PROGRAM ARGS...`, which gives its stdout and stderr journal streams of their own (stderr lines get `PRIORITY=3`, so `sysmgr logs --err` finds them) and then becomes the program, keeping its PID. A `node` program also gets sysmgr's Node bridge preloaded, so a PM2 app runs unchanged (docs/pm2.md)",
         },
         block: Some(command_lines),
         inline: None,
@@ -190,7 +190,7 @@ pub const KEYS: &[Key] = &[
         doc: Doc {
             kind: "path, default the app file's directory",
             becomes: "`WorkingDirectory=`",
-            notes: "relative to the app file",
+            notes: "relative to the app file; `.` and `..` are resolved by name. A path ending in white space or a backslash is an error (systemd cannot hold it in `WorkingDirectory=`), also when it is the app file's directory",
         },
         block: Some(|s| {
             let cwd = syntax::path_value(&s.cwd.to_string_lossy());
@@ -683,7 +683,7 @@ pub const KEYS: &[Key] = &[
         doc: Doc {
             kind: "table of strings, numbers, booleans",
             becomes: "`Environment=`",
-            notes: "values are passed exactly (`%` escaped, quotes escaped); NUL and control characters other than tab and newline are errors (systemd refuses them)",
+            notes: "values are passed exactly (`%` escaped, quotes escaped); NUL, control characters other than tab and newline, and Unicode noncharacters (U+FFFE, U+FDD0...) are errors (systemd refuses them)",
         },
         block: Some(|s| {
             s.env

@@ -345,6 +345,8 @@ pub fn parse(
 }
 
 #[cfg(test)]
+mod fuzz;
+#[cfg(test)]
 mod tests;
 
 /// Asserts that the markdown table of `file` (a path under the crate) starting at the line

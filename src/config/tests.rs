@@ -237,6 +237,18 @@ fn errors_and_warnings_are_exact() {
         (&format!("{BASE}[env]\nA = [1]\n"), "app.toml:4:5: error: `env.A` must be a string, number or boolean, found an array"),
         (&format!("{BASE}env = \"A=1\"\n"), "app.toml:3:7: error: `env` must be a table of variables, found a string"),
         (&format!("{BASE}[env_]\nA = \"1\"\n"), "app.toml:3:2: error: `env_` names no profile; write `[env_production]`"),
+        // Found by the fuzzer (src/config/fuzz.rs): paths a unit cannot hold.
+        (&format!("{BASE}[env]\nA = \"x\\uFFFE\"\n"), "app.toml:4:5: error: `env.A` contains the noncharacter U+FFFE, which systemd refuses in unit files"),
+        ("name = \"web\"\ncommand = [\"/bin/x\", \"\\U0010FFFF\"]\n", "app.toml:2:11: error: `command` argument 1 `\\u{10ffff}` contains the noncharacter U+10FFFF, which systemd refuses in unit files"),
+        (&format!("{BASE}cwd = \"/srv/\\uFDD0\"\n"), "app.toml:3:7: error: `cwd` `/srv/\u{FDD0}` contains the noncharacter U+FDD0, which systemd refuses in unit files"),
+        (&format!("{BASE}listen = [\"/run/\\uFDD0\"]\n"), "app.toml:3:11: error: `listen[0]` `/run/\u{FDD0}` contains the noncharacter U+FDD0, which systemd refuses in unit files"),
+        (&format!("{BASE}[unit.service]\nNice = \"\\uFFFF\"\n"), "app.toml:4:8: error: `unit.service.Nice` contains the noncharacter U+FFFF, which systemd refuses in unit files"),
+        (&format!("{BASE}cwd = \"/srv/x\\\\\"\n"), "app.toml:3:7: error: `cwd` `/srv/x\\` ends with a backslash, which systemd would join with the next line of the unit"),
+        (&format!("{BASE}cwd = \"/srv/x \"\n"), "app.toml:3:7: error: `cwd` `/srv/x ` ends with white space, which systemd would drop from the setting"),
+        (&format!("{BASE}cwd = \"/srv/{}\"\n", "x".repeat(256)), &format!("app.toml:3:7: error: `cwd` `/srv/{}` is too long for systemd: at most 4095 bytes, 255 for each name", "x".repeat(256))),
+        (&format!("{BASE}writable_paths = [\"/srv/x/..\\\\\"]\n"), "app.toml:3:18: error: `writable_paths` has `/srv/x/..\\\\`; paths with spaces, quotes or backslashes cannot be listed in `ReadWritePaths=`"),
+        (&format!("{BASE}listen = [\"/run/x\\\\\"]\n"), "app.toml:3:11: error: `listen[0]` `/run/x\\` ends with a backslash, which `ListenStream=` cannot hold (systemd would join the next line of the unit); rename the socket"),
+        (&format!("{BASE}listen = [\"/run/x \"]\n"), "app.toml:3:11: error: `listen[0]` `/run/x ` ends with white space, which `ListenStream=` cannot hold (systemd would drop it); rename the socket"),
     ];
     let mut wrong = Vec::new();
     for (input, expected) in cases {
@@ -450,4 +462,52 @@ fn a_deploy_environment_resolves_with_its_defaults() {
     assert_eq!(local.hosts[0].host, "::1");
     assert_eq!(local.hosts[0].to_string(), "root@[::1]:22");
     assert_eq!(local.path, Path::new("/srv/app"));
+}
+
+/// Found by the fuzzer: `cwd = ".."` made `WorkingDirectory=/srv/web/..`, which systemd
+/// refuses (`path is not normalized`), so the unit did not load. Dots are resolved by name.
+#[test]
+fn dots_in_paths_are_resolved_by_name() {
+    let spec = ok(&format!(
+        "{BASE}cwd = \"..\"\nwritable_paths = [\"../up/./loads\"]\n"
+    ));
+    assert_eq!(spec.cwd, Path::new("/srv"));
+    assert_eq!(spec.writable_paths, [Path::new("/srv/up/loads")]);
+    assert_eq!(
+        ok(&format!("{BASE}cwd = \"/a/../../b/.\"\n")).cwd,
+        Path::new("/b")
+    );
+    assert_eq!(
+        ok(&format!("{BASE}cwd = \".\"\n")).cwd,
+        Path::new("/srv/web")
+    );
+}
+
+/// Found by the fuzzer: without `cwd`, the app file's directory became `WorkingDirectory=`
+/// unchecked; a newline in it split the setting over two lines.
+#[test]
+fn a_directory_the_units_cannot_hold_needs_a_cwd() {
+    let at = |dir: &str| {
+        let file = format!("{dir}/app.toml");
+        match parse(BASE, "app.toml", Path::new(&file), &ParseOptions::default()) {
+            Ok(_) => String::new(),
+            Err(d) => d.to_string(),
+        }
+    };
+    assert_eq!(at("/srv/a\nb"), "app.toml:1:1: error: `cwd` is not set, so it is the app file's directory `/srv/a\\nb`, which contains a control character; set `cwd`, or move the file");
+    assert_eq!(at("/srv/a\\"), "app.toml:1:1: error: `cwd` is not set, so it is the app file's directory `/srv/a\\\\`, which ends with a backslash, which systemd would join with the next line of the unit; set `cwd`, or move the file");
+    assert_eq!(at("/srv/a b"), "");
+    let relative = format!("{BASE}writable_paths = [\"uploads\"]\n");
+    assert_eq!(
+        parse(&relative, "app.toml", Path::new("/srv/a b/app.toml"), &ParseOptions::default()).unwrap_err().to_string(),
+        "app.toml:3:18: error: `writable_paths` has `uploads`, which is `/srv/a b/uploads` from the app file's directory; paths with spaces, quotes or backslashes cannot be listed in `ReadWritePaths=`: write an absolute path"
+    );
+    let fixed = format!("{BASE}cwd = \"/srv/app\"\n");
+    assert!(parse(
+        &fixed,
+        "app.toml",
+        Path::new("/srv/a\nb/app.toml"),
+        &ParseOptions::default()
+    )
+    .is_ok());
 }

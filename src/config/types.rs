@@ -8,6 +8,8 @@ use std::net::{IpAddr, SocketAddr};
 use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
 
+use crate::systemd::syntax;
+
 /// The longest app name accepted. Unit names may be 255 bytes; this leaves room for the
 /// longest suffix sysmgr adds (`-<fdname>@<instance>.service`) and keeps `list` readable.
 pub const MAX_NAME_LEN: usize = 64;
@@ -298,6 +300,19 @@ impl ListenAddress {
         if s.starts_with('/') {
             if s.contains(|c: char| c.is_control()) {
                 return Err(format!("`{s}` contains a control character"));
+            }
+            if let Some(c) = s.chars().find(|&c| syntax::is_noncharacter(c)) {
+                return Err(format!(
+                    "`{s}` contains the noncharacter U+{:04X}, which systemd refuses in unit files",
+                    u32::from(c)
+                ));
+            }
+            if s.ends_with('\\') || s.ends_with(char::is_whitespace) {
+                return Err(format!(
+                    "`{s}` ends with {}, which `ListenStream=` cannot hold (systemd would {}); rename the socket",
+                    if s.ends_with('\\') { "a backslash" } else { "white space" },
+                    if s.ends_with('\\') { "join the next line of the unit" } else { "drop it" },
+                ));
             }
             // sockaddr_un holds 108 bytes including the NUL.
             if s.len() > 107 {
@@ -607,7 +622,8 @@ pub fn check_user_name(s: &str) -> Result<(), String> {
     }
 }
 
-/// Resolves a possibly relative directory against the directory of the app.toml.
+/// Resolves a possibly relative directory against the directory of the app.toml, as a path a
+/// unit can hold ([`unit_path`]).
 pub fn absolute_dir(base: &Path, s: &str) -> Result<PathBuf, String> {
     if s.is_empty() {
         return Err("is empty; give a directory".into());
@@ -616,11 +632,63 @@ pub fn absolute_dir(base: &Path, s: &str) -> Result<PathBuf, String> {
         return Err(format!("`{s}` contains a control character"));
     }
     let path = Path::new(s);
-    Ok(if path.is_absolute() {
+    let joined = if path.is_absolute() {
         path.to_path_buf()
     } else {
         base.join(path)
-    })
+    };
+    unit_path(&joined).map_err(|why| format!("`{s}` {why}"))
+}
+
+/// The longest path and path component systemd accepts (`PATH_MAX`, `NAME_MAX`).
+const PATH_MAX: usize = 4095;
+const NAME_MAX: usize = 255;
+
+/// An absolute path as a setting that takes one path (`WorkingDirectory=`) can hold, with `.`
+/// and `..` resolved by name (systemd refuses paths that are not normalized, so `cwd = ".."`
+/// would make a unit that does not load); the error says why it cannot.
+///
+/// systemd drops white space at the end of a setting, joins a line that ends with a backslash
+/// with the next one, and takes no quotes or escapes in these settings: such paths cannot be
+/// written at all.
+pub fn unit_path(path: &Path) -> Result<PathBuf, String> {
+    use std::path::Component;
+    let mut out = PathBuf::from("/");
+    for part in path.components() {
+        match part {
+            Component::Normal(name) => out.push(name),
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::RootDir | Component::CurDir | Component::Prefix(_) => {}
+        }
+    }
+    let Some(text) = out.to_str() else {
+        return Err("is not UTF-8, which a unit file is".into());
+    };
+    if text.contains(|c: char| c.is_control()) {
+        return Err("contains a control character".into());
+    }
+    if let Some(c) = text.chars().find(|&c| syntax::is_noncharacter(c)) {
+        return Err(format!(
+            "contains the noncharacter U+{:04X}, which systemd refuses in unit files",
+            u32::from(c)
+        ));
+    }
+    if text.ends_with('\\') {
+        return Err(
+            "ends with a backslash, which systemd would join with the next line of the unit".into(),
+        );
+    }
+    if text.ends_with(char::is_whitespace) {
+        return Err("ends with white space, which systemd would drop from the setting".into());
+    }
+    if text.len() > PATH_MAX || text.split('/').any(|name| name.len() > NAME_MAX) {
+        return Err(format!(
+            "is too long for systemd: at most {PATH_MAX} bytes, {NAME_MAX} for each name"
+        ));
+    }
+    Ok(out)
 }
 
 #[cfg(test)]

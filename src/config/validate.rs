@@ -149,7 +149,22 @@ impl Checker<'_, '_> {
             Some(v) => self
                 .string("cwd", v)
                 .and_then(|s| self.checked("cwd", v, |_| types::absolute_dir(base_dir, s))),
-            None => Some(base_dir.to_path_buf()),
+            // The file's directory is not checked by anything the user wrote: say where it
+            // comes from.
+            None => match types::unit_path(base_dir) {
+                Ok(dir) => Some(dir),
+                Err(why) => {
+                    self.rep.error(
+                        whole.clone(),
+                        "cwd",
+                        format!(
+                            "is not set, so it is the app file's directory `{}`, which {why}; set `cwd`, or move the file",
+                            base_dir.display().to_string().escape_debug()
+                        ),
+                    );
+                    None
+                }
+            },
         };
         let account = |this: &mut Self, key: &str| -> Option<String> {
             let v = f.get(key)?;
@@ -386,7 +401,8 @@ impl Checker<'_, '_> {
             Some(v) => self.strings("writable_paths", v).and_then(|paths| {
                 let mut out = Vec::new();
                 for p in paths {
-                    if p.contains(char::is_whitespace) || p.contains('"') || p.contains('\\') {
+                    let unlistable = |p: &str| p.contains(char::is_whitespace) || p.contains('"') || p.contains('\\');
+                    if unlistable(&p) {
                         self.rep.error(
                             v.span(),
                             "writable_paths",
@@ -394,7 +410,18 @@ impl Checker<'_, '_> {
                         );
                         return None;
                     }
-                    out.push(self.checked("writable_paths", v, |_| types::absolute_dir(base_dir, &p))?);
+                    let path = self.checked("writable_paths", v, |_| types::absolute_dir(base_dir, &p))?;
+                    // A relative path takes the app file's directory, which may hold a space.
+                    let resolved = path.to_string_lossy();
+                    if unlistable(&resolved) {
+                        self.rep.error(
+                            v.span(),
+                            "writable_paths",
+                            format!("has `{p}`, which is `{}` from the app file's directory; paths with spaces, quotes or backslashes cannot be listed in `ReadWritePaths=`: write an absolute path", resolved.escape_debug()),
+                        );
+                        return None;
+                    }
+                    out.push(path);
                 }
                 Some(out)
             }),
@@ -538,6 +565,15 @@ impl Checker<'_, '_> {
                         continue;
                     }
                 };
+                if let Some(c) = value.chars().find(|&c| syntax::is_noncharacter(c)) {
+                    self.rep.error(
+                        val.span(),
+                        &key,
+                        format!("contains the noncharacter U+{:04X}, which systemd refuses in unit files", u32::from(c)),
+                    );
+                    ok = false;
+                    continue;
+                }
                 if value.contains(|c: char| c.is_control()) {
                     self.rep.error(
                         val.span(),
