@@ -584,6 +584,14 @@ fn valid_for(name: &'static str) -> BoxedStrategy<V> {
         .prop_map(|(e, inline)| V::Table(e, inline))
         .boxed(),
         "hardening" => strs(&["default", "strict", "off"]),
+        "memory_limit_mode" => strs(&["graceful", "hard"]),
+        "cron_restart" => strs(&["0 3 * * *", "*/15 * * * *", "@daily", "Mon *-*-* 04:00:00"]),
+        "health_check" => strs(&["/health", "/ready?deep=1&x=%20"]),
+        "deploy" => Just(V::Table(vec![("production".into(), V::Table(vec![
+            ("hosts".into(), V::Str("deploy@10.0.0.5".into(), Form::Basic)),
+            ("repo".into(), V::Str("git@example.com:you/app.git".into(), Form::Basic)),
+            ("path".into(), V::Str("/srv/web".into(), Form::Basic)),
+        ], false))], false)).boxed(),
         "state_directory" => s("[a-z]{1,6}(/[a-z]{1,6})?"),
         "writable_paths" => prop::collection::vec(strs(&["uploads", "/var/spool/web", "/srv/a%b", "../x"]), 0..3).prop_map(V::Arr).boxed(),
         "address_families" => prop::collection::vec(strs(&["AF_NETLINK", "AF_PACKET"]), 0..2).prop_map(V::Arr).boxed(),
@@ -1088,8 +1096,16 @@ fn check_unit(spec: &AppSpec, name: &str, contents: &str) -> Result<(), String> 
                 exec.push(systemd_unquote_words(value, true));
             }
             "Environment" => {
-                // sysmgr's own `%i` (SYSMGR_INSTANCE, instance_var) is the only specifier.
-                unpercent(&value.replace("=%i\"", "=\""))?;
+                // sysmgr's own specifiers are the only ones: `%i` (SYSMGR_INSTANCE,
+                // instance_var), the crash-loop brake's `%t/sysmgr-restarts/%n`, and the
+                // health check's `%t/sysmgr/NAME/health-%i.sock` and `NAME-sysmgr-check@%i`.
+                let own = value
+                    .replace("=%i\"", "=\"")
+                    .replace("=%t/sysmgr-restarts/%n\"", "=\"")
+                    .replace("=%t/sysmgr/", "=/")
+                    .replace("-%i.sock\"", ".sock\"")
+                    .replace("@%i.service\"", ".service\"");
+                unpercent(&own)?;
                 for word in systemd_unquote_words(value, false) {
                     let Some((k, v)) = word.split_once('=') else {
                         return Err(format!("`Environment=` word `{word}` has no `=`"));
@@ -1104,6 +1120,12 @@ fn check_unit(spec: &AppSpec, name: &str, contents: &str) -> Result<(), String> 
                         "WorkingDirectory={value} is not the cwd {:?}",
                         spec.cwd
                     ));
+                }
+            }
+            // The health check's socket: sysmgr's own path in the runtime directory.
+            "ListenStream" if name == format!("{}-sysmgr-health@.socket", spec.name) => {
+                if value != format!("%t/sysmgr/{}/health-%i.sock", spec.name) {
+                    return Err(format!("ListenStream={value} is not the health socket's"));
                 }
             }
             "ListenStream" => {
@@ -1137,7 +1159,9 @@ fn check_unit(spec: &AppSpec, name: &str, contents: &str) -> Result<(), String> 
             _ => {}
         }
     }
-    if name.ends_with(".service") {
+    // The instances' template; the app's other services (timers', health check's) run
+    // sysmgr itself or the check's own command.
+    if name == format!("{}@.service", spec.name) {
         let [argv] = exec.as_slice() else {
             return Err(format!("{} ExecStart= lines", exec.len()));
         };
