@@ -1123,11 +1123,13 @@ fn check_unit(spec: &AppSpec, name: &str, contents: &str) -> Result<(), String> 
                 }
             }
             // The health check's socket: sysmgr's own path in the runtime directory.
-            "ListenStream" if name == format!("{}-sysmgr-health@.socket", spec.name) => {
-                if value != format!("%t/sysmgr/{}/health-%i.sock", spec.name) {
-                    return Err(format!("ListenStream={value} is not the health socket's"));
-                }
+            "ListenStream"
+                if name == format!("{}-sysmgr-health@.socket", spec.name)
+                    && value != format!("%t/sysmgr/{}/health-%i.sock", spec.name) =>
+            {
+                return Err(format!("ListenStream={value} is not the health socket's"));
             }
+            "ListenStream" if name == format!("{}-sysmgr-health@.socket", spec.name) => {}
             "ListenStream" => {
                 let address = unpercent(value)?;
                 if value.trim() != value
