@@ -523,7 +523,7 @@ fn interpreter_for(script: &str) -> Option<&'static str> {
 }
 
 /// A TOML basic string.
-fn quote(s: &str) -> String {
+pub(super) fn quote(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + 2);
     out.push('"');
     for c in s.chars() {
@@ -543,7 +543,7 @@ fn quote(s: &str) -> String {
 }
 
 /// A TOML key: bare when it can be, quoted otherwise (`env_a b` is `["env_a b"]`).
-fn toml_key(key: &str) -> String {
+pub(super) fn toml_key(key: &str) -> String {
     let bare = !key.is_empty()
         && key
             .chars()

@@ -53,34 +53,7 @@ enum V {
     Table(Vec<(String, V)>, bool),
 }
 
-fn key_text(k: &str) -> String {
-    if !k.is_empty()
-        && k.chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
-    {
-        k.to_string()
-    } else {
-        basic(k)
-    }
-}
-
-fn basic(s: &str) -> String {
-    let mut out = String::from("\"");
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\t' => out.push_str("\\t"),
-            c if c.is_control() => {
-                let _ = write!(out, "\\u{:04X}", c as u32);
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
-}
+use super::ecosystem::{quote as basic, toml_key as key_text};
 
 fn write_str(out: &mut String, s: &str, form: Form) {
     let plain = |allow_newline: bool| {
