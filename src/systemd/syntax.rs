@@ -8,6 +8,7 @@
 //! carry rather than writing a unit that means something else.
 
 use std::fmt::Write as _;
+use std::path::Path;
 
 /// A value that cannot be written into a unit file without changing its meaning.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -34,6 +35,13 @@ pub enum SyntaxError {
         "is not a valid variable name; use letters, digits and `_`, not starting with a digit"
     )]
     EnvName,
+    /// A path of the machine's that is not UTF-8, which a unit file must be.
+    #[error("is not valid UTF-8, which a unit file must be")]
+    NotUtf8,
+    /// A program sysmgr found itself, given by a path that only means something from where
+    /// sysmgr ran.
+    #[error("is not an absolute path, so systemd would not find the file it means")]
+    NotAbsolute,
 }
 
 /// Code points systemd's `utf8_is_valid` refuses although they are valid UTF-8: the
@@ -71,30 +79,93 @@ fn push_quoted(out: &mut String, s: &str, dollar: bool) {
     out.push('"');
 }
 
+/// Checks what no word of a unit line can carry: NUL and noncharacters.
+fn check_word(word: &str) -> Result<(), SyntaxError> {
+    if word.contains('\0') {
+        return Err(SyntaxError::Nul);
+    }
+    match word.chars().find(|&c| is_noncharacter(c)) {
+        Some(c) => Err(SyntaxError::Noncharacter(c)),
+        None => Ok(()),
+    }
+}
+
+/// Checks the program of an `ExecStart=` line for the prefix characters systemd reads as
+/// flags. systemd strips them after unquoting, so no quoting gets them through.
+fn check_program_start(program: &str) -> Result<(), SyntaxError> {
+    match program.chars().next().filter(|c| EXEC_PREFIXES.contains(c)) {
+        Some(c) => Err(SyntaxError::ExecPrefix(c)),
+        None => Ok(()),
+    }
+}
+
+/// Appends the arguments of an `ExecStart=` line, each after a space; `index` numbers the
+/// first of them in the argv, for the error.
+fn push_arguments(
+    out: &mut String,
+    args: &[String],
+    index: usize,
+) -> Result<(), (usize, SyntaxError)> {
+    for (i, word) in args.iter().enumerate() {
+        check_word(word).map_err(|e| (index + i, e))?;
+        out.push(' ');
+        push_quoted(out, word, true);
+    }
+    Ok(())
+}
+
 /// Renders an argv as the value of `ExecStart=`: every word quoted, so `;`, spaces, quotes,
 /// backslashes, `%` and `$` all reach the process unchanged.
 pub fn exec_line(argv: &[String]) -> Result<String, (usize, SyntaxError)> {
     let mut out = String::new();
-    for (i, word) in argv.iter().enumerate() {
-        if word.contains('\0') {
-            return Err((i, SyntaxError::Nul));
-        }
-        if let Some(c) = word.chars().find(|&c| is_noncharacter(c)) {
-            return Err((i, SyntaxError::Noncharacter(c)));
-        }
-        if i == 0 {
-            if let Some(c) = word.chars().next().filter(|c| EXEC_PREFIXES.contains(c)) {
-                return Err((0, SyntaxError::ExecPrefix(c)));
-            }
-            if word.contains('$') {
-                return Err((0, SyntaxError::DollarInProgram));
-            }
-        } else {
-            out.push(' ');
-        }
-        push_quoted(&mut out, word, true);
+    let Some((program, args)) = argv.split_first() else {
+        return Ok(out);
+    };
+    check_word(program).map_err(|e| (0, e))?;
+    check_program_start(program).map_err(|e| (0, e))?;
+    if program.contains('$') {
+        return Err((0, SyntaxError::DollarInProgram));
     }
+    push_quoted(&mut out, program, true);
+    push_arguments(&mut out, args, 1)?;
     Ok(out)
+}
+
+/// Renders `program` with `args` as the value of `ExecStart=`, for a program sysmgr found on
+/// the machine (its own executable) rather than one app.toml declares: such a path must be
+/// absolute, and may hold `$`.
+///
+/// systemd expands `$$` and `${NAME}` in `argv[0]` but never in the path it executes, so a
+/// program with `$` is written in the `@` form, `@PATH ARGV0 ARGS...`: the path as it is,
+/// `argv[0]` with `$` doubled, and both the same once systemd has read them. Other programs
+/// keep the plain form. A leading flag character (`-`, `@`, `:`, `+`, `!`, `|`) cannot be
+/// escaped at all, but no absolute path starts with one. The error's index is 0 for the
+/// program and `i + 1` for `args[i]`.
+pub fn exec_program_line(program: &Path, args: &[String]) -> Result<String, (usize, SyntaxError)> {
+    let at_program = |e| (0, e);
+    let program = program.to_str().ok_or((0, SyntaxError::NotUtf8))?;
+    check_word(program).map_err(at_program)?;
+    check_program_start(program).map_err(at_program)?;
+    if !program.starts_with('/') {
+        return Err((0, SyntaxError::NotAbsolute));
+    }
+    let mut out = String::new();
+    if program.contains('$') {
+        out.push('@');
+        push_quoted(&mut out, program, false);
+        out.push(' ');
+    }
+    push_quoted(&mut out, program, true);
+    push_arguments(&mut out, args, 1)?;
+    Ok(out)
+}
+
+/// A path of the machine's (not of app.toml) as an `ExecStart=` argument: UTF-8, and
+/// nothing in it that no unit line can carry.
+pub fn path_argument(path: &Path) -> Result<&str, SyntaxError> {
+    let word = path.to_str().ok_or(SyntaxError::NotUtf8)?;
+    check_word(word)?;
+    Ok(word)
 }
 
 /// Checks an environment variable name the way systemd does (`env_name_is_valid`).
@@ -294,6 +365,22 @@ pub(crate) fn systemd_unquote_words(line: &str, dollar: bool) -> Vec<String> {
     words
 }
 
+/// What systemd makes of an `ExecStart=` value written by [`exec_line`] or
+/// [`exec_program_line`]: the path it executes and the argv, `@` form included (the path is
+/// never `$`-expanded; `argv[0]` and the arguments are).
+#[cfg(test)]
+pub(crate) fn systemd_exec(line: &str) -> (String, Vec<String>) {
+    let words = systemd_unquote_words(line, false);
+    let undollar = |w: &String| w.replace("$$", "$");
+    match words.first().and_then(|w| w.strip_prefix('@')) {
+        Some(path) => (path.to_string(), words[1..].iter().map(undollar).collect()),
+        None => (
+            words.first().cloned().unwrap_or_default(),
+            words.iter().map(undollar).collect(),
+        ),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -342,6 +429,76 @@ mod tests {
         );
         assert!(check_env_value("\u{FEFF}\u{FFFD}\u{10FFFD}").is_ok());
         assert_eq!(free_text("a\u{FFFF}%"), "a\u{FFFD}%%");
+    }
+
+    /// Found by hand: a sysmgr binary under a path with `$` or a leading `-` made rendering
+    /// panic (`command was checked by the config`) although only the app's command was.
+    #[test]
+    fn exec_program_line_writes_any_absolute_program_exactly() {
+        let line = |p: &str| exec_program_line(Path::new(p), &["exec".into(), "a$b".into()]);
+        assert_eq!(
+            line("/opt/my tools/sys%mgr").unwrap(),
+            r#""/opt/my tools/sys%%mgr" "exec" "a$$b""#
+        );
+        assert_eq!(
+            line("/opt/a$b/sysmgr").unwrap(),
+            r#"@"/opt/a$b/sysmgr" "/opt/a$$b/sysmgr" "exec" "a$$b""#
+        );
+        assert_eq!(
+            line("/opt/${HOME} $$ 100%/sysmgr").unwrap(),
+            r#"@"/opt/${HOME} $$ 100%%/sysmgr" "/opt/$${HOME} $$$$ 100%%/sysmgr" "exec" "a$$b""#
+        );
+        for p in [
+            "/opt/my tools/sys%mgr",
+            "/opt/a$b/sysmgr",
+            "/opt/${HOME} $$ 100%/sysmgr",
+            "/opt/\"q\"\\/-x/sysmgr",
+        ] {
+            assert_eq!(
+                systemd_exec(&line(p).unwrap()),
+                (
+                    p.to_string(),
+                    vec![p.to_string(), "exec".into(), "a$b".into()]
+                ),
+                "{p}"
+            );
+        }
+    }
+
+    #[test]
+    fn exec_program_line_refuses_what_no_unit_can_start() {
+        let refused = |p: &str| exec_program_line(Path::new(p), &[]).unwrap_err();
+        assert_eq!(refused("-x/sysmgr"), (0, SyntaxError::ExecPrefix('-')));
+        assert_eq!(
+            refused("@/usr/bin/sysmgr"),
+            (0, SyntaxError::ExecPrefix('@'))
+        );
+        assert_eq!(refused("+x"), (0, SyntaxError::ExecPrefix('+')));
+        assert_eq!(refused("!x"), (0, SyntaxError::ExecPrefix('!')));
+        assert_eq!(refused(":x"), (0, SyntaxError::ExecPrefix(':')));
+        assert_eq!(refused("bin/sysmgr"), (0, SyntaxError::NotAbsolute));
+        assert_eq!(refused("sysmgr"), (0, SyntaxError::NotAbsolute));
+        assert_eq!(refused("/opt/a\0b"), (0, SyntaxError::Nul));
+        assert_eq!(
+            refused("/opt/\u{FDD0}/sysmgr"),
+            (0, SyntaxError::Noncharacter('\u{FDD0}'))
+        );
+        use std::os::unix::ffi::OsStrExt as _;
+        let latin1 = Path::new(std::ffi::OsStr::from_bytes(b"/opt/caf\xe9/sysmgr"));
+        assert_eq!(
+            exec_program_line(latin1, &[]),
+            Err((0, SyntaxError::NotUtf8))
+        );
+        assert_eq!(
+            exec_program_line(Path::new("/usr/bin/sysmgr"), &["ok".into(), "\0".into()]),
+            Err((2, SyntaxError::Nul))
+        );
+        assert_eq!(path_argument(latin1), Err(SyntaxError::NotUtf8));
+        assert_eq!(
+            path_argument(Path::new("/b/\u{FFFF}")),
+            Err(SyntaxError::Noncharacter('\u{FFFF}'))
+        );
+        assert_eq!(path_argument(Path::new("/b/$x %i")), Ok("/b/$x %i"));
     }
 
     #[test]
