@@ -10,11 +10,12 @@
 
 use std::fmt::Write as _;
 use std::num::NonZeroU32;
+use std::path::PathBuf;
 
 use crate::config::keys;
-use crate::config::{AppSpec, FdName, HealthCheck, HealthProbe, Listen, SocketMode};
+use crate::config::{AppSpec, FdName, HealthCheck, HealthProbe, Listen, Runtime, SocketMode};
 use crate::names::{Link, UnitNames};
-use crate::systemd::syntax;
+use crate::systemd::syntax::{self, SyntaxError};
 // Re-exported where callers found it before it moved down to `systemd/`.
 use crate::systemd::Manager;
 
@@ -49,6 +50,53 @@ pub struct UnitFile {
     pub name: String,
     /// Full text.
     pub contents: String,
+}
+
+/// Why an app's units cannot be rendered: a path of sysmgr's own, which every unit starts
+/// its program through. It comes from the machine (where sysmgr runs from), not from the app
+/// file, so it is no bad input of the user's: nothing is written, and the remedy is where
+/// sysmgr is installed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RenderError {
+    /// The sysmgr binary's path cannot be the program of `ExecStart=`.
+    #[error("sysmgr's own path `{}` {reason}; units start every instance through it, so run sysmgr from where systemd can start it (the packages install `/usr/bin/sysmgr`)", path.display())]
+    SysmgrPath {
+        /// The path.
+        path: PathBuf,
+        /// What systemd cannot take in it.
+        reason: SyntaxError,
+    },
+    /// The Node bridge's path cannot be an argument of `ExecStart=`.
+    #[error("the path of sysmgr's Node bridge `{}` {reason}; units preload it into every Node.js instance, so put it where a unit can name it (the packages install `{}`)", path.display(), crate::config::BridgePaths::default().script.display())]
+    BridgePath {
+        /// The path.
+        path: PathBuf,
+        /// What systemd cannot take in it.
+        reason: SyntaxError,
+    },
+}
+
+impl crate::Classify for RenderError {
+    fn class(&self) -> crate::ErrorClass {
+        // The machine around the command, like an I/O error: not the app file's fault.
+        crate::ErrorClass::Failed
+    }
+}
+
+/// Checks the paths of sysmgr's own that `spec`'s units start their programs through.
+fn check_own_paths(spec: &AppSpec) -> Result<(), RenderError> {
+    let sysmgr = spec.runtime.sysmgr();
+    syntax::exec_program_line(sysmgr, &[]).map_err(|(_, reason)| RenderError::SysmgrPath {
+        path: sysmgr.to_path_buf(),
+        reason,
+    })?;
+    if let Runtime::Node(bridge) = &spec.runtime {
+        syntax::path_argument(&bridge.script).map_err(|reason| RenderError::BridgePath {
+            path: bridge.script.clone(),
+            reason,
+        })?;
+    }
+    Ok(())
 }
 
 /// Everything generated for one app.
@@ -180,8 +228,15 @@ fn placeholder(s: &str) -> Option<&str> {
     (!key.is_empty() && key.chars().all(|c| c.is_ascii_uppercase() || c == '_')).then_some(key)
 }
 
-/// Renders every unit of `spec` with `instances` instances.
-pub fn render(spec: &AppSpec, instances: NonZeroU32, manager: Manager, flavor: Flavor) -> Rendered {
+/// Renders every unit of `spec` with `instances` instances. Fails only when a path of
+/// sysmgr's own cannot go into a unit ([`RenderError`]).
+pub fn render(
+    spec: &AppSpec,
+    instances: NonZeroU32,
+    manager: Manager,
+    flavor: Flavor,
+) -> Result<Rendered, RenderError> {
+    check_own_paths(spec)?;
     let names = UnitNames::new(spec.name.as_str());
     let name = spec.name.as_str();
     let header = header(spec);
@@ -277,12 +332,13 @@ pub fn render(spec: &AppSpec, instances: NonZeroU32, manager: Manager, flavor: F
     let mut timers = Vec::new();
     // `sysmgr [--user] ARGS...`, as a unit's `ExecStart=`.
     let sysmgr = |args: &[String]| {
-        let mut argv = vec![spec.runtime.sysmgr().display().to_string()];
+        let mut argv = Vec::new();
         if manager == Manager::User {
             argv.push("--user".into());
         }
         argv.extend(args.iter().cloned());
-        let line = syntax::exec_line(&argv).expect("the app name and sysmgr's path are checked");
+        let line = syntax::exec_program_line(spec.runtime.sysmgr(), &argv)
+            .expect("sysmgr's path was checked above, the app name by its type");
         format!("ExecStart={line}")
     };
     if spec.cron_restart.is_some() {
@@ -344,11 +400,11 @@ pub fn render(spec: &AppSpec, instances: NonZeroU32, manager: Manager, flavor: F
     if flavor == Flavor::Generator {
         links.push(names.target_link(manager.default_target()));
     }
-    Rendered {
+    Ok(Rendered {
         app: name.to_string(),
         files,
         links,
-    }
+    })
 }
 
 /// The three header lines every generated file starts with.
@@ -454,6 +510,94 @@ mod tests {
                 "`@{name}@` is in no template"
             );
         }
+    }
+
+    /// `web`, with a cron and a graceful memory timer, whose units start through sysmgr at
+    /// `sysmgr`; its program is `command`.
+    fn timed_app(sysmgr: &str, command: &str) -> AppSpec {
+        let opts = crate::config::ParseOptions {
+            bridge: crate::config::BridgePaths {
+                sysmgr: sysmgr.into(),
+                script: "/lib/$x 100%/bridge.cjs".into(),
+            },
+            ..Default::default()
+        };
+        let text = format!(
+            "name = \"web\"\ncommand = \"{command}\"\ncron_restart = \"0 3 * * *\"\nmax_memory_restart = \"300M\"\n"
+        );
+        crate::config::parse(
+            &text,
+            "app.toml",
+            std::path::Path::new("/srv/app.toml"),
+            &opts,
+        )
+        .unwrap()
+        .spec
+    }
+
+    /// The `ExecStart=` lines of every rendered file, as `FILE: LINE`.
+    fn exec_starts(spec: &AppSpec) -> Result<Vec<String>, RenderError> {
+        let rendered = render(spec, NonZeroU32::MIN, Manager::System, Flavor::Generate)?;
+        Ok(rendered
+            .files
+            .iter()
+            .flat_map(|f| {
+                f.contents
+                    .lines()
+                    .filter(|l| l.starts_with("ExecStart="))
+                    .map(|l| format!("{}: {l}", f.name))
+            })
+            .collect())
+    }
+
+    /// Found by hand: a sysmgr binary under a path with `$` made rendering panic
+    /// ("command was checked by the config"); `%` and spaces were already quoted.
+    #[test]
+    fn sysmgrs_own_path_is_written_exactly_whatever_it_holds() {
+        assert_eq!(
+            exec_starts(&timed_app("/opt/my tools/sys%mgr", "/bin/true")).unwrap(),
+            [
+                r#"web@.service: ExecStart="/opt/my tools/sys%%mgr" "exec" "/bin/true""#,
+                r#"web-cron.service: ExecStart="/opt/my tools/sys%%mgr" "reload" "web""#,
+                r#"web-memory.service: ExecStart="/opt/my tools/sys%%mgr" "memory-check" "web" "--limit" "314572800""#,
+            ]
+        );
+        // The `@` form: the path as it is (systemd never expands it), argv[0] with `$` doubled.
+        assert_eq!(
+            exec_starts(&timed_app("/opt/a$b/sysmgr", "node app.js")).unwrap(),
+            [
+                r#"web@.service: ExecStart=@"/opt/a$b/sysmgr" "/opt/a$$b/sysmgr" "exec" "node" "--require" "/lib/$$x 100%%/bridge.cjs" "app.js""#,
+                r#"web-cron.service: ExecStart=@"/opt/a$b/sysmgr" "/opt/a$$b/sysmgr" "reload" "web""#,
+                r#"web-memory.service: ExecStart=@"/opt/a$b/sysmgr" "/opt/a$$b/sysmgr" "memory-check" "web" "--limit" "314572800""#,
+            ]
+        );
+    }
+
+    #[test]
+    fn a_path_of_sysmgrs_no_unit_can_start_is_an_error_not_a_panic() {
+        for command in ["/bin/true", "node app.js"] {
+            let spec = timed_app("-x/sysmgr", command);
+            assert_eq!(
+                exec_starts(&spec),
+                Err(RenderError::SysmgrPath {
+                    path: "-x/sysmgr".into(),
+                    reason: SyntaxError::ExecPrefix('-'),
+                })
+            );
+            // `sysmgr check`'s rows read the same key table without rendering.
+            for key in keys::KEYS {
+                let _ = key.check_rows(&spec, NonZeroU32::MIN);
+            }
+        }
+        let mut spec = timed_app("/usr/bin/sysmgr", "node app.js");
+        let Runtime::Node(bridge) = &mut spec.runtime else {
+            panic!("node is the Node runtime");
+        };
+        bridge.script = "/lib/\u{FDD0}/bridge.cjs".into();
+        assert_eq!(
+            exec_starts(&spec).unwrap_err().to_string(),
+            "the path of sysmgr's Node bridge `/lib/\u{FDD0}/bridge.cjs` contains the noncharacter U+FDD0, which systemd refuses in unit files; units preload it into every Node.js instance, so put it where a unit can name it (the packages install `/usr/lib/sysmgr/node/bridge.cjs`)"
+        );
     }
 
     #[test]

@@ -45,7 +45,7 @@ fn spec_with_this_sysmgr(text: &str, file: &str) -> AppSpec {
 }
 
 fn render_n(spec: &AppSpec, n: u32, flavor: Flavor) -> Rendered {
-    render::render(spec, NonZeroU32::new(n).unwrap(), Manager::System, flavor)
+    render::render(spec, NonZeroU32::new(n).unwrap(), Manager::System, flavor).unwrap()
 }
 
 /// Compares the rendered files with `tests/golden/<case>/`, or rewrites them when blessing.
@@ -551,6 +551,43 @@ fn systemd_analyze_verify_accepts_every_variant_without_warnings() {
     }
 }
 
+/// systemd reads sysmgr's own path the way sysmgr wrote it, whatever it holds: a space, `%`,
+/// and `$` (written in the `@` form, whose path systemd never expands), in the instances'
+/// and the timers' services. `verify` refuses a unit whose program is not executable.
+#[test]
+fn systemd_analyze_verify_finds_sysmgr_under_a_path_with_dollar_percent_and_space() {
+    let dir = tempfile::tempdir().unwrap();
+    let bin = dir.path().join("a$b ${HOME} 100%").join("sysmgr");
+    std::fs::create_dir_all(bin.parent().unwrap()).unwrap();
+    std::os::unix::fs::symlink(crate::support::sysmgr_bin(), &bin).unwrap();
+    let text = app_text("cron_restart = \"@daily\"\nmax_memory_restart = \"1G\"\n")
+        .replace("/bin/app", "/bin/true");
+    let mut spec = spec_of(&text, "web.toml", None);
+    spec.runtime = config::Runtime::of(
+        &spec.command,
+        &config::BridgePaths {
+            sysmgr: bin.clone(),
+            ..config::BridgePaths::default()
+        },
+    );
+    let r = render_n(&spec, 1, Flavor::Generate);
+    let execs: Vec<&str> = r
+        .files
+        .iter()
+        .flat_map(|f| f.contents.lines())
+        .filter(|l| l.starts_with("ExecStart="))
+        .collect();
+    assert_eq!(execs.len(), 3, "{execs:?}");
+    assert!(
+        execs.iter().all(|l| l.starts_with("ExecStart=@")),
+        "{execs:?}"
+    );
+    assert_eq!(verify(&r), "", "systemd-analyze verify complained");
+    // The check can fail: without the binary there, the same units are refused.
+    std::fs::remove_file(&bin).unwrap();
+    assert!(verify(&r).contains("is not executable"), "{}", verify(&r));
+}
+
 #[test]
 fn systemd_analyze_verify_does_complain_about_a_bad_unit() {
     // The check above can fail: a unit with an unknown key is reported.
@@ -622,7 +659,8 @@ fn cron_restart_and_the_graceful_memory_limit_are_timers_the_target_wants() {
         std::num::NonZeroU32::MIN,
         sysmgr::systemd::Manager::User,
         Flavor::Generate,
-    );
+    )
+    .unwrap();
     let cron = user
         .files
         .iter()

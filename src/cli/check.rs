@@ -37,7 +37,10 @@ pub fn run(args: &CheckArgs, manager: Manager) -> anyhow::Result<ExitCode> {
             ports: crate::host::Ports::Error,
         }),
     )?;
+    // What `generate` would refuse for every app (a path of sysmgr's own), before any app
+    // is said to be ok.
     let cores = super::generate::usable_cores();
+    super::generate::render_all(&specs, manager, Flavor::Generate)?;
     for spec in &specs {
         print!("{}", describe(spec, cores));
         print!("{}", exposure_lines(spec, manager));
@@ -97,7 +100,8 @@ fn exposure_lines(spec: &AppSpec, manager: Manager) -> String {
 /// directory of its own that is removed afterwards; the score as systemd prints it
 /// (`1.8 OK`), or why there is none.
 fn exposure(spec: &AppSpec, manager: Manager) -> Result<String, String> {
-    let rendered = render::render(spec, std::num::NonZeroU32::MIN, manager, Flavor::Generate);
+    let rendered = render::render(spec, std::num::NonZeroU32::MIN, manager, Flavor::Generate)
+        .map_err(|e| e.to_string())?;
     let dir =
         std::env::temp_dir().join(format!("sysmgr-check-{}-{}", std::process::id(), spec.name));
     let written = (|| -> std::io::Result<()> {

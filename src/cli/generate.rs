@@ -227,7 +227,7 @@ pub(crate) fn render_all(
     specs: &[config::AppSpec],
     manager: Manager,
     flavor: Flavor,
-) -> Vec<Rendered> {
+) -> Result<Vec<Rendered>, render::RenderError> {
     let cores = usable_cores();
     specs
         .iter()
@@ -254,7 +254,7 @@ fn load_and_render(
         ports: Ports::Skip,
     };
     let specs = load_all(inputs, &opts, listen, "nothing was written", Some(checks))?;
-    Ok(render_all(&specs, manager, Flavor::Generate))
+    Ok(render_all(&specs, manager, Flavor::Generate)?)
 }
 
 /// Renders and writes loaded apps (installing the Node bridge first when an app needs it);
@@ -277,7 +277,7 @@ pub(crate) fn write_specs(
             eprintln!("installed sysmgr's Node bridge at {script}");
         }
     }
-    let apps = render_all(specs, manager, Flavor::Generate);
+    let apps = render_all(specs, manager, Flavor::Generate)?;
     let default = UnitDir::default_for(manager)?;
     let dir = output.map_or_else(|| default.clone(), |p| UnitDir::new(p.to_path_buf()));
     let report = if keep_last_good {

@@ -178,7 +178,20 @@ pub fn run(files: &[PathBuf], out: &Path, manager: Manager, log: &mut dyn FnMut(
         seen.insert(spec.name.to_string(), file.clone());
         let count = crate::install::read_scale(manager, spec.name.as_str())
             .unwrap_or_else(|| spec.instances.resolve(cores));
-        let rendered = render::render(&spec, count, manager, Flavor::Generator);
+        let rendered = match render::render(&spec, count, manager, Flavor::Generator) {
+            Ok(rendered) => rendered,
+            Err(e) => {
+                log(
+                    3,
+                    &format!(
+                        "{e}\nskipped `{}`: no units generated from it",
+                        file.display()
+                    ),
+                );
+                ok = false;
+                continue;
+            }
+        };
         if let Err(e) = dir.write(std::slice::from_ref(&rendered)) {
             log(
                 3,

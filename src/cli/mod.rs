@@ -258,4 +258,5 @@ fn class_of<H: Holds + ?Sized>(err: &H) -> Option<ErrorClass> {
         .or_else(|| ask::<crate::lock::LockError>(err))
         .or_else(|| ask::<crate::systemd::dbus::DbusError>(err))
         .or_else(|| ask::<crate::deploy::DeployError>(err))
+        .or_else(|| ask::<crate::render::RenderError>(err))
 }

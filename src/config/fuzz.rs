@@ -1011,7 +1011,8 @@ fn check_spec(spec: &AppSpec, cores: usize) -> Result<(), TestCaseError> {
         (Manager::System, Flavor::Generate),
         (Manager::User, Flavor::Generator),
     ] {
-        let rendered = render(spec, n, manager, flavor);
+        let rendered =
+            render(spec, n, manager, flavor).map_err(|e| fail(format!("not rendered: {e}")))?;
         if rendered.links.len() < n.get() as usize {
             return Err(fail("fewer wants links than instances"));
         }

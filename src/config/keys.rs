@@ -836,28 +836,39 @@ pub const KEYS: &[Key] = &[
 
 /// `ExecStart=`, and for Node apps what the bridge needs to know: the sockets' addresses (in
 /// the order of their fds' names) and whether to wait for `process.send('ready')`.
+///
+/// The command was checked by the config; sysmgr's own paths (its binary, the Node bridge)
+/// come from the machine, and [`crate::render::render`] refuses them before it fills any
+/// template when no unit can carry them. Without a line to give, there is none.
 fn command_lines(s: &AppSpec) -> Vec<Line> {
-    let exec =
-        |argv: &[String]| syntax::exec_line(argv).expect("command was checked by the config");
+    let exec = |args: &[String]| syntax::exec_program_line(s.runtime.sysmgr(), args).ok();
     let super::Runtime::Node(bridge) = &s.runtime else {
-        let mut argv = vec![s.runtime.sysmgr().display().to_string(), "exec".to_string()];
-        argv.extend(s.command.iter().cloned());
+        let mut args = vec!["exec".to_string()];
+        args.extend(s.command.iter().cloned());
+        let Some(exec) = exec(&args) else {
+            return Vec::new();
+        };
         return vec![
             Line::Comment("Started by `sysmgr exec`, which becomes the program (same PID) after giving its stdout\nand stderr journal streams of their own: stderr lines are stored with PRIORITY=3 (err),\nstdout lines with 6 (info), so `sysmgr logs --err` finds them."),
-            Line::Value("ExecStart", exec(&argv)),
+            Line::Value("ExecStart", exec),
         ];
     };
-    let mut argv = vec![
-        bridge.sysmgr.display().to_string(),
+    let Ok(script) = syntax::path_argument(&bridge.script) else {
+        return Vec::new();
+    };
+    let mut args = vec![
         "exec".to_string(),
         s.command[0].clone(),
         "--require".to_string(),
-        bridge.script.display().to_string(),
+        script.to_string(),
     ];
-    argv.extend(s.command[1..].iter().cloned());
+    args.extend(s.command[1..].iter().cloned());
+    let Some(exec) = exec(&args) else {
+        return Vec::new();
+    };
     let mut lines = vec![
         Line::Comment("Node.js, started by `sysmgr exec` (it hands Node a notify socket, then becomes Node)\nwith sysmgr's bridge preloaded: app.listen(PORT) takes systemd's socket, process.send('ready')\nsends READY=1, and the kill signal drains. The app itself is unchanged."),
-        Line::Value("ExecStart", exec(&argv)),
+        Line::Value("ExecStart", exec),
     ];
     let listen: Vec<String> = s
         .listen

@@ -13,6 +13,7 @@ use crate::controller::ControlError;
 use crate::deploy::DeployError;
 use crate::install::InstallError;
 use crate::lock::LockError;
+use crate::render::RenderError;
 use crate::systemd::dbus::DbusError;
 use crate::systemd::syntax::{ShellSplitError, SyntaxError};
 
@@ -89,6 +90,10 @@ fn rows() -> Vec<(anyhow::Error, &'static str, u8)> {
         (e(InstallError::OtherApp { path: "units/web.target".into(), owner: "api".into(), app: "web".into() }), "`units/web.target` was generated for the app `api`, not `web`; two apps cannot share unit names", FAILED),
         (e(InstallError::Io { action: "write", path: "units/web@.service".into(), source: enoent() }), "cannot write `units/web@.service`: No such file or directory (os error 2)", FAILED),
         (e(InstallError::NoHome), "cannot find the user's unit directory: neither `XDG_CONFIG_HOME` nor `HOME` is set", FAILED),
+        // render
+        (e(RenderError::SysmgrPath { path: "-x/sysmgr".into(), reason: SyntaxError::ExecPrefix('-') }), "sysmgr's own path `-x/sysmgr` starts with `-`, which systemd reads as an `ExecStart=` flag, not as part of the path; units start every instance through it, so run sysmgr from where systemd can start it (the packages install `/usr/bin/sysmgr`)", FAILED),
+        (e(RenderError::SysmgrPath { path: "bin/sysmgr".into(), reason: SyntaxError::NotAbsolute }), "sysmgr's own path `bin/sysmgr` is not an absolute path, so systemd would not find the file it means; units start every instance through it, so run sysmgr from where systemd can start it (the packages install `/usr/bin/sysmgr`)", FAILED),
+        (e(RenderError::BridgePath { path: "/home/u/\u{FFFF}/bridge.cjs".into(), reason: SyntaxError::Noncharacter('\u{FFFF}') }), "the path of sysmgr's Node bridge `/home/u/\u{FFFF}/bridge.cjs` contains the noncharacter U+FFFF, which systemd refuses in unit files; units preload it into every Node.js instance, so put it where a unit can name it (the packages install `/usr/lib/sysmgr/node/bridge.cjs`)", FAILED),
         // lock
         (e(LockError::Busy { app: "web".into(), path: "/run/sysmgr/web.lock".into(), holder: Some(42) }), "another sysmgr (pid 42) is changing `web` right now (lock `/run/sysmgr/web.lock`); wait for it to finish, or leave out --no-wait to queue behind it", FAILED),
         (e(LockError::Busy { app: "web".into(), path: "/run/sysmgr/web.lock".into(), holder: None }), "another sysmgr is changing `web` right now (lock `/run/sysmgr/web.lock`); wait for it to finish, or leave out --no-wait to queue behind it", FAILED),
@@ -156,6 +161,14 @@ fn syntax_messages_are_exact() {
         (
             SyntaxError::DollarInProgram.to_string(),
             "contains `$`, which systemd would expand in argv[0] but not in the program path",
+        ),
+        (
+            SyntaxError::NotUtf8.to_string(),
+            "is not valid UTF-8, which a unit file must be",
+        ),
+        (
+            SyntaxError::NotAbsolute.to_string(),
+            "is not an absolute path, so systemd would not find the file it means",
         ),
         (
             SyntaxError::EnvName.to_string(),
