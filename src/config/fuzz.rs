@@ -27,7 +27,7 @@ use serde_json::Value as Json;
 use super::keys::KEYS;
 use super::{ecosystem, parse, AppSpec, BridgePaths, ParseOptions, Runtime, Severity};
 use crate::render::{render, Flavor};
-use crate::systemd::syntax::systemd_unquote_words;
+use crate::systemd::syntax::{systemd_exec, systemd_unquote_words};
 use crate::systemd::Manager;
 
 // ---------------------------------------------------------------------------------------------
@@ -689,6 +689,7 @@ fn parse_options() -> BoxedStrategy<ParseOptions> {
         prop::sample::select(&[None, Some(0), Some(239), Some(240), Some(247), Some(252), Some(255), Some(100_000)][..]),
         prop::sample::select(&[
             "/usr/bin/sysmgr", "/opt/my tools/sys%mgr", "/home/u/x\"y/sysmgr", "/srv/é/sysmgr",
+            "/opt/a$b/${HOME}$$/sysmgr",
         ][..]),
     )
         .prop_map(|(profile, user_manager, systemd, sysmgr)| ParseOptions {
@@ -1067,7 +1068,11 @@ fn check_unit(spec: &AppSpec, name: &str, contents: &str) -> Result<(), String> 
         match directive {
             "ExecStart" => {
                 unpercent(value)?;
-                exec.push(systemd_unquote_words(value, true));
+                let (path, argv) = systemd_exec(value);
+                if argv.first() != Some(&path) {
+                    return Err(format!("ExecStart= runs `{path}` as {argv:?}"));
+                }
+                exec.push(argv);
             }
             "Environment" => {
                 // sysmgr's own specifiers are the only ones: `%i` (SYSMGR_INSTANCE,
