@@ -139,6 +139,81 @@ fn without_dbus_and_without_the_private_socket_one_clear_message() {
     );
 }
 
+/// `systemctl daemon-reexec` while `sysmgr start`'s target job waits for instances that are
+/// ready only after 3 s: the start still ends within 20 s, says the instances run, and they
+/// do. `env`: how sysmgr reaches systemd (nothing: root's private socket, which
+/// re-executing closes; [`SYSTEM_BUS`]: the bus, where systemd comes back without the job
+/// subscription, so the target's `JobRemoved` never comes and only polling the job sees it
+/// end).
+fn start_survives_a_daemon_reexec(env: &[(&str, &str)]) {
+    let sb = sandbox();
+    let port = free_port();
+    let hello = crate::support::workspace_bin("sysmgr-hello");
+    let app = hello_app("web", 2, port, "listen_timeout = 20000\n").replace(
+        &format!("command = [\"{}\"]", hello.display()),
+        &format!(
+            "command = [\"/bin/sh\", \"-c\", \"sleep 3; exec {}\"]",
+            hello.display()
+        ),
+    );
+    assert!(app.contains("sleep 3"), "{app}");
+    let file = write_in(&sb, "/srv/web/app.toml", &app);
+    let mut child = sb
+        .command(sysmgr_bin())
+        .envs(env.iter().copied())
+        .args(["start", &file])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Read on a thread of its own: killing the child kills `nsenter`, and a sysmgr that hung
+    // inside keeps the pipe open until the sandbox goes.
+    let mut pipe = child.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut stderr = String::new();
+        std::io::Read::read_to_string(&mut pipe, &mut stderr).unwrap();
+        stderr
+    });
+    let job = crate::support::wait_for(20, || {
+        let job = sb
+            .systemctl(&["show", "--property=Job", "--value", "web.target"])
+            .map(|s| s.trim().to_string())
+            .unwrap_or_default();
+        (job != "0" && !job.is_empty()).then_some(job)
+    })
+    .expect("web.target's start job is queued");
+    let fired = Instant::now();
+    sb.systemctl(&["daemon-reexec"]).unwrap();
+    eprintln!("daemon-reexec while job {job} of web.target was in flight");
+    let bound = Duration::from_secs(20);
+    // Bounded: the child is killed below if it outlives the bound.
+    let status = crate::support::wait_for(bound.as_secs() + 10, || child.try_wait().unwrap());
+    let took = fired.elapsed();
+    let Some(status) = status else {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("the start hung after daemon-reexec");
+    };
+    let stderr = reader.join().unwrap();
+    assert!(took < bound, "took {took:?} after daemon-reexec:\n{stderr}");
+    assert!(status.success(), "{stderr}");
+    assert!(
+        stderr.ends_with("started `web`: 2 instances running\n"),
+        "{stderr}"
+    );
+    assert_eq!(running(&sb, "web"), [1, 2]);
+    assert!(http_get(port, "/").is_some());
+}
+
+#[test]
+fn start_survives_a_daemon_reexec_in_its_middle() {
+    start_survives_a_daemon_reexec(&[]);
+}
+
+#[test]
+fn start_over_the_bus_survives_a_daemon_reexec_in_its_middle() {
+    start_survives_a_daemon_reexec(&[SYSTEM_BUS]);
+}
+
 /// An app of `n` instances of `sleep infinity`: as light as an instance gets.
 fn sleepers(name: &str, n: u32) -> String {
     format!(

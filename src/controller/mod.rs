@@ -352,13 +352,13 @@ impl App {
             async move { sd.reset_failed_unit(&unit).await }
         }))
         .await?;
-        let mut watch = sd.watch_jobs().await?;
-        let job = sd
-            .start_unit(&self.names.target(), JobMode::Replace)
-            .await?;
         // The target is ordered after its instances, so its job ends once they started
-        // (or failed: `Wants=` does not propagate failure, the states tell).
-        watch.wait(&job).await?;
+        // (or failed: `Wants=` does not propagate failure, the states tell). Followed by
+        // `run_job`, which also polls the target's job: a `daemon-reexec` meanwhile drops the
+        // connection or the subscription, and the job's signal never comes. However it
+        // ended (even unobserved), the instances' states below say what runs.
+        sd.run_job(JobKind::Start, &self.names.target(), JobMode::Replace, None)
+            .await?;
         let states = instance_states(sd, self.name(), self.instances()).await?;
         Ok(self.instances().iter().copied().zip(states).collect())
     }
