@@ -584,13 +584,10 @@ impl App {
                 stop.push(timer);
             }
         }
-        if !start.is_empty() {
-            let mut watch = sd.watch_jobs().await?;
-            let mut jobs = Vec::new();
-            for unit in &start {
-                jobs.push(sd.start_unit(unit, JobMode::Replace).await?);
-            }
-            watch.wait_all(&jobs).await?;
+        // At most two, each started at once; followed like any job (see `start_target`).
+        for unit in &start {
+            sd.run_job(JobKind::Start, unit, JobMode::Replace, None)
+                .await?;
         }
         stop_units(sd, &stop).await?;
         Ok((start, stop))
