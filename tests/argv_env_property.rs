@@ -10,6 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsString;
 use std::fmt::Write as _;
 
+use sysmgr::config::ecosystem::quote;
 use sysmgr_testkit::ProbeReport;
 
 use crate::support::{sandbox, sysmgr_in, wait_for, workspace_bin, write_in};
@@ -133,25 +134,6 @@ fn word(rng: &mut Rng, env: bool) -> String {
         .collect()
 }
 
-/// A TOML basic string.
-fn toml_string(s: &str) -> String {
-    let mut out = String::from("\"");
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\t' => out.push_str("\\t"),
-            c if c.is_control() => {
-                let _ = write!(out, "\\u{:04X}", c as u32);
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
-}
-
 /// A word quoted for `sh` (and so for sysmgr's string form of `command`).
 fn shell_quoted(s: &str) -> String {
     format!("'{}'", s.replace('\'', "'\\''"))
@@ -182,17 +164,17 @@ fn case(rng: &mut Rng, i: usize, probe: &str) -> Case {
         .pick(&["NODE_APP_INSTANCE", "APP_N", "WORKER_ID"])
         .to_string();
     let command = if rng.below(2) == 0 {
-        let words: Vec<String> = argv.iter().map(|w| toml_string(w)).collect();
+        let words: Vec<String> = argv.iter().map(|w| quote(w)).collect();
         format!("[{}]", words.join(", "))
     } else {
         let line: Vec<String> = argv.iter().map(|w| shell_quoted(w)).collect();
-        toml_string(&line.join(" "))
+        quote(&line.join(" "))
     };
     let mut text = format!(
         "name = \"{name}\"\ncommand = {command}\ninstance_var = \"{instance_var}\"\nkill_timeout = 2000\n[env]\nSYSMGR_PROBE_DIR = \"/run/probe/{name}\"\n"
     );
     for (k, v) in &env {
-        let _ = writeln!(text, "{k} = {}", toml_string(v));
+        let _ = writeln!(text, "{k} = {}", quote(v));
     }
     Case {
         name,
@@ -228,7 +210,7 @@ fn started_processes_get_exactly_the_declared_argv_and_environment() {
         instance_var: "NODE_APP_INSTANCE".into(),
         text: format!(
             "name = \"propbase\"\ncommand = [{}]\nkill_timeout = 2000\n[env]\nSYSMGR_PROBE_DIR = \"/run/probe/propbase\"\n",
-            toml_string(&probe)
+            quote(&probe)
         ),
     };
     let mut targets = Vec::new();

@@ -522,8 +522,11 @@ fn interpreter_for(script: &str) -> Option<&'static str> {
     })
 }
 
-/// A TOML basic string.
-pub(super) fn quote(s: &str) -> String {
+/// `s` as a TOML basic string, the way `sysmgr import` writes app.toml values: in double
+/// quotes, with `"`, `\`, newline and tab escaped and every other control character as
+/// `\uXXXX`, so that a TOML parser reads back exactly `s`. Public for the tests that write
+/// app files too.
+pub fn quote(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + 2);
     out.push('"');
     for c in s.chars() {
@@ -542,8 +545,9 @@ pub(super) fn quote(s: &str) -> String {
     out
 }
 
-/// A TOML key: bare when it can be, quoted otherwise (`env_a b` is `["env_a b"]`).
-pub(super) fn toml_key(key: &str) -> String {
+/// `key` as a TOML key: bare when it can be, quoted by [`quote`] otherwise (`env_a b` is
+/// `["env_a b"]`).
+pub fn toml_key(key: &str) -> String {
     let bare = !key.is_empty()
         && key
             .chars()
