@@ -23,6 +23,8 @@
 #[allow(dead_code)] // The reload benchmark's PM2 driver; this one uses part of it.
 #[path = "../reload/pm2.rs"]
 mod pm2;
+#[path = "../common/table.rs"]
+mod table;
 
 use std::fmt::Write as _;
 use std::io::Read as _;
@@ -33,6 +35,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
 use sysmgr_sandbox::Sandbox;
+use table::median;
 
 /// The first argument of this executable when it runs as the timer inside the sandbox.
 const INSIDE: &str = "--inside-timer";
@@ -426,16 +429,15 @@ fn run() -> anyhow::Result<()> {
         None
     };
 
-    writeln!(
+    write!(
         out,
         "\n### One app of N instances\n\n\
          Whole process, wall time, median of {} rounds rotating the commands; ratios are \
          medians of per-round ratios. `systemctl list-units` is given the pattern sysmgr \
-         sends (`{APP}[@.-]*`: the instances, the target, the socket).\n\n\
-         | instances | sysmgr list | sysmgr status | systemctl list-units | pm2 jlist | list / systemctl | status / systemctl | list / pm2 |\n\
-         |---|---|---|---|---|---|---|---|",
+         sends (`{APP}[@.-]*`: the instances, the target, the socket).\n\n",
         bench.settings.rounds
     )?;
+    out.push_str(&table::header(&[&["instances"], WALL_COLUMNS].concat()));
     let mut cpu_rows = String::new();
     let mut notes = String::new();
     let mut rss_mib = None;
@@ -523,14 +525,13 @@ fn run() -> anyhow::Result<()> {
         let patterns: Vec<String> = names.iter().map(|n| format!("{n}[@.-]*")).collect();
         let candidates = bench.candidates("app1", &patterns);
         let samples = bench.rounds(&candidates, &format!("{n} apps"))?;
-        writeln!(
+        write!(
             out,
             "\n### A machine of {n} apps of one instance each\n\n\
              `sysmgr list` (every app), `sysmgr status app1`, and `systemctl list-units` with \
-             the {n} patterns `sysmgr list` sends. PM2 not run ({n} Node processes).\n\n\
-             | apps | sysmgr list | sysmgr status | systemctl list-units | pm2 jlist | list / systemctl | status / systemctl | list / pm2 |\n\
-             |---|---|---|---|---|---|---|---|"
+             the {n} patterns `sysmgr list` sends. PM2 not run ({n} Node processes).\n\n"
         )?;
+        out.push_str(&table::header(&[&["apps"], WALL_COLUMNS].concat()));
         table_rows(
             &mut out,
             &mut cpu_rows,
@@ -545,7 +546,8 @@ fn run() -> anyhow::Result<()> {
         "\n### CPU\n\n\
          Medians: the command's own user + system time; systemd's (PID 1) CPU time during the \
          command (`schedstat`), the server side of the answer. PM2's daemon is not measured.\n\n\
-         | size | command | wall | own CPU | systemd CPU |\n|---|---|---|---|---|\n{cpu_rows}"
+         {}{cpu_rows}",
+        table::header(&["size", "command", "wall", "own CPU", "systemd CPU"])
     )?;
     writeln!(out, "Whole run: {:.0} s.", started.elapsed().as_secs_f64())?;
     println!("{out}");
@@ -605,6 +607,17 @@ fn start_pm2(bin: &Path, prefix: &Path, n: u32) -> anyhow::Result<(pm2::Pm2, f64
         std::thread::sleep(Duration::from_millis(500));
     }
 }
+
+/// The wall-time tables' columns after the size, as [`table_rows`] fills them.
+const WALL_COLUMNS: &[&str] = &[
+    "sysmgr list",
+    "sysmgr status",
+    "systemctl list-units",
+    "pm2 jlist",
+    "list / systemctl",
+    "status / systemctl",
+    "list / pm2",
+];
 
 /// One row of the wall-time table and one CPU row per command.
 fn table_rows(
@@ -685,19 +698,6 @@ fn table_rows(
         )?;
     }
     Ok(())
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    v.sort_by(f64::total_cmp);
-    let mid = v.len() / 2;
-    if v.len() % 2 == 1 {
-        v[mid]
-    } else {
-        (v[mid - 1] + v[mid]) / 2.0
-    }
 }
 
 fn version_of(program: &str) -> String {

@@ -92,14 +92,20 @@ pub fn run(
     };
     let mib = |s: &Start| s.rss_kib.unwrap_or(0) as f64 / 1024.0;
     let rss = |v: &[Start]| median(v.iter().map(mib).collect());
-    writeln!(
+    write!(
         out,
         "\nThe bridge's own cost: Node started as each manager starts it, without the manager \
          (plain: an IPC channel as PM2 gives one, the app binds its port; bridged: `--require \
          node/bridge.cjs`, systemd's socket as fd 3 and `sysmgr exec`'s notify fd). {app_rounds} \
          rounds of app.js, {bare_rounds} of `node -e 0`, alternating; medians, and the median \
-         of per-round differences.\n\n\
-         | measurement | plain node | with the bridge | bridge's cost | goal |\n|---|---|---|---|---|"
+         of per-round differences.\n\n{}",
+        crate::table::header(&[
+            "measurement",
+            "plain node",
+            "with the bridge",
+            "bridge's cost",
+            "goal",
+        ])
     )?;
     for (what, v) in [
         ("`node -e 0`, start to exit", &bare),

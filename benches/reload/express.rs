@@ -19,8 +19,9 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context as _};
 
 use crate::{
-    bridge, client_table, failures_note, median, ms, pm2, ratios, rotated, throughputs, Bench,
-    ReloadRound, Slow, Target, LOADS, RELOAD_LOAD_SHARE, REQUEST_TIMEOUT, THROUGHPUT_CONNECTIONS,
+    bridge, client_table, failures_note, median, ms, pm2, ratios, rotated, table, throughputs,
+    Bench, ReloadRound, Slow, Target, LOADS, RELOAD_LOAD_SHARE, REQUEST_TIMEOUT,
+    THROUGHPUT_CONNECTIONS,
 };
 
 /// The app's name in the articles' ecosystem file.
@@ -116,10 +117,15 @@ pub fn run(bench: &Bench, repo: &Path, out: &mut String) -> anyhow::Result<()> {
         bench.settings.seconds.as_secs_f64(),
         bench.settings.rounds,
     )?;
-    out.push_str(
-        "| load | PM2 cluster req/s | sysmgr req/s | sysmgr / PM2 (median of round ratios) | round ratios | goal | failed |\n\
-         |---|---|---|---|---|---|---|\n",
-    );
+    out.push_str(&table::header(&[
+        "load",
+        "PM2 cluster req/s",
+        "sysmgr req/s",
+        "sysmgr / PM2 (median of round ratios)",
+        "round ratios",
+        "goal",
+        "failed",
+    ]));
     let mut capacity = [f64::MAX; 2];
     for (l, (_, load)) in LOADS.iter().enumerate() {
         let [p, s] = [0, 1].map(|k| &results[l][k]);
@@ -191,10 +197,12 @@ pub fn run(bench: &Bench, repo: &Path, out: &mut String) -> anyhow::Result<()> {
         "manager",
         rounds.iter().map(|(m, r)| (*m, r.as_slice())),
     )?;
-    writeln!(
-        out,
-        "\n| manager | reload wall time, median (min to max) | slow requests answered 200 |\n|---|---|---|"
-    )?;
+    out.push('\n');
+    out.push_str(&table::header(&[
+        "manager",
+        "reload wall time, median (min to max)",
+        "slow requests answered 200",
+    ]));
     for (label, rs) in &rounds {
         let walls: Vec<f64> = rs.iter().map(|r| ms(r.wall)).collect();
         let lo = walls.iter().copied().fold(f64::MAX, f64::min);

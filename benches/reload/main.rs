@@ -30,6 +30,8 @@
 mod bridge;
 mod express;
 mod pm2;
+#[path = "../common/table.rs"]
+mod table;
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
@@ -43,6 +45,7 @@ use sysmgr::systemd::dbus::Systemd;
 use sysmgr::systemd::Manager;
 use sysmgr_load::{Background, LoadConfig, Mode, Report};
 use sysmgr_sandbox::Sandbox;
+use table::median;
 
 /// Connections of a throughput measurement. Moderate on purpose: on 2 cores, more connections
 /// only measure the client's and the scheduler's overhead.
@@ -300,7 +303,15 @@ impl Bench {
             self.settings.seconds.as_secs_f64(),
             self.settings.rounds
         )?;
-        out.push_str("| instances | load | shared req/s | per-instance req/s | shared / per-instance (median of round ratios) | busiest instance's share of answers, shared / per-instance | failed |\n|---|---|---|---|---|---|---|\n");
+        out.push_str(&table::header(&[
+            "instances",
+            "load",
+            "shared req/s",
+            "per-instance req/s",
+            "shared / per-instance (median of round ratios)",
+            "busiest instance's share of answers, shared / per-instance",
+            "failed",
+        ]));
         let mut capacity = [f64::MAX; 2];
         for n in [2, 4] {
             let targets = [
@@ -502,7 +513,13 @@ impl Bench {
             self.settings.seconds.as_secs_f64(),
             self.settings.rounds
         )?;
-        out.push_str("| load | hardened req/s | off req/s | hardened / off (median of round ratios) | failed |\n|---|---|---|---|---|\n");
+        out.push_str(&table::header(&[
+            "load",
+            "hardened req/s",
+            "off req/s",
+            "hardened / off (median of round ratios)",
+            "failed",
+        ]));
         for (l, (_, load)) in LOADS.iter().enumerate() {
             let (hardened, plain) = (&results[l][0], &results[l][1]);
             let failed: u64 = hardened.iter().chain(plain).map(|r| r.failed).sum();
@@ -712,7 +729,17 @@ impl Bench {
             self.settings.seconds.as_secs_f64(),
             self.settings.rounds
         )?;
-        out.push_str("| load | PM2 cluster req/s | sysmgr shared req/s | sysmgr per-instance req/s | shared / PM2 | per-instance / PM2 | shared / per-instance | busiest process's share, PM2 / shared / per-instance | failed |\n|---|---|---|---|---|---|---|---|---|\n");
+        out.push_str(&table::header(&[
+            "load",
+            "PM2 cluster req/s",
+            "sysmgr shared req/s",
+            "sysmgr per-instance req/s",
+            "shared / PM2",
+            "per-instance / PM2",
+            "shared / per-instance",
+            "busiest process's share, PM2 / shared / per-instance",
+            "failed",
+        ]));
         let mut capacity = [f64::MAX; 2];
         for (l, (_, load)) in LOADS.iter().enumerate() {
             let [p, s, r] = [0, 1, 2].map(|k| &results[l][k]);
@@ -848,19 +875,6 @@ fn busiest(reports: &[Report]) -> f64 {
     )
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    v.sort_by(f64::total_cmp);
-    let mid = v.len() / 2;
-    if v.len() % 2 == 1 {
-        v[mid]
-    } else {
-        (v[mid - 1] + v[mid]) / 2.0
-    }
-}
-
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
@@ -871,10 +885,18 @@ fn client_table<'a>(
     what: &str,
     rows: impl Iterator<Item = (&'a str, &'a [ReloadRound])>,
 ) -> std::fmt::Result {
-    writeln!(
-        out,
-        "| {what} | load | requests during reloads | failed | hung | p50 steady | p50 reload | p99 steady | p99 reload | max reload |\n|---|---|---|---|---|---|---|---|---|---|"
-    )?;
+    out.push_str(&table::header(&[
+        what,
+        "load",
+        "requests during reloads",
+        "failed",
+        "hung",
+        "p50 steady",
+        "p50 reload",
+        "p99 steady",
+        "p99 reload",
+        "max reload",
+    ]));
     for (label, rounds) in rows {
         for (l, (_, load)) in LOADS.iter().enumerate() {
             let sum = |f: fn(&Report) -> u64| rounds.iter().map(|r| f(&r.during[l])).sum::<u64>();
@@ -909,10 +931,15 @@ fn timing_table<'a>(
     what: &str,
     rows: impl Iterator<Item = (&'a str, &'a [ReloadRound])>,
 ) -> std::fmt::Result {
-    writeln!(
-        out,
-        "\n| {what} | reload wall time | per instance: total | restart job (stop, start, READY=1) | min-ready wait | controller overhead per instance |\n|---|---|---|---|---|---|"
-    )?;
+    out.push('\n');
+    out.push_str(&table::header(&[
+        what,
+        "reload wall time",
+        "per instance: total",
+        "restart job (stop, start, READY=1)",
+        "min-ready wait",
+        "controller overhead per instance",
+    ]));
     for (label, rounds) in rows {
         let wall = median(rounds.iter().map(|r| ms(r.wall)).collect());
         let summaries: Vec<&Summary> = rounds.iter().filter_map(|r| r.summary.as_ref()).collect();
