@@ -243,18 +243,38 @@ fn named_sockets_get_their_own_units_and_fd_names() {
     );
 }
 
+/// What a health check of either kind adds: `unit` (its socket or its oneshot) between the
+/// app's socket and its target, and the instances' `SYSMGR_HEALTH_*` variables (`health_env`)
+/// first among their `Environment=` lines, before sysmgr's own, the app's (`app_env`) and the
+/// crash-loop brake's. Without the key, none of it.
+fn assert_health_check_adds(r: &Rendered, unit: &str, health_env: &str, app_env: &[&str]) {
+    let names: Vec<&str> = r.files.iter().map(|f| f.name.as_str()).collect();
+    assert_eq!(names, ["web@.service", "web.socket", unit, "web.target"]);
+    let mut env = vec![
+        health_env,
+        "\"SYSMGR_APP=web\" \"SYSMGR_INSTANCE=%i\" \"NODE_APP_INSTANCE=%i\"",
+        "\"SYSMGR_KILL_SIGNAL=SIGINT\" \"SYSMGR_KILL_TIMEOUT_MS=1600\"",
+    ];
+    env.extend(app_env);
+    env.push("\"SYSMGR_MAX_RESTARTS=16\" \"SYSMGR_RESTARTS_DIR=%t/sysmgr-restarts/%n\"");
+    assert_key(r, "web@.service", "Service", "Environment", &env);
+    let without = rendered("");
+    for f in &without.files {
+        for mark in ["sysmgr-health", "sysmgr-check", "SYSMGR_HEALTH"] {
+            assert!(!f.contents.contains(mark), "{}: {mark}", f.name);
+        }
+    }
+}
+
 #[test]
 fn a_health_check_gives_each_instance_a_socket_of_its_own() {
     let r = rendered("health_check = { path = \"/health?q=100%25\", timeout = \"2s\" }\n");
-    let names: Vec<&str> = r.files.iter().map(|f| f.name.as_str()).collect();
-    assert_eq!(
-        names,
-        [
-            "web@.service",
-            "web.socket",
-            "web-sysmgr-health@.socket",
-            "web.target"
-        ]
+    // `%` of the path escaped; the socket's `%t` and `%i` left for systemd to expand.
+    assert_health_check_adds(
+        &r,
+        "web-sysmgr-health@.socket",
+        "\"SYSMGR_HEALTH_PATH=/health?q=100%%25\" \"SYSMGR_HEALTH_TIMEOUT_MS=2000\" \"SYSMGR_HEALTH_SOCKET=%t/sysmgr/web/health-%i.sock\"",
+        &[],
     );
     let socket = "web-sysmgr-health@.socket";
     assert_key(
@@ -282,25 +302,6 @@ fn a_health_check_gives_each_instance_a_socket_of_its_own() {
         "Sockets",
         &["web.socket", "web-sysmgr-health@%i.socket"],
     );
-    // `%` of the path escaped; the socket's `%t` and `%i` left for systemd to expand.
-    assert_key(
-        &r,
-        "web@.service",
-        "Service",
-        "Environment",
-        &[
-            "\"SYSMGR_HEALTH_PATH=/health?q=100%%25\" \"SYSMGR_HEALTH_TIMEOUT_MS=2000\" \"SYSMGR_HEALTH_SOCKET=%t/sysmgr/web/health-%i.sock\"",
-            "\"SYSMGR_APP=web\" \"SYSMGR_INSTANCE=%i\" \"NODE_APP_INSTANCE=%i\"",
-            "\"SYSMGR_KILL_SIGNAL=SIGINT\" \"SYSMGR_KILL_TIMEOUT_MS=1600\"",
-            "\"SYSMGR_MAX_RESTARTS=16\" \"SYSMGR_RESTARTS_DIR=%t/sysmgr-restarts/%n\"",
-        ],
-    );
-    // Without the key, none of it.
-    let r = rendered("");
-    assert!(r
-        .files
-        .iter()
-        .all(|f| !f.contents.contains("sysmgr-health")));
 }
 
 #[test]
@@ -308,15 +309,11 @@ fn a_health_check_command_is_a_oneshot_with_the_apps_user_and_environment() {
     let r = rendered(
         "health_check = { command = [\"/usr/bin/check\", \"100%\", \"$HOME\"], timeout = \"3s\" }\nuser = \"www\"\n[env]\nDB = \"x\"\n",
     );
-    let names: Vec<&str> = r.files.iter().map(|f| f.name.as_str()).collect();
-    assert_eq!(
-        names,
-        [
-            "web@.service",
-            "web.socket",
-            "web-sysmgr-check@.service",
-            "web.target"
-        ]
+    assert_health_check_adds(
+        &r,
+        "web-sysmgr-check@.service",
+        "\"SYSMGR_HEALTH_UNIT=web-sysmgr-check@%i.service\" \"SYSMGR_HEALTH_TIMEOUT_MS=3000\"",
+        &["\"DB=x\""],
     );
     let check = "web-sysmgr-check@.service";
     assert_key(&r, check, "Unit", "StartLimitIntervalSec", &["0"]);
@@ -343,24 +340,6 @@ fn a_health_check_command_is_a_oneshot_with_the_apps_user_and_environment() {
     );
     assert_key(&r, check, "Service", "ProtectSystem", &["strict"]);
     assert_key(&r, "web@.service", "Service", "Sockets", &["web.socket"]);
-    assert_key(
-        &r,
-        "web@.service",
-        "Service",
-        "Environment",
-        &[
-            "\"SYSMGR_HEALTH_UNIT=web-sysmgr-check@%i.service\" \"SYSMGR_HEALTH_TIMEOUT_MS=3000\"",
-            "\"SYSMGR_APP=web\" \"SYSMGR_INSTANCE=%i\" \"NODE_APP_INSTANCE=%i\"",
-            "\"SYSMGR_KILL_SIGNAL=SIGINT\" \"SYSMGR_KILL_TIMEOUT_MS=1600\"",
-            "\"DB=x\"",
-            "\"SYSMGR_MAX_RESTARTS=16\" \"SYSMGR_RESTARTS_DIR=%t/sysmgr-restarts/%n\"",
-        ],
-    );
-    let r = rendered("");
-    assert!(r
-        .files
-        .iter()
-        .all(|f| !f.contents.contains("sysmgr-health")));
 }
 
 #[test]
