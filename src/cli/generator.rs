@@ -135,6 +135,14 @@ pub fn main(args: &[OsString]) -> ExitCode {
     }
 }
 
+/// What the journal gets for an app file that gave no units, and why.
+fn skipped(why: &dyn std::fmt::Display, file: &Path) -> String {
+    format!(
+        "{why}\nskipped `{}`: no units generated from it",
+        file.display()
+    )
+}
+
 /// Renders and writes every file into `out`; `log(priority, message)` reports. Returns
 /// false if any file failed. Files are independent: each is written on its own.
 pub fn run(files: &[PathBuf], out: &Path, manager: Manager, log: &mut dyn FnMut(u8, &str)) -> bool {
@@ -147,13 +155,7 @@ pub fn run(files: &[PathBuf], out: &Path, manager: Manager, log: &mut dyn FnMut(
         let parsed = match config::load(file, &opts) {
             Ok(parsed) => parsed,
             Err(e) => {
-                log(
-                    3,
-                    &format!(
-                        "{e}\nskipped `{}`: no units generated from it",
-                        file.display()
-                    ),
-                );
+                log(3, &skipped(&e, file));
                 ok = false;
                 continue;
             }
@@ -181,13 +183,7 @@ pub fn run(files: &[PathBuf], out: &Path, manager: Manager, log: &mut dyn FnMut(
         let rendered = match render::render(&spec, count, manager, Flavor::Generator) {
             Ok(rendered) => rendered,
             Err(e) => {
-                log(
-                    3,
-                    &format!(
-                        "{e}\nskipped `{}`: no units generated from it",
-                        file.display()
-                    ),
-                );
+                log(3, &skipped(&e, file));
                 ok = false;
                 continue;
             }
