@@ -403,6 +403,36 @@ impl UnitDir {
         Ok(report)
     }
 
+    /// Makes generation `to` of `slot` the one `NAME.target` wants, in place of generation
+    /// `from` (a surge reload's switch, see `reload::surge`): the new link is renamed into
+    /// place first, then the old one removed, so the slot is never without a link; if the
+    /// removal fails the new link is taken back and `from` stays the slot's generation.
+    pub fn switch_slot(
+        &self,
+        app: &str,
+        slot: u32,
+        from: u32,
+        to: u32,
+    ) -> Result<(), InstallError> {
+        let names = UnitNames::new(app);
+        let new = names.slot_link(slot, to);
+        let dest = self.path.join(&new.path);
+        let mut staged = vec![stage_link(&dest, &new, None)?];
+        if let Err(e) = commit(&mut staged) {
+            unstage(&staged);
+            return Err(e);
+        }
+        let old = self.path.join(names.slot_link(slot, from).path);
+        match fs::remove_file(&old) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => {
+                let _ = fs::remove_file(&dest);
+                Err(io_err("remove", &old)(e))
+            }
+        }
+    }
+
     /// Removes every sysmgr file and wants link of `app`; returns what was removed.
     pub fn remove_app(&self, app: &str) -> Result<Vec<PathBuf>, InstallError> {
         let Some(existing) = self.scan()?.remove(app) else {
@@ -549,5 +579,32 @@ mod tests {
         assert_eq!(owner_of(text), Some("web"));
         assert_eq!(source_of(text), Some(PathBuf::from("/srv/a%b/web.toml")));
         assert_eq!(owner_of("[Unit]\n# sysmgr-app: web\n"), None);
+    }
+
+    #[test]
+    fn a_slot_switch_moves_its_link_and_leaves_the_others() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = UnitDir::new(tmp.path().to_path_buf());
+        let wants = tmp.path().join("web.target.wants");
+        fs::create_dir_all(&wants).unwrap();
+        for n in 1..=2 {
+            symlink("../web@.service", wants.join(format!("web@{n}.service"))).unwrap();
+        }
+        let listing = || {
+            let mut names: Vec<String> = fs::read_dir(&wants)
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
+            names.sort();
+            names
+        };
+        dir.switch_slot("web", 2, 0, 1).unwrap();
+        assert_eq!(listing(), ["web@1.service", "web@2:1.service"]);
+        assert_eq!(
+            fs::read_link(wants.join("web@2:1.service")).unwrap(),
+            PathBuf::from("../web@.service")
+        );
+        dir.switch_slot("web", 2, 1, 0).unwrap();
+        assert_eq!(listing(), ["web@1.service", "web@2.service"]);
     }
 }

@@ -74,6 +74,28 @@ impl UnitNames {
             .ok()
     }
 
+    /// The unit of generation `generation` of slot `slot`: `NAME@N.service` for generation
+    /// 0 (what every app starts with), `NAME@N:G.service` for the later ones a surge reload
+    /// starts next to the old process. `:` is a plain character of unit names (no escaping),
+    /// so `%i` is `N:G`; `sysmgr exec` gives the worker the slot alone ([`split_instance`]).
+    pub fn slot_unit(&self, slot: u32, generation: u32) -> String {
+        format!(
+            "{}@{}.service",
+            self.name,
+            instance_string(slot, generation)
+        )
+    }
+
+    /// The slot and generation of `NAME@N.service` (generation 0) or `NAME@N:G.service`;
+    /// `None` for any other unit, including other apps' whose name starts with this one.
+    pub fn slot_of(&self, unit: &str) -> Option<(u32, u32)> {
+        let instance = unit
+            .strip_prefix(&self.name)?
+            .strip_prefix('@')?
+            .strip_suffix(".service")?;
+        split_instance(instance)
+    }
+
     /// The socket unit stem for fd name group `index` (0 is the primary one): `NAME` or
     /// `NAME-FDNAME`.
     pub fn socket_stem(&self, index: usize, fd_name: &FdName) -> String {
@@ -118,6 +140,15 @@ impl UnitNames {
         }
     }
 
+    /// The wants link that makes `NAME.target` start generation `generation` of `slot`
+    /// (generation 0: the same as [`Self::instance_link`]).
+    pub fn slot_link(&self, slot: u32, generation: u32) -> Link {
+        Link {
+            path: format!("{}/{}", self.wants_dir(), self.slot_unit(slot, generation)),
+            target: format!("../{}", self.service_template()),
+        }
+    }
+
     /// The link that hooks `NAME.target` into `into` (the default target), as a generator
     /// does for units it cannot enable.
     pub fn target_link(&self, into: &str) -> Link {
@@ -141,6 +172,32 @@ impl UnitNames {
             || target.ends_with(&format!("/{}", self.service_template()));
         points_at_template.then(|| self.instance_of(unit)).flatten()
     }
+}
+
+/// The instance string of a slot's generation: `N`, or `N:G` from generation 1 on.
+pub fn instance_string(slot: u32, generation: u32) -> String {
+    if generation == 0 {
+        slot.to_string()
+    } else {
+        format!("{slot}:{generation}")
+    }
+}
+
+/// The slot and generation an instance string (systemd's `%i`) names: `3` is slot 3,
+/// generation 0; `3:2` slot 3, generation 2. Only the spelling [`instance_string`] builds is
+/// accepted (no sign, no leading zero, no `:0`), so one unit never has two names.
+pub fn split_instance(instance: &str) -> Option<(u32, u32)> {
+    fn number(s: &str) -> Option<u32> {
+        let canonical = !s.is_empty()
+            && s.bytes().all(|b| b.is_ascii_digit())
+            && (s == "0" || !s.starts_with('0'));
+        canonical.then(|| s.parse().ok()).flatten()
+    }
+    let (slot, generation) = match instance.split_once(':') {
+        Some((slot, generation)) => (number(slot)?, number(generation).filter(|&g| g > 0)?),
+        None => (number(instance)?, 0),
+    };
+    (slot > 0).then_some((slot, generation))
 }
 
 #[cfg(test)]
@@ -184,6 +241,31 @@ mod tests {
         );
     }
 
+    #[test]
+    fn slots_and_generations_have_one_spelling_each() {
+        let web = UnitNames::new("web");
+        assert_eq!(web.slot_unit(3, 0), "web@3.service");
+        assert_eq!(web.slot_unit(3, 2), "web@3:2.service");
+        assert_eq!(web.slot_of("web@3.service"), Some((3, 0)));
+        assert_eq!(web.slot_of("web@3:2.service"), Some((3, 2)));
+        for other in [
+            "web@3:0.service",
+            "web@03.service",
+            "web@3:02.service",
+            "web@0.service",
+            "web@+3.service",
+            "web@3:.service",
+            "web@:2.service",
+            "web@3:2:1.service",
+            "web-admin@3:2.service",
+            "web@3:2.socket",
+        ] {
+            assert_eq!(web.slot_of(other), None, "{other}");
+        }
+        assert_eq!(split_instance("12:7"), Some((12, 7)));
+        assert_eq!(split_instance(""), None);
+    }
+
     proptest! {
         /// Whatever is built is parsed back to the same instance, for any valid app name.
         #[test]
@@ -197,6 +279,11 @@ mod tests {
             let other = UnitNames::new(&format!("{name}-x"));
             prop_assert_eq!(names.instance_of(&other.instance(n)), None);
             prop_assert_eq!(names.linked_instance(&other.instance_link(n).path, &link.target), None);
+            for g in [0u32, 1, 2, u32::MAX] {
+                prop_assert_eq!(names.slot_of(&names.slot_unit(n, g)), Some((n, g)));
+                prop_assert_eq!(other.slot_of(&names.slot_unit(n, g)), None);
+            }
+            prop_assert_eq!(names.slot_unit(n, 0), names.instance(n));
         }
     }
 }

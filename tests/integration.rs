@@ -17,6 +17,7 @@ mod production;
 mod reload;
 mod render;
 mod sandbox;
+mod surge;
 mod systemd_units;
 mod user_manager;
 mod worker_systemd;

@@ -295,7 +295,7 @@ fn pm2_settings_map_to_service_keys() {
         "Service",
         "Environment",
         &[
-            "\"SYSMGR_APP=web\" \"SYSMGR_INSTANCE=%i\" \"NODE_APP_INSTANCE=%i\"",
+            "\"SYSMGR_APP=web\" \"SYSMGR_INSTANCE=%i\" \"SYSMGR_INSTANCE_VAR=NODE_APP_INSTANCE\" \"NODE_APP_INSTANCE=%i\"",
             "\"SYSMGR_KILL_SIGNAL=SIGTERM\" \"SYSMGR_KILL_TIMEOUT_MS=3000\"",
         ],
     );

@@ -15,6 +15,7 @@
 
 pub mod memory;
 pub mod status;
+pub mod surge;
 
 use std::collections::BTreeSet;
 use std::num::NonZeroU32;

@@ -77,6 +77,8 @@ pub enum FailureReason {
     },
     /// A call to systemd failed.
     Systemd(DbusError),
+    /// The new process could not be made its slot's unit (surge rollout).
+    Switch(String),
 }
 
 impl fmt::Display for FailureReason {
@@ -102,6 +104,7 @@ impl fmt::Display for FailureReason {
                 write!(f, "the new process did not stay up for {}", human(*within))
             }
             Self::Systemd(e) => write!(f, "{e}"),
+            Self::Switch(why) => write!(f, "the new unit could not replace the old one: {why}"),
         }
     }
 }
@@ -507,7 +510,7 @@ async fn settle_phase<U: Units>(
 /// trip the start limit, and a socket whose `Service=` hits the start limit is failed by
 /// systemd, which closes the listening socket the other instances share. The next reload
 /// starts the instance again.
-async fn describe_failure<U: Units>(
+pub(super) async fn describe_failure<U: Units>(
     units: &U,
     unit: &str,
     reason: FailureReason,

@@ -10,6 +10,7 @@
 
 pub mod engine;
 pub mod plan;
+pub mod surge;
 pub mod units;
 
 #[cfg(test)]
