@@ -97,6 +97,7 @@ fn instances_start_with_exactly_the_declared_argv_environment_and_sockets() {
         declared.insert(os("SYSMGR_APP"), os("probe"));
         declared.insert(os("SYSMGR_INSTANCE"), os(&n.to_string()));
         declared.insert(os("NODE_APP_INSTANCE"), os(&n.to_string()));
+        declared.insert(os("SYSMGR_INSTANCE_VAR"), os("NODE_APP_INSTANCE"));
         declared.insert(os("SYSMGR_KILL_TIMEOUT_MS"), os("2000"));
         declared.insert(os("SYSMGR_KILL_SIGNAL"), os("SIGINT"));
         declared.insert(os("LISTEN_FDNAMES"), os("http"));
