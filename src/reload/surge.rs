@@ -521,6 +521,164 @@ async fn drain<U: Units>(units: &U, old: String) -> (Duration, Result<JobResult,
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::cell::RefCell;
+
+    use crate::systemd::dbus::SubState;
+
+    /// Units that start at once with a new PID, stop after `drain`, and a switch that fails
+    /// for `bad_switch`. Logs every call, and the most new processes surging at once.
+    #[derive(Default)]
+    struct Fake {
+        running: RefCell<BTreeMap<String, u32>>,
+        log: RefCell<Vec<String>>,
+        next_pid: RefCell<u32>,
+        surging: RefCell<usize>,
+        max_surging: RefCell<usize>,
+        drain: Duration,
+        bad_switch: Option<u32>,
+    }
+
+    impl Units for Fake {
+        async fn state(&self, unit: &str) -> Result<ServiceState, DbusError> {
+            let pid = self.running.borrow().get(unit).copied();
+            Ok(ServiceState {
+                unit: unit.to_string(),
+                active_state: if pid.is_some() {
+                    ActiveState::Active
+                } else {
+                    ActiveState::Inactive
+                },
+                sub_state: if pid.is_some() {
+                    SubState::Running
+                } else {
+                    SubState::Dead
+                },
+                main_pid: pid.unwrap_or(0),
+                invocation_id: pid.map_or(String::new(), |p| p.to_string()),
+                timeout_start: Some(Duration::from_secs(5)),
+                ..Default::default()
+            })
+        }
+        async fn reset_failed(&self, _unit: &str) -> Result<(), DbusError> {
+            Ok(())
+        }
+        async fn restart(&self, _: &str, _: Option<Duration>) -> Result<JobOutcome, DbusError> {
+            unreachable!("a surge never restarts")
+        }
+        async fn stop(&self, unit: &str) -> Result<JobResult, DbusError> {
+            self.log.borrow_mut().push(format!("stop {unit}"));
+            tokio::time::sleep(self.drain).await;
+            self.running.borrow_mut().remove(unit);
+            self.log.borrow_mut().push(format!("gone {unit}"));
+            Ok(JobResult::Done)
+        }
+        async fn journal(&self, _unit: &str, _lines: usize) -> Vec<String> {
+            Vec::new()
+        }
+    }
+
+    impl SurgeUnits for Fake {
+        async fn start(&self, unit: &str, _: Option<Duration>) -> Result<JobOutcome, DbusError> {
+            self.log.borrow_mut().push(format!("start {unit}"));
+            *self.surging.borrow_mut() += 1;
+            let now = *self.surging.borrow();
+            let max = (*self.max_surging.borrow()).max(now);
+            *self.max_surging.borrow_mut() = max;
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            *self.next_pid.borrow_mut() += 1;
+            let pid = *self.next_pid.borrow();
+            self.running.borrow_mut().insert(unit.to_string(), pid);
+            Ok(JobOutcome::Finished(JobResult::Done))
+        }
+        async fn switch(&self, slot: u32, from: &str, to: &str) -> Result<(), String> {
+            *self.surging.borrow_mut() -= 1;
+            if self.bad_switch == Some(slot) {
+                return Err("read-only file system".into());
+            }
+            self.log.borrow_mut().push(format!("switch {from} -> {to}"));
+            Ok(())
+        }
+    }
+
+    fn fake(n: u32, drain: Duration, bad_switch: Option<u32>) -> Fake {
+        let f = Fake {
+            drain,
+            bad_switch,
+            ..Default::default()
+        };
+        *f.next_pid.borrow_mut() = 1000;
+        for i in 1..=n {
+            f.running
+                .borrow_mut()
+                .insert(format!("web@{i}.service"), 100 + i);
+        }
+        f
+    }
+
+    fn run(f: &Fake, n: u32, surge: usize) -> SurgeSummary {
+        let slots: Vec<u32> = (1..=n).collect();
+        let opts = Options {
+            min_ready: Duration::from_millis(1),
+            ..Options::default()
+        };
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(surge_rollout(
+            f,
+            "web",
+            &slots,
+            &BTreeMap::new(),
+            NonZeroUsize::new(surge).unwrap(),
+            &opts,
+            &mut |_| {},
+        ))
+    }
+
+    #[test]
+    fn the_next_slot_starts_while_the_old_process_drains() {
+        let f = fake(3, Duration::from_millis(200), None);
+        let summary = run(&f, 3, 1);
+        assert!(summary.completed(), "{summary:#?}");
+        assert_eq!(*f.max_surging.borrow(), 1);
+        assert_eq!(summary.max_draining, 3, "all three drains overlap");
+        let log = f.log.borrow();
+        // Slot 2 starts before slot 1's old process is gone.
+        let pos = |line: &str| log.iter().position(|l| l == line).unwrap();
+        assert!(
+            pos("start web@2:1.service") < pos("gone web@1.service"),
+            "{log:?}"
+        );
+        assert!(pos("switch web@1.service -> web@1:1.service") < pos("stop web@1.service"));
+        let running: Vec<String> = f.running.borrow().keys().cloned().collect();
+        assert_eq!(
+            running,
+            ["web@1:1.service", "web@2:1.service", "web@3:1.service"]
+        );
+        for slot in &summary.slots {
+            assert_eq!(slot.old_pid, 100 + slot.slot);
+            assert!(slot.new_pid > 1000);
+        }
+    }
+
+    #[test]
+    fn a_failed_switch_stops_the_new_process_and_keeps_the_old_one() {
+        let f = fake(3, Duration::ZERO, Some(2));
+        let summary = run(&f, 3, 1);
+        let failed = summary.failed().expect("slot 2 failed");
+        assert_eq!(failed.slot, 2);
+        assert_eq!(
+            failed.failure.as_ref().unwrap().reason.to_string(),
+            "the new unit could not replace the old one: read-only file system"
+        );
+        assert_eq!(summary.slots[2].step, SurgeStep::Skipped);
+        let running: Vec<String> = f.running.borrow().keys().cloned().collect();
+        assert_eq!(
+            running,
+            ["web@1:1.service", "web@2.service", "web@3.service"]
+        );
+    }
 
     fn k(n: usize) -> NonZeroUsize {
         NonZeroUsize::new(n).unwrap()
