@@ -24,11 +24,17 @@
 // - `NODE_APP_INSTANCE` (the app's `instance_var`) counts from 0, as under PM2; systemd's
 //   instances count from 1 (`SYSMGR_INSTANCE`).
 // - With `watchdog` in the app file, it pings systemd's watchdog while the event loop turns.
+// - With `health_check`, systemd passes the instance a socket of its own (fd name
+//   `sysmgr-health`); the app's first HTTP server also answers there, so `sysmgr reload` asks
+//   the new process itself for its health path.
 //
 // It acts only in the process systemd started (`SYSMGR_PID`, set by `sysmgr exec`): child
 // processes, `child_process.fork()` included, are left alone. Node 18 or later; CommonJS and
 // ES module apps alike (a preload runs before either). No dependencies.
 'use strict';
+
+// The fd name of an instance's own health socket (app.toml's `health_check`).
+const HEALTH_FD_NAME = 'sysmgr-health';
 
 const env = process.env;
 if (env.SYSMGR_PID === String(process.pid) && !process.__sysmgrBridge) {
@@ -77,16 +83,28 @@ function install() {
 
   // The sockets systemd passed, with the address each was declared with in app.toml
   // (`SYSMGR_LISTEN`: `NAME=ADDRESS` entries separated by spaces, in the order of the fds).
+  // The k-th fd of a name gets the k-th address declared with that name: systemd does not
+  // promise the order of fds from several socket units. The instance's own health socket
+  // (`health_check`) is no socket of the app's: its connections go to the app's HTTP server.
   const sockets = [];
+  let healthFd = -1;
   if (env.LISTEN_PID === String(process.pid)) {
     const names = (env.LISTEN_FDNAMES || '').split(':');
-    const declared = (env.SYSMGR_LISTEN || '').split(' ').filter(Boolean);
+    const declared = (env.SYSMGR_LISTEN || '').split(' ').filter(Boolean).map((entry) => {
+      const eq = entry.indexOf('=');
+      return eq < 0 ? { name: '', address: entry } : { name: entry.slice(0, eq), address: entry.slice(eq + 1) };
+    });
     const count = Number(env.LISTEN_FDS) || 0;
     for (let i = 0; i < count; i++) {
-      const entry = declared[i] || '';
-      const eq = entry.indexOf('=');
-      const address = eq < 0 ? entry : entry.slice(eq + 1);
-      sockets.push({ fd: 3 + i, name: names[i] || '', address, ...parseAddress(address), taken: false });
+      const name = names[i] || '';
+      if (name === HEALTH_FD_NAME) {
+        healthFd = 3 + i;
+        continue;
+      }
+      const at = declared.findIndex((d) => d.name === name);
+      const entry = at < 0 ? declared.shift() || { address: '' } : declared.splice(at, 1)[0];
+      const address = entry.address;
+      sockets.push({ fd: 3 + i, name, address, ...parseAddress(address), taken: false });
     }
   }
   const described = sockets.map((s) => s.address).join(', ');
@@ -163,7 +181,21 @@ function install() {
   }
 
   const originalListen = net.Server.prototype.listen;
+
+  // The health socket: served by the app's first plain HTTP server, whatever it listens on,
+  // so `GET SYSMGR_HEALTH_PATH` reaches the app's own route. Its connections join that
+  // server's (and its drain) as if they had come through the server's own socket.
+  let health = null;
+  function serveHealth(server) {
+    if (healthFd < 0 || health || !(server instanceof require('node:http').Server)) return;
+    health = new net.Server();
+    health.on('connection', (conn) => server.emit('connection', conn));
+    health.on('error', (err) => say(`cannot serve the health socket: ${err.message}`, ERR));
+    originalListen.call(health, { fd: healthFd });
+  }
+
   net.Server.prototype.listen = function listen(...args) {
+    if (this !== health) serveHealth(this);
     const want = requested(args);
     const bindsSomething = want.path !== undefined || (want.port !== undefined && Number(want.port) !== 0);
     if (want.handle || sockets.length === 0 || !bindsSomething) return originalListen.apply(this, args);
@@ -226,6 +258,7 @@ function install() {
   function startDrain(why) {
     draining = true;
     notify('STOPPING=1');
+    if (health) health.close();
     say(`instance ${instance} pid ${process.pid} draining: ${why}`);
     const now = Date.now();
     for (const server of servers) {

@@ -9,6 +9,12 @@
 //!    rename fails, the destinations already replaced are restored from the copies kept in
 //!    memory and the rest is unstaged.
 //!
+//! A reload can keep the *last good generation* of an app ([`UnitDir::write_keeping_last_good`]):
+//! before its files change, the ones installed are copied to `.sysmgr-last-good/NAME/` in the
+//! unit directory (a directory systemd does not read), atomically (written aside, then
+//! renamed). A halted rollout puts them back ([`UnitDir::restore_last_good`]), so an instance
+//! that crashes later restarts into the version that ran; a completed one forgets them.
+//!
 //! Only files that carry sysmgr's header line (`# sysmgr-app: NAME`) are ever replaced or
 //! removed, and only links inside `NAME.target.wants/` that point at `NAME@.service`; a file of
 //! the same name written by someone else is an error, not an overwrite.
@@ -20,8 +26,8 @@ use std::num::NonZeroU32;
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
 
-use crate::names::{Link, UnitNames};
-use crate::render::{Rendered, HEADER_MARK};
+use crate::names::{template_instance, Link, UnitNames};
+use crate::render::{Rendered, UnitFile, HEADER_MARK};
 use crate::systemd::manager::{user_config_dir, Manager};
 
 /// Why units could not be written or read.
@@ -102,10 +108,24 @@ pub struct InstalledApp {
     pub source: Option<PathBuf>,
     /// The instance numbers linked into `NAME.target.wants/`, sorted.
     pub instances: Vec<u32>,
+    /// Its socket unit files, sorted: `NAME.socket`, shared by every instance, or the
+    /// template `NAME@.socket`, one socket per instance (and the same with a `NAME-FDNAME`
+    /// stem for each further group of sockets). [`Self::sockets_of`] names the units.
+    pub socket_files: Vec<String>,
     /// Made by sysmgr's systemd generator from an app file in `/etc/sysmgr` (or the user's
     /// equivalent), not by `sysmgr generate`: its count is persisted with [`write_scale`]
     /// and its files belong to the generator.
     pub from_generator: bool,
+}
+
+impl InstalledApp {
+    /// The socket units that start instance `n`, as its unit file names them (`Sockets=`;
+    /// systemd's `TriggeredBy`): each shared socket, and instance `n` of each template.
+    pub fn sockets_of(&self, n: u32) -> impl Iterator<Item = String> + '_ {
+        self.socket_files
+            .iter()
+            .map(move |file| template_instance(file, n).unwrap_or_else(|| file.clone()))
+    }
 }
 
 /// The file that persists `sysmgr scale` for an app made by the generator: its wants links
@@ -217,6 +237,18 @@ impl UnitDir {
 
     /// Reads the sysmgr-generated unit files of every app, by owner.
     fn scan(&self) -> Result<BTreeMap<String, Existing>, InstallError> {
+        self.scan_files(None)
+    }
+
+    /// Reads the unit files of the app `name` only: every unit sysmgr generates for it is
+    /// named after it ([`UnitNames`]: `NAME.target`, `NAME@.service`, `NAME.socket`,
+    /// `NAME-FDNAME@.socket`...), so the files of other apps are not even opened.
+    fn scan_app(&self, name: &str) -> Result<Option<Existing>, InstallError> {
+        Ok(self.scan_files(Some(name))?.remove(name))
+    }
+
+    /// [`Self::scan`], or with `only`, the files whose names start with it.
+    fn scan_files(&self, only: Option<&str>) -> Result<BTreeMap<String, Existing>, InstallError> {
         let mut apps: BTreeMap<String, Existing> = BTreeMap::new();
         let entries = match fs::read_dir(&self.path) {
             Ok(entries) => entries,
@@ -226,6 +258,9 @@ impl UnitDir {
         for entry in entries {
             let entry = entry.map_err(io_err("read", &self.path))?;
             let name = entry.file_name().to_string_lossy().into_owned();
+            if only.is_some_and(|app| !name.starts_with(app)) {
+                continue;
+            }
             let path = entry.path();
             let file_type = entry.file_type().map_err(io_err("read", &path))?;
             if file_type.is_file() && is_unit_name(&name) {
@@ -266,7 +301,7 @@ impl UnitDir {
 
     /// The unit files sysmgr wrote here for `name` (not the wants links), sorted.
     pub fn app_files(&self, name: &str) -> Result<Vec<PathBuf>, InstallError> {
-        Ok(self.scan()?.remove(name).map_or_else(Vec::new, |existing| {
+        Ok(self.scan_app(name)?.map_or_else(Vec::new, |existing| {
             existing.files.keys().map(|f| self.path.join(f)).collect()
         }))
     }
@@ -274,15 +309,152 @@ impl UnitDir {
     /// One app, if its units are here.
     pub fn app(&self, name: &str) -> Result<Option<InstalledApp>, InstallError> {
         Ok(self
-            .scan()?
-            .remove(name)
+            .scan_app(name)?
             .map(|existing| installed(name.to_string(), &existing)))
     }
 
     /// Writes the units of `apps`, replacing their earlier sysmgr files and removing the ones no
-    /// longer produced. All or nothing: on error the directory is as it was.
+    /// longer produced. All or nothing: on error the directory is as it was. A last good
+    /// generation kept for an app whose units this changes is forgotten: these units are
+    /// installed outside a reload, and are what runs from now on.
     pub fn write(&self, apps: &[Rendered]) -> Result<WriteReport, InstallError> {
         let existing = self.scan()?;
+        let report = self.write_over(apps, &existing)?;
+        for app in apps {
+            if differs(existing.get(&app.app), app) {
+                self.forget_last_good(&app.app)?;
+            }
+        }
+        Ok(report)
+    }
+
+    /// [`UnitDir::write`] for a reload: an app whose installed units change keeps them as its
+    /// last good generation first, unless it kept one already (a reload that was
+    /// interrupted: what it kept is still what the instances it did not reach run). On error
+    /// the directory is as it was, and nothing new is kept.
+    pub fn write_keeping_last_good(&self, apps: &[Rendered]) -> Result<WriteReport, InstallError> {
+        let existing = self.scan()?;
+        let mut kept = Vec::new();
+        let result = (|| {
+            for app in apps {
+                let Some(mine) = existing.get(&app.app) else {
+                    continue;
+                };
+                if differs(Some(mine), app) && !self.last_good_dir(&app.app).is_dir() {
+                    self.keep(&app.app, mine)?;
+                    kept.push(app.app.as_str());
+                }
+            }
+            self.write_over(apps, &existing)
+        })();
+        if result.is_err() {
+            for app in kept {
+                let _ = self.forget_last_good(app);
+            }
+        }
+        result
+    }
+
+    /// Where the last good generation of `app` is kept.
+    fn last_good_dir(&self, app: &str) -> PathBuf {
+        self.path.join(LAST_GOOD).join(app)
+    }
+
+    /// Copies `existing` (the files and the instances wanted) aside, atomically: a directory
+    /// written beside, synced, then renamed into place.
+    fn keep(&self, app: &str, existing: &Existing) -> Result<(), InstallError> {
+        let dest = self.last_good_dir(app);
+        let tmp = self.path.join(LAST_GOOD).join(format!(".{app}.sysmgr-tmp"));
+        let write = || -> Result<(), InstallError> {
+            if tmp.exists() {
+                fs::remove_dir_all(&tmp).map_err(io_err("remove", &tmp))?;
+            }
+            fs::create_dir_all(&tmp).map_err(io_err("create", &tmp))?;
+            for (name, contents) in &existing.files {
+                let path = tmp.join(name);
+                write_synced(&path, contents.as_bytes()).map_err(io_err("write", &path))?;
+            }
+            let mut wants: Vec<u32> = existing.links.values().copied().collect();
+            wants.sort_unstable();
+            let text: String = wants.iter().map(|i| format!("{i}\n")).collect();
+            let path = tmp.join(WANTS_FILE);
+            write_synced(&path, text.as_bytes()).map_err(io_err("write", &path))?;
+            fs::rename(&tmp, &dest).map_err(io_err("write", &dest))
+        };
+        let result = write();
+        if result.is_err() {
+            let _ = fs::remove_dir_all(&tmp);
+        }
+        result
+    }
+
+    /// The last good generation kept for `app`, if any: its unit files and wants links.
+    pub fn last_good(&self, app: &str) -> Result<Option<Rendered>, InstallError> {
+        let dir = self.last_good_dir(app);
+        let entries = match fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io_err("read", &dir)(e)),
+        };
+        let names = UnitNames::new(app);
+        let mut files = Vec::new();
+        let mut links = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(io_err("read", &dir))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let path = entry.path();
+            let contents = fs::read_to_string(&path).map_err(io_err("read", &path))?;
+            if name == WANTS_FILE {
+                links = contents
+                    .lines()
+                    .filter_map(|l| l.trim().parse().ok())
+                    .map(|i| names.instance_link(i))
+                    .collect();
+            } else if is_unit_name(&name) {
+                files.push(UnitFile { name, contents });
+            }
+        }
+        files.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(Some(Rendered {
+            app: app.to_string(),
+            files,
+            links,
+        }))
+    }
+
+    /// Puts the last good generation of `app` back in place of its units (all or nothing,
+    /// like [`UnitDir::write`]) and forgets it; `None` when none was kept. The report names
+    /// the files put back and the ones of the new generation removed.
+    pub fn restore_last_good(&self, app: &str) -> Result<Option<WriteReport>, InstallError> {
+        let Some(last_good) = self.last_good(app)? else {
+            return Ok(None);
+        };
+        let existing = self.scan()?;
+        let report = self.write_over(std::slice::from_ref(&last_good), &existing)?;
+        self.forget_last_good(app)?;
+        Ok(Some(report))
+    }
+
+    /// Forgets the last good generation of `app` (its units proved themselves, or were
+    /// replaced outside a reload).
+    pub fn forget_last_good(&self, app: &str) -> Result<(), InstallError> {
+        let dir = self.last_good_dir(app);
+        match fs::remove_dir_all(&dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io_err("remove", &dir)(e)),
+        }
+        // Fails harmlessly while other apps keep theirs.
+        let _ = fs::remove_dir(self.path.join(LAST_GOOD));
+        Ok(())
+    }
+
+    /// Writes `apps` over what the directory holds now (`existing`, as scanned).
+    fn write_over(
+        &self,
+        apps: &[Rendered],
+        existing: &BTreeMap<String, Existing>,
+    ) -> Result<WriteReport, InstallError> {
         let mut report = WriteReport::default();
         let mut staged: Vec<Staged> = Vec::new();
         let mut stale: Vec<PathBuf> = Vec::new();
@@ -448,8 +620,42 @@ impl UnitDir {
             }
         }
         remove_empty_wants(&self.path, &UnitNames::new(app));
+        self.forget_last_good(app)?;
         Ok(removed)
     }
+}
+
+/// The directory in a unit directory where last good generations are kept, one
+/// subdirectory per app. systemd reads no subdirectory but `.wants`, `.requires` and `.d`
+/// ones, and a hidden name keeps it out of the way of people listing units.
+const LAST_GOOD: &str = ".sysmgr-last-good";
+
+/// The file of a kept generation listing the instances its target wanted.
+const WANTS_FILE: &str = "wants";
+
+/// Whether writing `app` would change what the directory holds for it (`existing`).
+fn differs(existing: Option<&Existing>, app: &Rendered) -> bool {
+    let Some(existing) = existing else {
+        return true;
+    };
+    let files_differ = existing.files.len() != app.files.len()
+        || app
+            .files
+            .iter()
+            .any(|f| existing.files.get(&f.name) != Some(&f.contents));
+    let links_differ = existing.links.len() != app.links.len()
+        || app
+            .links
+            .iter()
+            .any(|l| !existing.links.contains_key(&l.path));
+    files_differ || links_differ
+}
+
+/// Writes and syncs a file.
+fn write_synced(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let mut f = fs::File::create(path)?;
+    f.write_all(bytes)?;
+    f.sync_all()
 }
 
 fn installed(name: String, existing: &Existing) -> InstalledApp {
@@ -461,17 +667,24 @@ fn installed(name: String, existing: &Existing) -> InstalledApp {
         .get(&names.target())
         .or_else(|| existing.files.values().next())
         .and_then(|c| source_of(c));
+    let socket_files = existing
+        .files
+        .keys()
+        .filter(|file| file.ends_with(".socket"))
+        .cloned()
+        .collect();
     InstalledApp {
         name,
         source,
         instances,
+        socket_files,
         from_generator: false,
     }
 }
 
 /// Unit files sysmgr may have written (not directories, not drop-ins).
 fn is_unit_name(name: &str) -> bool {
-    [".service", ".socket", ".target"]
+    [".service", ".socket", ".target", ".timer"]
         .iter()
         .any(|suffix| name.ends_with(suffix))
         && !name.starts_with('.')
@@ -573,6 +786,72 @@ fn remove_empty_wants(dir: &Path, names: &UnitNames) {
 mod tests {
     use super::*;
 
+    fn app(version: &str, extra_file: bool, n: u32) -> Rendered {
+        let names = UnitNames::new("web");
+        let file = |name: &str| UnitFile {
+            name: name.to_string(),
+            contents: format!("# sysmgr-app: web\n[Unit]\nDescription={version}\n"),
+        };
+        let mut files = vec![file("web@.service"), file("web.target")];
+        if extra_file {
+            files.push(file("web.socket"));
+        }
+        Rendered {
+            app: "web".into(),
+            files,
+            links: names.instance_links(NonZeroU32::new(n).unwrap()),
+        }
+    }
+
+    #[test]
+    fn the_last_good_generation_is_kept_once_and_put_back_whole() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = UnitDir::new(tmp.path().to_path_buf());
+        let mut v1 = app("v1", true, 2);
+        // Read back in name order.
+        v1.files.sort_by(|a, b| a.name.cmp(&b.name));
+        dir.write(std::slice::from_ref(&v1)).unwrap();
+        // Unchanged: nothing to keep.
+        dir.write_keeping_last_good(std::slice::from_ref(&v1))
+            .unwrap();
+        assert_eq!(dir.last_good("web").unwrap(), None);
+        // v2 drops the socket and wants 3 instances; v1 is kept.
+        dir.write_keeping_last_good(&[app("v2", false, 3)]).unwrap();
+        assert_eq!(dir.last_good("web").unwrap().as_ref(), Some(&v1));
+        // A reload interrupted and run again with v3: what is kept is still v1.
+        dir.write_keeping_last_good(&[app("v3", false, 3)]).unwrap();
+        assert_eq!(dir.last_good("web").unwrap().as_ref(), Some(&v1));
+        let report = dir.restore_last_good("web").unwrap().unwrap();
+        assert_eq!(
+            report.written,
+            [
+                tmp.path().join("web.socket"),
+                tmp.path().join("web.target"),
+                tmp.path().join("web@.service"),
+            ]
+        );
+        assert_eq!(
+            report.removed,
+            [tmp.path().join("web.target.wants/web@3.service")]
+        );
+        let back = dir.app("web").unwrap().unwrap();
+        assert_eq!(back.instances, [1, 2]);
+        for f in &v1.files {
+            assert_eq!(
+                fs::read_to_string(tmp.path().join(&f.name)).unwrap(),
+                f.contents
+            );
+        }
+        assert_eq!(dir.last_good("web").unwrap(), None);
+        assert!(!tmp.path().join(LAST_GOOD).exists());
+        assert_eq!(dir.restore_last_good("web").unwrap(), None);
+        // Units written outside a reload replace what was kept.
+        dir.write_keeping_last_good(&[app("v4", true, 2)]).unwrap();
+        assert!(dir.last_good("web").unwrap().is_some());
+        dir.write(&[app("v5", true, 2)]).unwrap();
+        assert_eq!(dir.last_good("web").unwrap(), None);
+    }
+
     #[test]
     fn header_lines_name_the_owner_and_source() {
         let text = "# Generated by sysmgr 0.1.0 from /srv/a%%b/web.toml with --env production.\n# Edit.\n# sysmgr-app: web\n[Unit]\n";
@@ -606,5 +885,63 @@ mod tests {
         );
         dir.switch_slot("web", 2, 1, 0).unwrap();
         assert_eq!(listing(), ["web@1.service", "web@2.service"]);
+    }
+
+    #[test]
+    fn an_app_is_read_from_its_own_files_with_the_sockets_of_each_instance() {
+        let dir = tempfile::tempdir().unwrap();
+        let unit = |name: &str, owner: &str| {
+            fs::write(
+                dir.path().join(name),
+                format!("# Generated by sysmgr 0.1.0 from /srv/{owner}.toml.\n{HEADER_MARK}{owner}\n[Unit]\n"),
+            )
+            .unwrap();
+        };
+        unit("web.target", "web");
+        unit("web@.service", "web");
+        unit("web.socket", "web");
+        unit("web-metrics@.socket", "web");
+        // Another app whose name starts with `web-`, and an admin's own unit.
+        unit("web-admin.target", "web-admin");
+        unit("web-admin@.service", "web-admin");
+        unit("web-admin@.socket", "web-admin");
+        fs::write(dir.path().join("web-backup.service"), "[Unit]\n").unwrap();
+        let units = UnitDir::new(dir.path().to_path_buf());
+        let names = UnitNames::new("web");
+        fs::create_dir(dir.path().join(names.wants_dir())).unwrap();
+        for n in [1, 2] {
+            let link = names.instance_link(n);
+            symlink(&link.target, dir.path().join(&link.path)).unwrap();
+        }
+
+        let web = units.app("web").unwrap().unwrap();
+        assert_eq!(web.instances, [1, 2]);
+        assert_eq!(web.source, Some(PathBuf::from("/srv/web.toml")));
+        assert_eq!(web.socket_files, ["web-metrics@.socket", "web.socket"]);
+        assert_eq!(
+            web.sockets_of(2).collect::<Vec<_>>(),
+            ["web-metrics@2.socket", "web.socket"]
+        );
+        assert_eq!(
+            units.app_files("web").unwrap(),
+            [
+                "web-metrics@.socket",
+                "web.socket",
+                "web.target",
+                "web@.service"
+            ]
+            .map(|f| dir.path().join(f))
+        );
+        let admin = units.app("web-admin").unwrap().unwrap();
+        assert_eq!(admin.socket_files, ["web-admin@.socket"]);
+        assert!(units.app("we").unwrap().is_none());
+        // The whole directory, for `list`: the same apps.
+        let all: Vec<String> = units
+            .installed_apps()
+            .unwrap()
+            .into_iter()
+            .map(|a| a.name)
+            .collect();
+        assert_eq!(all, ["web", "web-admin"]);
     }
 }

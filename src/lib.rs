@@ -10,6 +10,7 @@
 pub mod cli;
 pub mod config;
 pub mod controller;
+pub mod deploy;
 pub mod host;
 pub mod install;
 pub mod journal;

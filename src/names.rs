@@ -10,6 +10,9 @@ use std::num::NonZeroU32;
 
 use crate::config::FdName;
 
+/// The hidden command the graceful memory check's unit runs (`sysmgr memory-check NAME`).
+pub const MEMORY_CHECK_COMMAND: &str = "memory-check";
+
 /// One symlink, relative to the unit directory.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Link {
@@ -17,6 +20,25 @@ pub struct Link {
     pub path: String,
     /// What it points to, e.g. `../web@.service`.
     pub target: String,
+}
+
+/// The app and instance number of an instance unit, `NAME@N.service`; `None` for any other
+/// unit. (An app name has no `@`.)
+pub fn parse_instance(unit: &str) -> Option<(&str, u32)> {
+    let (app, rest) = unit.split_once('@')?;
+    let n = rest.strip_suffix(".service")?;
+    // `parse` alone would take `+1`.
+    if app.is_empty() || !n.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some((app, n.parse().ok()?))
+}
+
+/// The instance `n` of a template unit: `STEM@N.SUFFIX` for `STEM@.SUFFIX`; `None` for a
+/// unit that is not a template.
+pub fn template_instance(template: &str, n: u32) -> Option<String> {
+    let (stem, suffix) = template.split_once("@.")?;
+    Some(format!("{stem}@{n}.{suffix}"))
 }
 
 /// Names of the units of an app, so the controller and the renderer agree.
@@ -64,14 +86,19 @@ impl UnitNames {
         format!("{}@*.service", self.name)
     }
 
+    /// `NAME[@.-]*`: a pattern that matches every unit of the app (its instances, target and
+    /// sockets, `NAME-FDNAME.socket` included) and more (other apps whose names start with
+    /// `NAME-` or `NAME.`); filter what it finds by exact name.
+    pub fn units_pattern(&self) -> String {
+        format!("{}[@.-]*", self.name)
+    }
+
     /// The instance number of `NAME@N.service`; `None` for any other unit, including the
     /// instances of an app whose name starts with this one (`NAME-admin@1.service`).
     pub fn instance_of(&self, unit: &str) -> Option<u32> {
-        unit.strip_prefix(&self.name)?
-            .strip_prefix('@')?
-            .strip_suffix(".service")?
-            .parse()
-            .ok()
+        parse_instance(unit)
+            .filter(|(app, _)| *app == self.name)
+            .map(|(_, n)| n)
     }
 
     /// The unit of generation `generation` of slot `slot`: `NAME@N.service` for generation
@@ -125,6 +152,55 @@ impl UnitNames {
         } else {
             format!("{stem}.socket")
         }
+    }
+
+    /// `NAME-sysmgr-health@.socket`: the template of each instance's own health socket
+    /// (`health_check`). `sysmgr-health` is refused as a `listen` name, so no socket of the
+    /// app's can take this name.
+    pub fn health_socket_file(&self) -> String {
+        format!("{}-{}@.socket", self.name, crate::config::HEALTH_FD_NAME)
+    }
+
+    /// `NAME-sysmgr-health@%i.socket`: the health socket as its instance refers to it.
+    pub fn health_socket_ref(&self) -> String {
+        format!("{}-{}@%i.socket", self.name, crate::config::HEALTH_FD_NAME)
+    }
+
+    /// `NAME-sysmgr-check@.service`: the template of the oneshot that runs a `health_check`
+    /// command for an instance.
+    pub fn health_command_file(&self) -> String {
+        format!("{}-sysmgr-check@.service", self.name)
+    }
+
+    /// `NAME-sysmgr-check@%i.service`: the check of the instance that refers to it.
+    pub fn health_command_ref(&self) -> String {
+        format!("{}-sysmgr-check@%i.service", self.name)
+    }
+
+    /// Where instance `instance` (a number, or `%i` in a unit) has its health socket, below
+    /// the manager's runtime directory (`%t`: `/run`, or `$XDG_RUNTIME_DIR` for `--user`).
+    pub fn health_socket_path(&self, instance: &str) -> String {
+        format!("sysmgr/{}/health-{instance}.sock", self.name)
+    }
+
+    /// `NAME-cron.timer`: `cron_restart`'s timer.
+    pub fn cron_timer(&self) -> String {
+        format!("{}-cron.timer", self.name)
+    }
+
+    /// `NAME-cron.service`: what the cron timer runs, a graceful `sysmgr reload NAME`.
+    pub fn cron_service(&self) -> String {
+        format!("{}-cron.service", self.name)
+    }
+
+    /// `NAME-memory.timer`: the graceful `max_memory_restart` check's timer.
+    pub fn memory_timer(&self) -> String {
+        format!("{}-memory.timer", self.name)
+    }
+
+    /// `NAME-memory.service`: the check the memory timer runs.
+    pub fn memory_service(&self) -> String {
+        format!("{}-memory.service", self.name)
     }
 
     /// `NAME.target.wants`, the directory whose links say which instances the target starts.
@@ -212,6 +288,23 @@ mod tests {
         assert_eq!(web.instance_of("web-admin@1.service"), None);
         assert_eq!(web.instance_of("web@.service"), None);
         assert_eq!(web.instance_of("web@1.socket"), None);
+        assert_eq!(web.instance_of("web@+1.service"), None);
+        assert_eq!(
+            parse_instance("web-admin@7.service"),
+            Some(("web-admin", 7))
+        );
+        assert_eq!(parse_instance("@7.service"), None);
+        assert_eq!(parse_instance("web.target"), None);
+    }
+
+    #[test]
+    fn template_instances_and_the_pattern_of_an_apps_units() {
+        assert_eq!(
+            template_instance("web-admin@.socket", 3).as_deref(),
+            Some("web-admin@3.socket")
+        );
+        assert_eq!(template_instance("web.socket", 3), None);
+        assert_eq!(UnitNames::new("web").units_pattern(), "web[@.-]*");
     }
 
     #[test]

@@ -12,7 +12,7 @@ use std::fmt::Write as _;
 use std::num::NonZeroU32;
 
 use crate::config::keys;
-use crate::config::{AppSpec, FdName, Listen, SocketMode};
+use crate::config::{AppSpec, FdName, HealthCheck, HealthProbe, Listen, SocketMode};
 use crate::names::{Link, UnitNames};
 use crate::systemd::syntax;
 // Re-exported where callers found it before it moved down to `systemd/`.
@@ -22,6 +22,12 @@ const SERVICE_TEMPLATE: &str = include_str!("../units/app@.service");
 const INSTANCE_SOCKET_TEMPLATE: &str = include_str!("../units/app@.socket");
 const SHARED_SOCKET_TEMPLATE: &str = include_str!("../units/app.socket");
 const TARGET_TEMPLATE: &str = include_str!("../units/app.target");
+const HEALTH_SOCKET_TEMPLATE: &str = include_str!("../units/app-health@.socket");
+const HEALTH_COMMAND_TEMPLATE: &str = include_str!("../units/app-check@.service");
+const CRON_TIMER_TEMPLATE: &str = include_str!("../units/app-cron.timer");
+const CRON_SERVICE_TEMPLATE: &str = include_str!("../units/app-cron.service");
+const MEMORY_TIMER_TEMPLATE: &str = include_str!("../units/app-memory.timer");
+const MEMORY_SERVICE_TEMPLATE: &str = include_str!("../units/app-memory.service");
 
 /// The line that marks a file as sysmgr's; the writer only replaces or removes such files.
 pub const HEADER_MARK: &str = "# sysmgr-app: ";
@@ -78,6 +84,12 @@ pub const STRUCTURE: &[&str] = &[
     "FD_NAME",
     "SERVICE",
     "WANTED_BY",
+    "HEALTH_SOCKET",
+    "CHECK_COMMAND",
+    "TIMERS",
+    "EXEC_RELOAD",
+    "EXEC_MEMORY_CHECK",
+    "CHECK_INTERVAL",
 ];
 
 /// The unit templates, by the file name they have in `units/`.
@@ -86,6 +98,12 @@ pub const TEMPLATES: &[(&str, &str)] = &[
     ("app@.socket", INSTANCE_SOCKET_TEMPLATE),
     ("app.socket", SHARED_SOCKET_TEMPLATE),
     ("app.target", TARGET_TEMPLATE),
+    ("app-health@.socket", HEALTH_SOCKET_TEMPLATE),
+    ("app-check@.service", HEALTH_COMMAND_TEMPLATE),
+    ("app-cron.timer", CRON_TIMER_TEMPLATE),
+    ("app-cron.service", CRON_SERVICE_TEMPLATE),
+    ("app-memory.timer", MEMORY_TIMER_TEMPLATE),
+    ("app-memory.service", MEMORY_SERVICE_TEMPLATE),
 ];
 
 /// How a placeholder stands in a template.
@@ -221,11 +239,104 @@ pub fn render(spec: &AppSpec, instances: NonZeroU32, manager: Manager, flavor: F
             }),
         });
     }
+    match &spec.health_check {
+        None => {}
+        Some(HealthCheck {
+            probe: HealthProbe::Http(_),
+            ..
+        }) => {
+            let path = format!("%t/{}", names.health_socket_path("%i"));
+            files.push(UnitFile {
+                name: names.health_socket_file(),
+                contents: fill(HEALTH_SOCKET_TEMPLATE, &|key, form| {
+                    common(key, form).or_else(|| match key {
+                        "HEALTH_SOCKET" => Some(path.clone()),
+                        "FD_NAME" => Some(crate::config::HEALTH_FD_NAME.to_string()),
+                        _ => None,
+                    })
+                }),
+            });
+        }
+        Some(HealthCheck {
+            probe: HealthProbe::Command(argv),
+            timeout,
+        }) => {
+            let exec =
+                syntax::exec_line(argv).expect("the check's command was checked by the config");
+            let command = format!(
+                "ExecStart={exec}\n# The health timeout: a check still running then is stopped.\nTimeoutStartSec={timeout}"
+            );
+            files.push(UnitFile {
+                name: names.health_command_file(),
+                contents: fill(HEALTH_COMMAND_TEMPLATE, &|key, form| {
+                    common(key, form).or_else(|| (key == "CHECK_COMMAND").then(|| command.clone()))
+                }),
+            });
+        }
+    }
+    let mut timers = Vec::new();
+    // `sysmgr [--user] ARGS...`, as a unit's `ExecStart=`.
+    let sysmgr = |args: &[String]| {
+        let mut argv = vec![spec.runtime.sysmgr().display().to_string()];
+        if manager == Manager::User {
+            argv.push("--user".into());
+        }
+        argv.extend(args.iter().cloned());
+        let line = syntax::exec_line(&argv).expect("the app name and sysmgr's path are checked");
+        format!("ExecStart={line}")
+    };
+    if spec.cron_restart.is_some() {
+        timers.push(names.cron_timer());
+        files.push(UnitFile {
+            name: names.cron_timer(),
+            contents: fill(CRON_TIMER_TEMPLATE, &common),
+        });
+        let exec = sysmgr(&["reload".into(), name.into()]);
+        files.push(UnitFile {
+            name: names.cron_service(),
+            contents: fill(CRON_SERVICE_TEMPLATE, &|key, form| {
+                common(key, form).or_else(|| (key == "EXEC_RELOAD").then(|| exec.clone()))
+            }),
+        });
+    }
+    if let Some(limit) = spec.graceful_memory_limit() {
+        timers.push(names.memory_timer());
+        let every = format!("{}s", crate::config::MEMORY_CHECK_SECS);
+        files.push(UnitFile {
+            name: names.memory_timer(),
+            contents: fill(MEMORY_TIMER_TEMPLATE, &|key, form| {
+                common(key, form).or_else(|| (key == "CHECK_INTERVAL").then(|| every.clone()))
+            }),
+        });
+        let exec = sysmgr(&[
+            crate::names::MEMORY_CHECK_COMMAND.into(),
+            name.into(),
+            "--limit".into(),
+            limit.to_string(),
+        ]);
+        files.push(UnitFile {
+            name: names.memory_service(),
+            contents: fill(MEMORY_SERVICE_TEMPLATE, &|key, form| {
+                common(key, form).or_else(|| (key == "EXEC_MEMORY_CHECK").then(|| exec.clone()))
+            }),
+        });
+    }
+    let timers_text = if timers.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "# Its timers (cron_restart, the graceful max_memory_restart check) run while it runs.\nWants={}",
+            timers.join(" ")
+        )
+    };
     files.push(UnitFile {
         name: names.target(),
         contents: fill(TARGET_TEMPLATE, &|key, form| {
-            common(key, form)
-                .or_else(|| (key == "WANTED_BY").then(|| manager.default_target().into()))
+            common(key, form).or_else(|| match key {
+                "WANTED_BY" => Some(manager.default_target().into()),
+                "TIMERS" => Some(timers_text.clone()),
+                _ => None,
+            })
         }),
     });
 

@@ -527,17 +527,25 @@ fn every_key(version: u32, wait_ready: bool, autorestart: bool, socket: &str) ->
          instance_var = \"WORKER_ID\"\nsocket = \"{socket}\"\nlisten = [\"127.0.0.1:3000\"]\n\
          wait_ready = {wait_ready}\nlisten_timeout = \"20s\"\nkill_timeout = 5000\n\
          kill_signal = \"SIGTERM\"\nautorestart = {autorestart}\nrestart_delay = \"1s\"\n\
-         max_restarts = 5\nmax_memory_restart = \"300M\"\nstop_exit_codes = [3]\n\
-         watchdog = \"10s\"\nsystemd_version = {version}\nhardening = \"strict\"\n\
+         max_restarts = 5\nmax_memory_restart = \"300M\"\ncron_restart = \"0 3 * * MON-FRI\"\n\
+         stop_exit_codes = [3]\n\
+         watchdog = \"10s\"\nhealth_check = \"/health\"\n\
+         systemd_version = {version}\nhardening = \"strict\"\n\
          state_directory = \"every\"\nwritable_paths = [\"/srv/uploads\"]\n\
          address_families = [\"AF_NETLINK\"]\n[env]\nA = \"1\"\n\
-         [unit.service]\nLimitNOFILE = 4096\n"
+         [unit.service]\nLimitNOFILE = 4096\n\
+         [deploy.production]\nhosts = [\"deploy@web1\"]\nrepo = \"/srv/git/every.git\"\npath = \"/srv/every\"\n"
     );
     // With `socket` but no `listen`, no socket unit is made, and check must not name one.
-    // `dynamic_user` conflicts with `user`: that case has it instead.
+    // `dynamic_user` conflicts with `user`: that case has it instead, and the command form of
+    // `health_check`.
     match socket {
         "none" => text
             .replace("socket = \"none\"", "socket = \"shared\"")
+            .replace(
+                "health_check = \"/health\"",
+                "health_check = { command = [\"/bin/true\"], timeout = \"2s\" }",
+            )
             .replace("listen = [\"127.0.0.1:3000\"]\n", "")
             .replace("user = \"www-data\"", "dynamic_user = true"),
         _ => text,
@@ -934,4 +942,74 @@ fn an_imported_app_that_fails_its_checks_is_shown_and_nothing_is_written() {
         (r.code, r.stderr.as_str()),
         (1, "sysmgr: error: cannot write `out/web.toml`\n  caused by: Is a directory (os error 21)\n")
     );
+}
+
+#[test]
+fn deploy_and_nginx_say_what_is_wrong_and_which_host_failed_at_which_step() {
+    let tmp = tempfile::tempdir().unwrap();
+    let app = "name = \"web\"\ncommand = [\"/bin/true\"]\nlisten = [\"127.0.0.1:3000\"]\n";
+    write(tmp.path(), "app.toml", app);
+    let r = run_in(tmp.path(), &["deploy", "production", "update"]);
+    assert_eq!(r.code, 2);
+    assert_eq!(r.stderr, "sysmgr: error: app.toml has no `[deploy.production]`; add one (docs/deploy.md), or import an ecosystem file's `deploy` section with `sysmgr import`\n");
+
+    // Nothing listens on port 1 of loopback: ssh is refused at once. The first host fails
+    // at its first step; the second is not touched.
+    let env = "[deploy.production]\nhosts = [\"root@127.0.0.1:1\", \"root@127.0.0.2:1\"]\nrepo = \"/srv/git/web.git\"\npath = \"/srv/web\"\nssh_options = [\"StrictHostKeyChecking=no\", \"UserKnownHostsFile=/dev/null\"]\n";
+    write(tmp.path(), "app.toml", &format!("{app}{env}"));
+    let r = run_in(tmp.path(), &["deploy", "staging", "list"]);
+    assert_eq!(r.code, 2);
+    assert!(
+        r.stderr
+            .ends_with("has no `[deploy.staging]`; it has `production`\n"),
+        "{}",
+        r.stderr
+    );
+    let r = run_in(tmp.path(), &["deploy", "production", "update"]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("deploy production update: root@127.0.0.1:1: FAILED at fetch, still on no release: ssh: connect to host 127.0.0.1 port 1: Connection refused"),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        r.stderr
+            .contains("deploy production update: untouched: root@127.0.0.2:1\n"),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        r.stderr.ends_with(
+            "sysmgr: error: deploy production: 1 of 2 host(s) failed; each host's state is above\n"
+        ),
+        "{}",
+        r.stderr
+    );
+    // A failing `pre-deploy-local` touches no host.
+    write(
+        tmp.path(),
+        "app.toml",
+        &format!("{app}{env}pre-deploy-local = \"echo tests fail >&2; exit 4\"\n"),
+    );
+    let r = run_in(tmp.path(), &["deploy", "production", "update"]);
+    assert_eq!(r.code, 1);
+    assert_eq!(r.stderr, "deploy production update: 2 host(s), 1 at a time, stopping after 1 failure(s)\nsysmgr: error: `pre-deploy-local` failed on this machine (exit status: 4); no host was touched: tests fail\n");
+
+    // nginx: this machine, or one server per host, with a warning for a loopback-only app.
+    let r = run_in(tmp.path(), &["nginx", "app.toml", "--listen", "8080"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stdout.contains("upstream sysmgr_web {\n    server 127.0.0.1:3000 max_fails=1 fail_timeout=2s;\n    keepalive 64;\n}"), "{}", r.stdout);
+    assert!(r.stdout.contains("    listen 8080;\n"));
+    let r = run_in(tmp.path(), &["nginx", "app.toml", "--hosts", "production"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stdout.contains("    server 127.0.0.1:3000 max_fails=1 fail_timeout=2s;\n    server 127.0.0.2:3000 max_fails=1 fail_timeout=2s;\n"), "{}", r.stdout);
+    assert_eq!(r.stderr, "sysmgr nginx: warning: `web` listens on 127.0.0.1 only, which nginx on another machine cannot reach; listen on the port alone (`listen = [\"3000\"]`) or on the host's address\n");
+    write(
+        tmp.path(),
+        "unix.toml",
+        "name = \"sock\"\ncommand = [\"/bin/true\"]\nlisten = [\"/run/sock.sock\"]\n",
+    );
+    let r = run_in(tmp.path(), &["nginx", "unix.toml"]);
+    assert_eq!(r.code, 2);
+    assert_eq!(r.stderr, "sysmgr: error: `sock` listens on no TCP port (only unix sockets, or none); nginx needs `listen = [\"3000\"]` or an address with a port\n");
 }

@@ -119,8 +119,8 @@ fn an_app_writing_to_its_cwd_fails_with_a_message_naming_the_keys_to_set() {
         &format!("writable_paths = [\"/srv/writer\"]\n{toml}"),
     );
     // Restart=always goes on after `start` returned (the unit is `activating` between
-    // attempts): wait until systemd gave up, or the reset below would meet one more attempt
-    // and the next start would hit the start limit of max_restarts = 1.
+    // attempts): wait until the crash-loop brake of max_restarts = 1 refused the second
+    // start, or the reset below would meet one more attempt.
     let settled = wait_for(30, || {
         let state = sb
             .systemctl(&["show", "-p", "ActiveState,SubState", "writer@1.service"])

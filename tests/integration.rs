@@ -3,9 +3,12 @@
 
 mod support;
 
+mod argv_env_property;
 mod cli;
 mod demo;
+mod deploy;
 mod hardening;
+mod health;
 mod history;
 mod lifecycle;
 mod logs;
@@ -15,9 +18,12 @@ mod package;
 mod pm2;
 mod production;
 mod reload;
+mod reload_faults;
 mod render;
 mod sandbox;
+mod socket;
 mod surge;
 mod systemd_units;
+mod timers;
 mod user_manager;
 mod worker_systemd;

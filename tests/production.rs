@@ -380,4 +380,16 @@ fn a_failed_instance_or_socket_shows_the_app_degraded_and_status_exits_1() {
         r.stdout
     );
     drop(squatter);
+    // With no instance holding it, `start` clears the failed socket and starts the app.
+    let r = sysmgr_in(&sb, &["start", "web"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stderr.starts_with(
+        "start web: `web.socket` had failed (systemd's result: `resources`) with no instance running; cleared it, so starting the instances starts it again\n"
+    ), "{}", r.stderr);
+    assert!(
+        r.stderr.ends_with("started `web`: 2 instances running\n"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(sysmgr_in(&sb, &["status", "web"]).code, 0);
 }

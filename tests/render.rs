@@ -244,6 +244,126 @@ fn named_sockets_get_their_own_units_and_fd_names() {
 }
 
 #[test]
+fn a_health_check_gives_each_instance_a_socket_of_its_own() {
+    let r = rendered("health_check = { path = \"/health?q=100%25\", timeout = \"2s\" }\n");
+    let names: Vec<&str> = r.files.iter().map(|f| f.name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "web@.service",
+            "web.socket",
+            "web-sysmgr-health@.socket",
+            "web.target"
+        ]
+    );
+    let socket = "web-sysmgr-health@.socket";
+    assert_key(
+        &r,
+        socket,
+        "Socket",
+        "ListenStream",
+        &["%t/sysmgr/web/health-%i.sock"],
+    );
+    assert_key(&r, socket, "Socket", "SocketMode", &["0600"]);
+    assert_key(&r, socket, "Socket", "RemoveOnStop", &["yes"]);
+    assert_key(
+        &r,
+        socket,
+        "Socket",
+        "FileDescriptorName",
+        &["sysmgr-health"],
+    );
+    assert_key(&r, socket, "Socket", "Service", &["web@%i.service"]);
+    assert_key(&r, socket, "Unit", "PartOf", &["web@%i.service"]);
+    assert_key(
+        &r,
+        "web@.service",
+        "Service",
+        "Sockets",
+        &["web.socket", "web-sysmgr-health@%i.socket"],
+    );
+    // `%` of the path escaped; the socket's `%t` and `%i` left for systemd to expand.
+    assert_key(
+        &r,
+        "web@.service",
+        "Service",
+        "Environment",
+        &[
+            "\"SYSMGR_HEALTH_PATH=/health?q=100%%25\" \"SYSMGR_HEALTH_TIMEOUT_MS=2000\" \"SYSMGR_HEALTH_SOCKET=%t/sysmgr/web/health-%i.sock\"",
+            "\"SYSMGR_APP=web\" \"SYSMGR_INSTANCE=%i\" \"NODE_APP_INSTANCE=%i\"",
+            "\"SYSMGR_KILL_SIGNAL=SIGINT\" \"SYSMGR_KILL_TIMEOUT_MS=1600\"",
+            "\"SYSMGR_MAX_RESTARTS=16\" \"SYSMGR_RESTARTS_DIR=%t/sysmgr-restarts/%n\"",
+        ],
+    );
+    // Without the key, none of it.
+    let r = rendered("");
+    assert!(r
+        .files
+        .iter()
+        .all(|f| !f.contents.contains("sysmgr-health")));
+}
+
+#[test]
+fn a_health_check_command_is_a_oneshot_with_the_apps_user_and_environment() {
+    let r = rendered(
+        "health_check = { command = [\"/usr/bin/check\", \"100%\", \"$HOME\"], timeout = \"3s\" }\nuser = \"www\"\n[env]\nDB = \"x\"\n",
+    );
+    let names: Vec<&str> = r.files.iter().map(|f| f.name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "web@.service",
+            "web.socket",
+            "web-sysmgr-check@.service",
+            "web.target"
+        ]
+    );
+    let check = "web-sysmgr-check@.service";
+    assert_key(&r, check, "Unit", "StartLimitIntervalSec", &["0"]);
+    assert_key(&r, check, "Service", "Type", &["oneshot"]);
+    assert_key(
+        &r,
+        check,
+        "Service",
+        "ExecStart",
+        &["\"/usr/bin/check\" \"100%%\" \"$$HOME\""],
+    );
+    assert_key(&r, check, "Service", "TimeoutStartSec", &["3s"]);
+    assert_key(&r, check, "Service", "User", &["www"]);
+    assert_key(&r, check, "Service", "WorkingDirectory", &["/etc/sysmgr"]);
+    assert_key(
+        &r,
+        check,
+        "Service",
+        "Environment",
+        &[
+            "\"SYSMGR_APP=web\" \"SYSMGR_INSTANCE=%i\" \"SYSMGR_UNIT=web@%i.service\"",
+            "\"DB=x\"",
+        ],
+    );
+    assert_key(&r, check, "Service", "ProtectSystem", &["strict"]);
+    assert_key(&r, "web@.service", "Service", "Sockets", &["web.socket"]);
+    assert_key(
+        &r,
+        "web@.service",
+        "Service",
+        "Environment",
+        &[
+            "\"SYSMGR_HEALTH_UNIT=web-sysmgr-check@%i.service\" \"SYSMGR_HEALTH_TIMEOUT_MS=3000\"",
+            "\"SYSMGR_APP=web\" \"SYSMGR_INSTANCE=%i\" \"NODE_APP_INSTANCE=%i\"",
+            "\"SYSMGR_KILL_SIGNAL=SIGINT\" \"SYSMGR_KILL_TIMEOUT_MS=1600\"",
+            "\"DB=x\"",
+            "\"SYSMGR_MAX_RESTARTS=16\" \"SYSMGR_RESTARTS_DIR=%t/sysmgr-restarts/%n\"",
+        ],
+    );
+    let r = rendered("");
+    assert!(r
+        .files
+        .iter()
+        .all(|f| !f.contents.contains("sysmgr-health")));
+}
+
+#[test]
 fn instances_are_wants_links_of_the_target() {
     let r = rendered("");
     let links: Vec<(&str, &str)> = r
@@ -279,12 +399,23 @@ fn pm2_settings_map_to_service_keys() {
     assert_key(&r, s, "Service", "TimeoutStopSec", &["3s"]);
     assert_key(&r, s, "Service", "TimeoutStartSec", &["1min"]);
     assert_key(&r, s, "Service", "KillSignal", &["SIGTERM"]);
-    assert_key(&r, s, "Unit", "StartLimitBurst", &["4"]);
-    assert_key(&r, s, "Unit", "StartLimitIntervalSec", &["10s"]);
+    // The brake is sysmgr exec's: no instance may hit a start limit of systemd's, which would
+    // fail the socket every instance shares.
+    assert_key(&r, s, "Unit", "StartLimitBurst", &[]);
+    assert_key(&r, s, "Unit", "StartLimitIntervalSec", &["0"]);
+    assert_key(
+        &r,
+        s,
+        "Service",
+        "RuntimeDirectory",
+        &["sysmgr-restarts/%n"],
+    );
+    assert_key(&r, s, "Service", "RuntimeDirectoryPreserve", &["restart"]);
     assert_key(&r, s, "Service", "Restart", &["always"]);
     assert_key(&r, s, "Service", "RestartSec", &["2s"]);
-    assert_key(&r, s, "Service", "MemoryMax", &["1073741824"]);
-    assert_key(&r, s, "Service", "RestartPreventExitStatus", &["2"]);
+    // Graceful by default: the kernel's backstop at 150% of the limit, and the check's units.
+    assert_key(&r, s, "Service", "MemoryMax", &["1610612736"]);
+    assert_key(&r, s, "Service", "RestartPreventExitStatus", &["250", "2"]);
     assert_key(&r, s, "Service", "WatchdogSec", &["1500ms"]);
     assert_key(&r, s, "Service", "User", &["app"]);
     assert_key(&r, s, "Service", "Group", &["1000"]);
@@ -297,6 +428,7 @@ fn pm2_settings_map_to_service_keys() {
         &[
             "\"SYSMGR_APP=web\" \"SYSMGR_INSTANCE=%i\" \"SYSMGR_INSTANCE_VAR=NODE_APP_INSTANCE\" \"NODE_APP_INSTANCE=%i\"",
             "\"SYSMGR_KILL_SIGNAL=SIGTERM\" \"SYSMGR_KILL_TIMEOUT_MS=3000\"",
+            "\"SYSMGR_MAX_RESTARTS=4\" \"SYSMGR_RESTARTS_DIR=%t/sysmgr-restarts/%n\"",
         ],
     );
 }
@@ -306,6 +438,16 @@ fn wait_ready_false_is_type_simple_or_exec_and_autorestart_false_is_restart_no()
     // `Type=exec` needs systemd 240; the default target is 239.
     let r = rendered("wait_ready = false\nautorestart = false\n");
     assert_key(&r, "web@.service", "Service", "Type", &["simple"]);
+    // Nothing restarts, so there is no crash-loop brake either.
+    assert_key(&r, "web@.service", "Service", "RuntimeDirectory", &[]);
+    assert_key(
+        &r,
+        "web@.service",
+        "Service",
+        "RestartPreventExitStatus",
+        &[],
+    );
+    assert_key(&r, "web@.service", "Unit", "StartLimitIntervalSec", &["0"]);
     let r = rendered("wait_ready = false\nsystemd_version = 240\n");
     assert_key(&r, "web@.service", "Service", "Type", &["exec"]);
     let r = rendered("wait_ready = false\nautorestart = false\n");
@@ -394,6 +536,8 @@ fn systemd_analyze_verify_accepts_every_variant_without_warnings() {
         "kill_timeout = 3000\nlisten_timeout = \"1min\"\nkill_signal = \"SIGTERM\"\nmax_restarts = 4\nrestart_delay = \"2s\"\nmax_memory_restart = \"1G\"\nstop_exit_codes = [2]\nwatchdog = 1500\nuser = \"root\"\ngroup = \"root\"\n",
         "description = \"50% of \\\"it\\\"\"\n[env]\nA = \"x y $z 100% \\\\ ;\"\nB = \"l1\\nl2\"\nC = \"é ☃\"\n",
         "cwd = \"/tmp\"\nlisten = [\"/run/web/http.sock\", { address = \"[::1]:9000\", name = \"admin\" }]\n",
+        "health_check = { path = \"/health?q=100%25\", timeout = \"2s\" }\nsocket = \"per-instance\"\n",
+        "health_check = { command = [\"/bin/true\", \"100%\", \"$HOME\"], timeout = \"3s\" }\nuser = \"root\"\n",
     ];
     for extra in variants {
         let text = app_text(extra).replace("/bin/app", "/bin/true");
@@ -414,4 +558,86 @@ fn systemd_analyze_verify_does_complain_about_a_bad_unit() {
     let mut r = render_n(&spec, 1, Flavor::Generate);
     r.files[0].contents.push_str("Bogus=1\n");
     assert!(verify(&r).contains("Unknown key 'Bogus'"));
+}
+
+#[test]
+fn cron_restart_and_the_graceful_memory_limit_are_timers_the_target_wants() {
+    let r = rendered("cron_restart = \"*/10 * * * * *\"\nmax_memory_restart = \"200M\"\n");
+    let names: Vec<&str> = r.files.iter().map(|f| f.name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "web@.service",
+            "web.socket",
+            "web-cron.timer",
+            "web-cron.service",
+            "web-memory.timer",
+            "web-memory.service",
+            "web.target"
+        ]
+    );
+    assert_key(
+        &r,
+        "web.target",
+        "Unit",
+        "Wants",
+        &["web-cron.timer web-memory.timer"],
+    );
+    assert_key(
+        &r,
+        "web-cron.timer",
+        "Timer",
+        "OnCalendar",
+        &["*-*-* *:*:00/10"],
+    );
+    assert_key(&r, "web-cron.timer", "Timer", "AccuracySec", &["1s"]);
+    assert_key(&r, "web-cron.timer", "Timer", "Unit", &["web-cron.service"]);
+    assert_key(&r, "web-cron.timer", "Unit", "PartOf", &["web.target"]);
+    assert_key(&r, "web-cron.service", "Service", "Type", &["oneshot"]);
+    assert_key(&r, "web-cron.service", "Unit", "Requisite", &["web.target"]);
+    let exec = |file: &str| {
+        let f = r.files.iter().find(|f| f.name == file).unwrap();
+        keys(&f.contents)
+            .remove(&("Service".to_string(), "ExecStart".to_string()))
+            .unwrap()
+            .join(" ")
+    };
+    assert!(
+        exec("web-cron.service").ends_with(" \"reload\" \"web\""),
+        "{}",
+        exec("web-cron.service")
+    );
+    assert!(
+        exec("web-memory.service").ends_with(" \"memory-check\" \"web\" \"--limit\" \"209715200\""),
+        "{}",
+        exec("web-memory.service")
+    );
+    assert_key(&r, "web-memory.timer", "Timer", "OnUnitActiveSec", &["5s"]);
+    assert_key(&r, "web@.service", "Service", "MemoryMax", &["314572800"]);
+
+    // The user manager's units run `sysmgr --user ...`.
+    let spec = spec_of(&app_text("cron_restart = \"@daily\"\n"), "web.toml", None);
+    let user = sysmgr::render::render(
+        &spec,
+        std::num::NonZeroU32::MIN,
+        sysmgr::systemd::Manager::User,
+        Flavor::Generate,
+    );
+    let cron = user
+        .files
+        .iter()
+        .find(|f| f.name == "web-cron.service")
+        .unwrap();
+    assert!(
+        cron.contents.contains(" \"--user\" \"reload\" \"web\"\n"),
+        "{}",
+        cron.contents
+    );
+
+    // `hard`: the kernel's limit at the value itself, no check.
+    let r = rendered("max_memory_restart = \"200M\"\nmemory_limit_mode = \"hard\"\n");
+    let names: Vec<&str> = r.files.iter().map(|f| f.name.as_str()).collect();
+    assert_eq!(names, ["web@.service", "web.socket", "web.target"]);
+    assert_key(&r, "web@.service", "Service", "MemoryMax", &["209715200"]);
+    assert_key(&r, "web.target", "Unit", "Wants", &[]);
 }

@@ -17,6 +17,7 @@ fn boot(prefix: &str) -> Sandbox {
     Sandbox::boot(Options {
         binds: Vec::new(),
         dir_prefix: prefix.into(),
+        ..Default::default()
     })
     .unwrap_or_else(|e| panic!("a private systemd boots: {e}"))
 }
@@ -263,6 +264,7 @@ fn a_bind_that_does_not_exist_fails_the_boot_with_the_console_and_cleans_up() {
     let err = Sandbox::boot(Options {
         binds: vec![missing],
         dir_prefix: "sysmgr-t-badbind".into(),
+        ..Default::default()
     })
     .unwrap_err();
     let text = err.to_string();
@@ -290,6 +292,7 @@ fn binds_show_host_paths_at_the_same_path_inside() {
     let sb = Sandbox::boot(Options {
         binds: vec![dir.path().to_path_buf()],
         dir_prefix: "sysmgr-t-bind".into(),
+        ..Default::default()
     })
     .unwrap();
     let inside = dir.path().join("hello.txt");

@@ -216,7 +216,7 @@ fn the_generator_runs_inside_systemd_and_its_units_start() {
         &sb,
         "/etc/sysmgr/gen.toml",
         &format!(
-            "name = \"gen\"\ncommand = [\"{}\"]\ninstances = 2\n[env]\nSYSMGR_PROBE_DIR = \"/run/probe\"\n",
+            "name = \"gen\"\ncommand = [\"{}\"]\ninstances = 2\ncron_restart = \"@daily\"\n[env]\nSYSMGR_PROBE_DIR = \"/run/probe\"\n",
             probe.display()
         ),
     );
@@ -231,6 +231,8 @@ fn the_generator_runs_inside_systemd_and_its_units_start() {
         .join("run/systemd/generator/broken@.service")
         .exists());
     sb.systemctl(&["start", "gen.target"]).unwrap();
+    // The app's timer comes with it: generated beside the units, started by the target.
+    assert_eq!(crate::support::unit_state(&sb, "gen-cron.timer"), "active");
     for n in 1..=2 {
         assert_eq!(
             read_report(&sb, n).var("SYSMGR_INSTANCE"),

@@ -417,3 +417,84 @@ fn the_demo_uses_the_user_manager_where_systemd_runs() {
     assert!(!um.unit_dir().join("hello@.service").exists());
     assert!(!um.unit_dir().join("app@.service").exists());
 }
+
+/// `health_check` under the user manager: the health sockets are in the user's runtime
+/// directory (`%t`), reachable by the user's own `sysmgr --user`, and gate the reload.
+#[test]
+fn user_manager_health_check_asks_each_new_instance_in_the_runtime_directory() {
+    let um = UserManager::boot();
+    let port = free_port();
+    let app_dir = um.dir.path().join("app");
+    std::fs::create_dir(&app_dir).unwrap();
+    let health = "health_check = { path = \"/health\", timeout = \"1s\" }\n";
+    let good = format!("{}{health}", hello_app("web", 2, port));
+    let file = write(&app_dir, "app.toml", &good);
+    let file = file.to_str().unwrap();
+    let r = um.sysmgr(&["start", file]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let sock = um.dir.path().join("run/sysmgr/web/health-1.sock");
+    assert!(sock.exists(), "{} is the health socket", sock.display());
+    assert_eq!(
+        um.show("web-sysmgr-health@2.socket", "ActiveState"),
+        "active"
+    );
+
+    let hello = workspace_bin("sysmgr-hello").display().to_string();
+    let bad = good.replace(
+        &format!("[\"{hello}\"]"),
+        &format!("[\"{hello}\", \"--health-status\", \"500\"]"),
+    );
+    write(&app_dir, "app.toml", &bad);
+    let r = um.sysmgr(&["reload", file]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("failed (the new process is not healthy: `GET /health` on its own socket answered `HTTP/1.1 500 Internal Server Error` (asked "),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(um.instances("web")[&2].0, "active/running");
+
+    write(&app_dir, "app.toml", &good);
+    let r = um.sysmgr(&["reload", file]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let r = um.sysmgr(&["delete", "web"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(!sock.exists(), "the socket left with its unit");
+}
+
+/// `cron_restart` under the user manager: the timer's service runs `sysmgr --user reload`.
+#[test]
+fn user_manager_cron_restart_reloads_through_the_user_manager() {
+    let um = UserManager::boot();
+    let port = free_port();
+    let app_dir = um.dir.path().join("app");
+    std::fs::create_dir(&app_dir).unwrap();
+    let second = (std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 6)
+        % 60;
+    let text = format!(
+        "{}cron_restart = \"{second} * * * * *\"\n",
+        hello_app("web", 1, port)
+    );
+    let file = write(&app_dir, "app.toml", &text);
+    let r = um.sysmgr(&["start", file.to_str().unwrap()]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(um.show("web-cron.timer", "ActiveState"), "active");
+    let before = um.instances("web")[&1].1;
+    let after = crate::support::wait_for(70, || {
+        let pid = um.instances("web").get(&1).map(|(_, pid)| *pid)?;
+        (pid != before && pid != 0 && um.show("web-cron.service", "Result") == "success")
+            .then_some(pid)
+    });
+    assert!(
+        after.is_some(),
+        "not reloaded: {}",
+        um.sysmgr(&["status", "web"]).stdout
+    );
+    let r = um.sysmgr(&["delete", "web"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(!um.unit_dir().join("web-cron.timer").exists());
+}

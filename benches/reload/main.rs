@@ -178,6 +178,7 @@ fn run() -> anyhow::Result<()> {
     let sb = Sandbox::boot(sysmgr_sandbox::Options {
         binds,
         dir_prefix: "sysmgr-bench".into(),
+        ..Default::default()
     })?;
     // The rollout runs in this process and talks to the sandbox's systemd. Set before any
     // thread starts (the load runs on threads).

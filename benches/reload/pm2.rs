@@ -174,7 +174,8 @@ impl Pm2 {
         self.check(self.command(args), &args.join(" "))
     }
 
-    fn command(&self, args: &[&str]) -> Command {
+    /// The command `pm2 ARGS` against this daemon (its `PM2_HOME` set), not run.
+    pub fn command(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(&self.bin);
         cmd.args(args).env("PM2_HOME", &self.home);
         cmd

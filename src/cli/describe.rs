@@ -1,6 +1,7 @@
 //! `sysmgr describe NAME [--json]`: where an app comes from and what it is made of, like
 //! `pm2 describe`: the app file its units were generated from, the unit files and their
-//! paths, the instance count (wanted and running), and how its last reload went, from
+//! paths, the instance count (wanted and running), its health check as systemd loaded it,
+//! and how its last reload went, from
 //! sysmgr's own entries in the journal (`sysmgr history`).
 
 use std::fmt::Write as _;
@@ -12,6 +13,8 @@ use serde_json::{json, Value};
 use super::lifecycle;
 use crate::install::UnitDir;
 use crate::journal::history;
+use crate::reload::engine::human;
+use crate::reload::health::{self, Probe};
 use crate::systemd::dbus::Systemd;
 use crate::systemd::Manager;
 
@@ -34,9 +37,21 @@ pub fn run(args: &DescribeArgs, manager: Manager) -> anyhow::Result<ExitCode> {
         _ => dir,
     };
     let files = unit_dir.app_files(&name)?;
-    let status = lifecycle::runtime()?.block_on(async {
+    let (status, health) = lifecycle::runtime()?.block_on(async {
         let sd = Systemd::connect(manager).await?;
-        crate::controller::status::collect(&sd, std::slice::from_ref(&app)).await
+        let status = crate::controller::status::collect(&sd, std::slice::from_ref(&app)).await?;
+        // The check as systemd loaded it: what the next reload asks.
+        let health = match app.instances.first() {
+            Some(&i) => {
+                let unit = crate::names::UnitNames::new(&name).instance(i);
+                sd.service_state(&unit)
+                    .await
+                    .ok()
+                    .and_then(|s| health::Check::of(&s))
+            }
+            None => None,
+        };
+        anyhow::Ok((status, health))
     })?;
     let running = status.first().map_or(0, |s| {
         s.instances
@@ -60,6 +75,17 @@ pub fn run(args: &DescribeArgs, manager: Manager) -> anyhow::Result<ExitCode> {
             "unit_files": files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>(),
             "wanted": app.instances.len(),
             "running": running,
+            "health_check": health.as_ref().map_or(Value::Null, |h| {
+                let (path, unit) = match &h.probe {
+                    Probe::Http { path, .. } => (Some(path), None),
+                    Probe::Unit(unit) => (None, Some(unit)),
+                };
+                json!({
+                    "path": path,
+                    "command_unit": unit,
+                    "timeout_ms": h.timeout.as_millis(),
+                })
+            }),
             "last_reload": reload.as_ref().map(history::Row::to_json).unwrap_or(Value::Null),
         });
         lifecycle::print_stdout(&format!("{value:#}\n"))?;
@@ -86,6 +112,21 @@ pub fn run(args: &DescribeArgs, manager: Manager) -> anyhow::Result<ExitCode> {
         "instances    {} wanted, {running} running",
         app.instances.len()
     );
+    let health = match &health {
+        Some(h) => {
+            let within = human(h.timeout);
+            match &h.probe {
+                Probe::Http { path, .. } => {
+                    format!(
+                        "GET {path} on each new instance's own socket, 2xx or 3xx within {within}"
+                    )
+                }
+                Probe::Unit(unit) => format!("`{unit}` (a command) exits 0 within {within}"),
+            }
+        }
+        None => "none (`health_check` in the app file)".into(),
+    };
+    let _ = writeln!(out, "health check {health}");
     let reload = match &reload {
         Some(row) => {
             let details = row.details();

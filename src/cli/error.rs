@@ -105,6 +105,18 @@ pub enum CliError {
         /// What it said, trimmed.
         stderr: String,
     },
+    /// An installed app whose units do not record the app file they came from.
+    #[error("`{app}`'s units do not record its app file; give the file instead of the name")]
+    NoSource {
+        /// The app.
+        app: String,
+    },
+    /// `sysmgr nginx` for an app with no TCP socket.
+    #[error("`{app}` listens on no TCP port (only unix sockets, or none); nginx needs `listen = [\"3000\"]` or an address with a port")]
+    NoTcpListen {
+        /// The app.
+        app: String,
+    },
 }
 
 impl Classify for CliError {

@@ -17,6 +17,9 @@
 //! (`SYSMGR_NOTIFY_FD`): Node's bridge writes `READY=1` to it from the main process itself, so
 //! `NotifyAccess=main` holds. `SYSMGR_PID` tells the bridge which process is the main one (it
 //! stays the same across the exec), so a child Node process leaves everything alone.
+//!
+//! And the crash-loop brake (`max_restarts`, [`brake`]): systemd's own start limit cannot be
+//! used, since an instance that hits it fails the socket shared by every instance.
 
 use std::ffi::OsString;
 use std::os::fd::{AsRawFd as _, IntoRawFd as _};
@@ -47,6 +50,11 @@ pub fn run(args: &ExecArgs) -> anyhow::Result<ExitCode> {
     command.args(rest);
     if let Some(stream) = journal::split_streams(program) {
         command.env("JOURNAL_STREAM", stream);
+    }
+    // After the split, so the refusal is logged at priority err.
+    if let Some(refused) = brake::record_start() {
+        eprintln!("sysmgr exec: {refused}");
+        return Ok(ExitCode::from(crate::config::brake::EXIT_STATUS));
     }
     command.envs(slot_env(|k| std::env::var(k).ok()));
     // Only Node gets the bridge's notify fd: any other program speaks sd_notify itself and
@@ -119,6 +127,118 @@ fn notify_fd(address: &std::ffi::OsStr) -> anyhow::Result<i32> {
         return Err(std::io::Error::last_os_error().into());
     }
     Ok(socket.into_raw_fd())
+}
+
+/// The crash-loop brake, PM2's `max_restarts`: each start of an instance is recorded in a
+/// directory that systemd keeps across the instance's restarts and removes when it stops or
+/// fails (`RuntimeDirectoryPreserve=restart`). Starts less than `WINDOW_SECS` apart make a
+/// streak; a start that makes the streak longer than `max_restarts` is refused with
+/// `EXIT_STATUS`, which the unit lists in `RestartPreventExitStatus=`: the instance ends
+/// `failed`, alone, and the shared socket stays up. Unlike systemd's start limit this fails
+/// no other unit. Without the variables (an older unit, a hand-made one) there is no brake.
+mod brake {
+    use std::path::Path;
+
+    use crate::config::brake::{DIR_VAR, FILE, MAX_VAR, WINDOW_SECS};
+
+    /// The starts in a row so far, and when the last one was (`CLOCK_MONOTONIC`, ms).
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub struct Streak {
+        pub starts: u32,
+        pub last_ms: u64,
+    }
+
+    impl Streak {
+        /// The streak after a start at `now_ms`, given the one the start before recorded.
+        pub fn after(prev: Option<Streak>, now_ms: u64) -> Streak {
+            let starts = match prev {
+                Some(p) if now_ms >= p.last_ms && now_ms - p.last_ms < WINDOW_SECS * 1000 => {
+                    p.starts.saturating_add(1)
+                }
+                _ => 1,
+            };
+            Streak {
+                starts,
+                last_ms: now_ms,
+            }
+        }
+
+        fn parse(text: &str) -> Option<Streak> {
+            let (starts, last) = text.trim().split_once(' ')?;
+            Some(Streak {
+                starts: starts.parse().ok()?,
+                last_ms: last.parse().ok()?,
+            })
+        }
+    }
+
+    /// Records this start; returns why it is refused, if it is.
+    pub fn record_start() -> Option<String> {
+        let max: u32 = std::env::var(MAX_VAR).ok()?.parse().ok()?;
+        let dir = std::env::var_os(DIR_VAR)?;
+        let file = Path::new(&dir).join(FILE);
+        let prev = std::fs::read_to_string(&file)
+            .ok()
+            .and_then(|t| Streak::parse(&t));
+        let streak = Streak::after(prev, monotonic_ms());
+        let tmp = Path::new(&dir).join("starts.new");
+        let written = std::fs::write(&tmp, format!("{} {}\n", streak.starts, streak.last_ms))
+            .and_then(|()| std::fs::rename(&tmp, &file));
+        if let Err(err) = written {
+            // The program starts anyway: a brake that cannot count must not stop the app.
+            eprintln!(
+                "sysmgr exec: cannot record this start in `{}` ({err}); the crash-loop brake (max_restarts) is off for it",
+                file.display()
+            );
+        }
+        (streak.starts > max).then(|| refusal(streak.starts, max))
+    }
+
+    /// What the journal says when a start is refused.
+    pub fn refusal(starts: u32, max: u32) -> String {
+        let app = std::env::var("SYSMGR_APP").unwrap_or_default();
+        format!(
+            "crash loop: this is start {starts} in a row, each less than {WINDOW_SECS} s after the one before, and max_restarts is {max}; not starting again. The instance stays failed (the others keep serving) until `sysmgr start {app}` or `sysmgr reload {app}`"
+        )
+    }
+
+    fn monotonic_ms() -> u64 {
+        // SAFETY: clock_gettime writes into the zeroed struct it is given, nothing else.
+        let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
+        unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+        (ts.tv_sec as u64) * 1000 + (ts.tv_nsec as u64) / 1_000_000
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn starts_less_than_the_window_apart_make_a_streak_and_a_pause_ends_it() {
+            let first = Streak::after(None, 5_000);
+            assert_eq!(first.starts, 1);
+            let second = Streak::after(Some(first), 5_000 + 9_999);
+            assert_eq!((second.starts, second.last_ms), (2, 14_999));
+            // 10 s after the last start, a new streak begins.
+            assert_eq!(Streak::after(Some(second), 24_999).starts, 1);
+            // A clock that went back (a stale file) begins one too.
+            assert_eq!(Streak::after(Some(second), 100).starts, 1);
+        }
+
+        #[test]
+        fn the_recorded_streak_reads_back_and_garbage_is_no_streak() {
+            assert_eq!(
+                Streak::parse("17 123456\n"),
+                Some(Streak {
+                    starts: 17,
+                    last_ms: 123456
+                })
+            );
+            for bad in ["", "17", "x 1", "1 -2"] {
+                assert_eq!(Streak::parse(bad), None, "{bad}");
+            }
+        }
+    }
 }
 
 /// stdout and stderr as journal streams of their own priorities.

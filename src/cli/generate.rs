@@ -259,13 +259,15 @@ fn load_and_render(
 
 /// Renders and writes loaded apps (installing the Node bridge first when an app needs it);
 /// reloads the manager when the units went into its live directory. Used by `generate`,
-/// `start FILE` and `reload FILE`.
+/// `start FILE` and `reload FILE`; `reload FILE` keeps the units it replaces as the last
+/// good generation (`keep_last_good`), to put back if its rollout halts.
 pub(crate) fn write_specs(
     specs: &[config::AppSpec],
     opts: &ParseOptions,
     output: Option<&Path>,
     manager: Manager,
     reload: bool,
+    keep_last_good: bool,
 ) -> anyhow::Result<Generated> {
     if specs.iter().any(|s| s.runtime.is_node()) {
         let script = opts.bridge.script.display().to_string();
@@ -278,7 +280,11 @@ pub(crate) fn write_specs(
     let apps = render_all(specs, manager, Flavor::Generate);
     let default = UnitDir::default_for(manager)?;
     let dir = output.map_or_else(|| default.clone(), |p| UnitDir::new(p.to_path_buf()));
-    let report = dir.write(&apps)?;
+    let report = if keep_last_good {
+        dir.write_keeping_last_good(&apps)?
+    } else {
+        dir.write(&apps)?
+    };
     for (app, spec) in apps.iter().zip(specs) {
         let n = app.links.len();
         crate::journal::Record::new(
@@ -377,6 +383,7 @@ pub fn run(args: &GenerateArgs, manager: Manager) -> anyhow::Result<ExitCode> {
         args.output.as_deref(),
         manager,
         !args.no_reload,
+        false,
     )?;
     Ok(ExitCode::SUCCESS)
 }

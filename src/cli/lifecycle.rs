@@ -89,12 +89,14 @@ pub struct SourceArgs {
 
 /// What `start` and `reload` begin with: resolves `arg` (an app name, an app file, a PM2
 /// ecosystem file or a script), takes the lock of every app it holds, generates their units
-/// (which reloads systemd when anything changed), and opens them.
+/// (which reloads systemd when anything changed; `reload` keeps the units replaced as the
+/// last good generation, `keep_last_good`), and opens them.
 pub fn prepare(
     arg: &str,
     source: &SourceArgs,
     manager: Manager,
     lock_args: &LockArgs,
+    keep_last_good: bool,
 ) -> anyhow::Result<Vec<App>> {
     let path = match Target::parse(arg) {
         Target::Name(name) => {
@@ -126,7 +128,7 @@ pub fn prepare(
         let held = lock(manager, &name, lock_args)?;
         locks.push((name, held));
     }
-    write_specs(&specs, &opts, None, manager, true)?;
+    write_specs(&specs, &opts, None, manager, true, keep_last_good)?;
     locks
         .into_iter()
         .map(|(name, held)| App::open(manager, &name, held))

@@ -12,6 +12,7 @@ use crate::{Classify, ErrorClass};
 mod assets;
 mod check;
 mod delete;
+mod deploy;
 mod describe;
 mod error;
 mod exec;
@@ -23,7 +24,9 @@ mod init;
 pub mod lifecycle;
 mod list;
 mod logs;
+mod memory_check;
 mod monit;
+mod nginx;
 mod reload;
 mod restart;
 mod scale;
@@ -94,6 +97,10 @@ pub enum Command {
     /// A live view of every instance (or one app's): CPU, memory, restarts, the selected
     /// instance's journal; keys reload, restart one instance, scale by one.
     Monit(monit::MonitArgs),
+    /// Ship the app to the hosts of `[deploy.ENV]`: immutable releases, rolled host by host.
+    Deploy(deploy::DeployArgs),
+    /// Print an nginx upstream and server block for the app (one server per deploy host).
+    Nginx(nginx::NginxArgs),
     /// What sysmgr did to an app: its last reloads, starts, scales..., from the journal.
     History(history::HistoryArgs),
     /// Print a completion script for bash, zsh, fish, elvish or powershell.
@@ -104,6 +111,28 @@ pub enum Command {
     /// Start an instance's program with a notify socket for it (what Node apps' units run).
     #[command(hide = true)]
     Exec(exec::ExecArgs),
+    /// Restart the instances above `max_memory_restart` through their drain (what
+    /// `NAME-memory.service` runs).
+    #[command(hide = true, name = crate::names::MEMORY_CHECK_COMMAND)]
+    MemoryCheck(memory_check::MemoryCheckArgs),
+}
+
+impl Command {
+    /// True for the commands that change no app, so record no event in the journal.
+    fn only_reads(&self) -> bool {
+        matches!(
+            self,
+            Self::List(_)
+                | Self::Status(_)
+                | Self::Describe(_)
+                | Self::Logs(_)
+                | Self::Monit(_)
+                | Self::History(_)
+                | Self::Check(_)
+                | Self::Completions(_)
+                | Self::Man(_)
+        )
+    }
 }
 
 /// Parses the command line and runs the command. `argv0` decides whether this process was
@@ -115,8 +144,11 @@ pub fn main() -> ExitCode {
     }
     let cli = Cli::parse();
     // sysmgr's own events go to the journal when there is one (never the generator's: it
-    // runs before journald at boot and changes no app).
-    crate::journal::init();
+    // runs before journald at boot and changes no app). Commands that only look record
+    // nothing, and skip connecting to journald: `list` and `status` should start at once.
+    if !cli.command.only_reads() {
+        crate::journal::init();
+    }
     let result = match cli.command {
         Command::Init(args) => init::run(&args),
         Command::Check(args) => check::run(&args, cli.manager.manager()),
@@ -134,9 +166,12 @@ pub fn main() -> ExitCode {
         Command::Logs(args) => logs::run(&args, cli.manager.manager()),
         Command::Monit(args) => monit::run(&args, cli.manager.manager()),
         Command::History(args) => history::run(&args, cli.manager.manager()),
+        Command::Deploy(args) => deploy::run(&args, cli.manager.manager()),
+        Command::Nginx(args) => nginx::run(&args, cli.manager.manager()),
         Command::Completions(args) => assets::completions(&args),
         Command::Man(args) => assets::man(&args),
         Command::Exec(args) => exec::run(&args),
+        Command::MemoryCheck(args) => memory_check::run(&args, cli.manager.manager()),
     };
     match result {
         Ok(code) => code,
@@ -222,4 +257,5 @@ fn class_of<H: Holds + ?Sized>(err: &H) -> Option<ErrorClass> {
         .or_else(|| ask::<crate::install::InstallError>(err))
         .or_else(|| ask::<crate::lock::LockError>(err))
         .or_else(|| ask::<crate::systemd::dbus::DbusError>(err))
+        .or_else(|| ask::<crate::deploy::DeployError>(err))
 }

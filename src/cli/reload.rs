@@ -14,7 +14,7 @@ use std::time::Duration;
 use clap::Args;
 
 use super::lifecycle::{self, LockArgs};
-use crate::controller::ControlError;
+use crate::controller::{ControlError, PutBack};
 use crate::reload::engine::human;
 use crate::reload::{self, Event, Options, Step, Summary};
 use crate::systemd::dbus::{ServiceResult, Systemd};
@@ -51,7 +51,7 @@ pub fn run(args: &ReloadArgs, manager: Manager) -> anyhow::Result<ExitCode> {
 
 /// Reloads the apps `arg` names (a name, or every app of a file), halting at the first halt.
 fn reload_apps(args: &ReloadArgs, manager: Manager, arg: &str) -> anyhow::Result<ExitCode> {
-    let apps = lifecycle::prepare(arg, &args.source, manager, &args.lock)?;
+    let apps = lifecycle::prepare(arg, &args.source, manager, &args.lock, true)?;
     let opts = Options {
         parallel: args.parallel,
         min_ready: Duration::from_millis(args.min_ready),
@@ -59,12 +59,26 @@ fn reload_apps(args: &ReloadArgs, manager: Manager, arg: &str) -> anyhow::Result
     };
     lifecycle::runtime()?.block_on(async {
         let sd = Systemd::connect(manager).await?;
-        // One app after the other; a halt stops here, the apps after it keep their version.
-        for app in &apps {
-            reload_one(&sd, app, &opts, &mut printer("reload"), &mut |line| {
+        // One app after the other; a halt stops here, the apps after it keep their version,
+        // and their previous unit files if the file changed them.
+        for (n, app) in apps.iter().enumerate() {
+            if let Err(e) = reload_one(&sd, app, &opts, &mut printer("reload"), &mut |line| {
                 eprintln!("{line}");
             })
-            .await?;
+            .await
+            {
+                for rest in &apps[n + 1..] {
+                    if let Some(put_back) = rest.put_back_unreloaded(&sd).await {
+                        eprintln!(
+                            "reload {}: not reloaded, as the reload of `{}` failed; {}",
+                            rest.name(),
+                            app.name(),
+                            files_put_back(&put_back)
+                        );
+                    }
+                }
+                return Err(e);
+            }
         }
         Ok(ExitCode::SUCCESS)
     })
@@ -83,16 +97,28 @@ pub(crate) async fn reload_one(
 ) -> anyhow::Result<()> {
     let name = app.name();
     let running = app.running(sd).await?;
+    super::start::say_sockets_cleared("reload", name, &app.recover_sockets(sd, "reload").await?);
     if app.reload_systemd_if_stale(sd).await? {
         say(format!(
             "reload {name}: the unit files changed on disk; reloaded systemd first"
         ));
     }
-    let summary = app.reload(sd, opts, on_event).await;
-    say(closing_line("reload", &summary, &running));
-    halt_error("reload", &summary)?;
+    let reloaded = app.reload(sd, opts, on_event).await;
+    let halt = Halt {
+        put_back: reloaded.put_back.as_ref(),
+        source: app.installed().source.as_deref(),
+    };
+    say(closing_line("reload", &reloaded.summary, &running, &halt));
+    halt_error("reload", &reloaded.summary, &halt)?;
     // Scale down to the count in the unit directory: instances beyond it still run the
     // previous version and are stopped only now, after the new ones proved ready.
+    let (started, stopped) = app.sync_timers(sd).await?;
+    for timer in started {
+        eprintln!("reload {name}: started {timer}");
+    }
+    for timer in stopped {
+        eprintln!("reload {name}: stopped {timer}, which the app file no longer asks for");
+    }
     let extra = app.stop_unwanted(sd, &running).await?;
     if !extra.is_empty() {
         say(format!(
@@ -190,16 +216,26 @@ fn result_text(result: Option<&ServiceResult>) -> &str {
     result.map_or("", ServiceResult::as_str)
 }
 
-/// The closing line (on stderr), and the halt's error when the rollout halted. `running`: the
-/// instances that ran before the rollout, so the report names only those still serving the
-/// previous version.
+/// What a halt report says besides the rollout: what the halt put back, and the app file the
+/// units came from.
+#[derive(Debug, Default)]
+pub(crate) struct Halt<'a> {
+    /// What was put back of the last good generation (`reload FILE` only).
+    pub put_back: Option<&'a PutBack>,
+    /// The app file named in the units' header.
+    pub source: Option<&'a std::path::Path>,
+}
+
+/// The closing line (on stderr), and the halt's error when the rollout halted. `running`: the instances that ran
+/// before the rollout, so the report names only those still serving the previous version.
 pub(crate) fn report(
     verb: &'static str,
     summary: &Summary,
     running: &BTreeSet<u32>,
+    halt: &Halt<'_>,
 ) -> anyhow::Result<()> {
-    eprintln!("{}", closing_line(verb, summary, running));
-    halt_error(verb, summary)
+    eprintln!("{}", closing_line(verb, summary, running, halt));
+    halt_error(verb, summary, halt)
 }
 
 /// The line that ends a rollout: its times when it completed, else where it halted and the
@@ -208,6 +244,7 @@ pub(crate) fn closing_line(
     verb: &'static str,
     summary: &Summary,
     running: &BTreeSet<u32>,
+    halt: &Halt<'_>,
 ) -> String {
     let app = &summary.app;
     if summary.completed() {
@@ -233,19 +270,39 @@ pub(crate) fn closing_line(
         .filter(|r| running.contains(&r.instance))
         .map(|r| r.unit.as_str())
         .collect();
-    if skipped.is_empty() {
-        format!("{verb} {app}: halted; `{}` is stopped", failed.unit)
-    } else {
-        format!(
-            "{verb} {app}: halted; `{}` is stopped; not restarted, still running the previous version: {}",
-            failed.unit,
+    let mut line = format!(
+        "{verb} {app}: halted; {}",
+        what_was_put_back(&failed.unit, halt.put_back)
+    );
+    if !skipped.is_empty() {
+        line += &format!(
+            "; not restarted, still running the previous version: {}",
             skipped.join(", ")
         )
     }
+    if let Some(PutBack::Done { .. }) = halt.put_back {
+        let moved: Vec<&str> = summary
+            .instances
+            .iter()
+            .filter(|r| r.step == Step::Ready)
+            .map(|r| r.unit.as_str())
+            .collect();
+        if !moved.is_empty() {
+            line += &format!(
+                "; restarted before the halt, running the new version until they restart: {}",
+                moved.join(", ")
+            );
+        }
+    }
+    line
 }
 
 /// The error of a rollout that halted ([`ControlError::Halted`]), `Ok` when it completed.
-pub(crate) fn halt_error(verb: &'static str, summary: &Summary) -> anyhow::Result<()> {
+pub(crate) fn halt_error(
+    verb: &'static str,
+    summary: &Summary,
+    halt: &Halt<'_>,
+) -> anyhow::Result<()> {
     let app = &summary.app;
     if summary.completed() {
         return Ok(());
@@ -253,6 +310,17 @@ pub(crate) fn halt_error(verb: &'static str, summary: &Summary) -> anyhow::Resul
     let failed = summary
         .failed()
         .expect("a rollout that did not complete has a failed instance");
+    // Once the files changed, the app file is what must be fixed and reloaded: the units
+    // installed now are the previous version's (or, if they could not be put back, the
+    // broken ones).
+    let next = match (halt.put_back, halt.source) {
+        (Some(_), Some(file)) => format!(
+            "fix the app file and run `sysmgr {verb} {}` again",
+            file.display()
+        ),
+        (Some(_), None) => format!("fix the app file and run `sysmgr {verb} FILE` again"),
+        (None, _) => format!("fix the app and run `sysmgr {verb} {app}` again"),
+    };
     let failure = failed
         .failure
         .as_ref()
@@ -264,6 +332,7 @@ pub(crate) fn halt_error(verb: &'static str, summary: &Summary) -> anyhow::Resul
             app: app.clone(),
             unit: failed.unit.clone(),
             reason: "a call to systemd failed".into(),
+            next,
         }));
     }
     Err(ControlError::Halted {
@@ -275,6 +344,54 @@ pub(crate) fn halt_error(verb: &'static str, summary: &Summary) -> anyhow::Resul
             failure.reason,
             result_text(failure.service_result.as_ref())
         ),
+        next,
     }
     .into())
+}
+
+/// The part of the halt line that says what became of the failed `unit` and of the unit
+/// files.
+fn what_was_put_back(unit: &str, put_back: Option<&PutBack>) -> String {
+    match put_back {
+        None => format!("`{unit}` is stopped"),
+        Some(failed @ PutBack::Failed(_)) => {
+            format!("`{unit}` is stopped; {}", files_put_back(failed))
+        }
+        Some(done @ PutBack::Done { restarted, .. }) => {
+            let instance = match restarted {
+                Some((unit, Ok(pid))) => {
+                    format!("`{unit}` runs the previous version again (pid {pid})")
+                }
+                Some((unit, Err(e))) => format!(
+                    "`{unit}` did not start on the previous version either ({e}) and is stopped"
+                ),
+                None => format!("`{unit}` is stopped"),
+            };
+            format!("{}; {instance}", files_put_back(done))
+        }
+    }
+}
+
+/// What became of the unit files.
+fn files_put_back(put_back: &PutBack) -> String {
+    match put_back {
+        PutBack::Failed(e) => format!(
+            "putting back the previous version's unit files failed ({e}), the new version's stay installed"
+        ),
+        PutBack::Done { files, reloaded, .. } => {
+            let files = files
+                .iter()
+                .map(|f| format!("`{}`", f.display()))
+                .collect::<Vec<_>>()
+                .join(", ");
+            match reloaded {
+                Ok(()) => format!(
+                    "put back the previous version's unit files and reloaded systemd: {files}"
+                ),
+                Err(e) => format!(
+                    "put back the previous version's unit files: {files}, but systemd was not reloaded ({e}; run `systemctl daemon-reload`)"
+                ),
+            }
+        }
+    }
 }

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use clap::Args;
 
 use super::lifecycle::{self, LockArgs};
+use crate::controller::ControlError;
 use crate::systemd::dbus::Systemd;
 use crate::systemd::Manager;
 
@@ -31,11 +32,35 @@ fn run_one(args: &RestartArgs, manager: Manager, name: &str) -> anyhow::Result<E
     let app = lifecycle::open(manager, name, &args.lock)?;
     lifecycle::runtime()?.block_on(async {
         let sd = Systemd::connect(manager).await?;
+        match app.recover_sockets(&sd, "restart").await {
+            Ok(cleared) => super::start::say_sockets_cleared("restart", name, &cleared),
+            Err(e) => match e.downcast_ref::<ControlError>() {
+                Some(ControlError::SocketWedged {
+                    socket,
+                    result,
+                    holders,
+                    ..
+                }) => {
+                    eprintln!(
+                        "restart {name}: `{socket}` had failed (systemd's result: `{result}`) while {holders} served on it; systemd cannot listen again until they stop, so every instance is stopped first and the app started again"
+                    );
+                    let states = app.restart_stopped(&sd).await?;
+                    super::start::report_states("restart", "restarted", name, &states, manager)?;
+                    return Ok(ExitCode::SUCCESS);
+                }
+                _ => return Err(e),
+            },
+        }
         let running = app.running(&sd).await?;
         let summary = app
             .restart(&sd, &mut super::reload::printer("restart"))
             .await;
-        super::reload::report("restart", &summary, &running)?;
+        super::reload::report(
+            "restart",
+            &summary,
+            &running,
+            &super::reload::Halt::default(),
+        )?;
         Ok(ExitCode::SUCCESS)
     })
 }

@@ -1,4 +1,6 @@
 //! `sysmgr scale NAME N|+N|-N`: change how many instances run, now and after a reboot.
+//! `sysmgr scale all +1` (as `pm2 scale`, with PM2's `all`) scales every installed app in
+//! turn, each from its own count.
 //!
 //! The count is persisted as the links in `NAME.target.wants/` (what the target starts at
 //! boot); then the new instances are started, or the ones beyond the count stopped with
@@ -75,10 +77,11 @@ impl Count {
 
 #[derive(Debug, Args)]
 pub struct ScaleArgs {
-    /// The app.
-    #[arg(value_name = "NAME")]
+    /// The app, `all` (every installed app, in turn), or an app file or PM2 ecosystem file
+    /// (every app of it).
+    #[arg(value_name = "NAME|FILE")]
     pub name: String,
-    /// The new count: N, or +N / -N relative to the current one.
+    /// The new count: N, or +N / -N relative to each app's current one.
     #[arg(value_name = "N|+N|-N", allow_hyphen_values = true)]
     pub count: Count,
     #[command(flatten)]
@@ -86,16 +89,21 @@ pub struct ScaleArgs {
 }
 
 pub fn run(args: &ScaleArgs, manager: Manager) -> anyhow::Result<ExitCode> {
-    let name = lifecycle::app_name(&args.name)?;
+    lifecycle::for_each_app("scale", &args.name, manager, |name| {
+        run_one(args, manager, name)
+    })
+}
+
+fn run_one(args: &ScaleArgs, manager: Manager, name: &str) -> anyhow::Result<()> {
     // Opened under the lock: the current count cannot change between reading and writing it.
-    let app = lifecycle::open(manager, &name, &args.lock)?;
+    let app = lifecycle::open(manager, name, &args.lock)?;
     let current = app.instances().len() as u32;
-    let new = args.count.apply(&name, current)?;
+    let new = args.count.apply(name, current)?;
     lifecycle::runtime()?.block_on(async {
         // Connected before anything is written: an unreachable systemd changes nothing.
         let sd = Systemd::connect(manager).await?;
-        eprintln!("{}", scaled_line(&name, &app.scale(&sd, new).await?));
-        Ok(ExitCode::SUCCESS)
+        eprintln!("{}", scaled_line(name, &app.scale(&sd, new).await?));
+        Ok(())
     })
 }
 

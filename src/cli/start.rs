@@ -11,7 +11,7 @@ use super::lifecycle::{self, LockArgs};
 use crate::config::hardening;
 use crate::controller::ControlError;
 use crate::reload::units::journal_tail;
-use crate::systemd::dbus::Systemd;
+use crate::systemd::dbus::{SocketResult, Systemd};
 use crate::systemd::Manager;
 
 #[derive(Debug, Args)]
@@ -31,7 +31,7 @@ pub struct StartArgs {
 }
 
 pub fn run(args: &StartArgs, manager: Manager) -> anyhow::Result<ExitCode> {
-    let apps = lifecycle::prepare(&args.app, &args.source, manager, &args.lock)?;
+    let apps = lifecycle::prepare(&args.app, &args.source, manager, &args.lock, false)?;
     lifecycle::runtime()?.block_on(async {
         let sd = Systemd::connect(manager).await?;
         for app in &apps {
@@ -59,21 +59,48 @@ async fn start_one(
             );
         }
     }
+    say_sockets_cleared("start", name, &app.recover_sockets(sd, "start").await?);
     let states = app.start(sd).await?;
+    // The target starts the app's timers; one whose file is gone (`start FILE` after
+    // removing `cron_restart`) is stopped.
+    let (_, stopped) = app.sync_timers(sd).await?;
+    for timer in stopped {
+        eprintln!("start {name}: stopped {timer}, which the app file no longer asks for");
+    }
+    report_states("start", "started", name, &states, manager)
+}
+
+/// Says which failed sockets [`crate::controller::App::recover_sockets`] cleared.
+pub(crate) fn say_sockets_cleared(verb: &str, name: &str, cleared: &[(String, SocketResult)]) {
+    for (socket, result) in cleared {
+        eprintln!(
+            "{verb} {name}: `{socket}` had failed (systemd's result: `{result}`) with no instance running; cleared it, so starting the instances starts it again"
+        );
+    }
+}
+
+/// Prints the state of each instance after a start; an error if any is not running.
+pub(crate) fn report_states(
+    verb: &str,
+    done: &str,
+    name: &str,
+    states: &[(u32, crate::systemd::dbus::ServiceState)],
+    manager: Manager,
+) -> anyhow::Result<()> {
     let mut failed = Vec::new();
-    for (i, state) in &states {
+    for (i, state) in states {
         if state.is_running() {
             eprintln!(
-                "start {name}: instance {i} ({}) {}/{}, pid {}",
+                "{verb} {name}: instance {i} ({}) {}/{}, pid {}",
                 state.unit, state.active_state, state.sub_state, state.main_pid
             );
         } else {
             eprintln!(
-                "start {name}: instance {i} ({}) {}/{}, systemd's result: `{}`",
+                "{verb} {name}: instance {i} ({}) {}/{}, systemd's result: `{}`",
                 state.unit, state.active_state, state.sub_state, state.result
             );
             if let Some(hint) = hardening_hint(manager, &state.unit) {
-                eprintln!("start {name}: {}: {hint}", state.unit);
+                eprintln!("{verb} {name}: {}: {hint}", state.unit);
             }
             failed.push(state.unit.clone());
         }
@@ -88,7 +115,7 @@ async fn start_one(
         .into());
     }
     eprintln!(
-        "started `{name}`: {} running",
+        "{done} `{name}`: {} running",
         lifecycle::instances_word(states.len())
     );
     Ok(())

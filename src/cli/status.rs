@@ -12,7 +12,8 @@ use std::time::Duration;
 use clap::Args;
 
 use super::lifecycle;
-use crate::controller::{self, status::AppStatus};
+use crate::controller::{self, status::AppStatus, timers::Timers};
+use crate::journal::{history, Action};
 use crate::reload::engine::human;
 use crate::systemd::dbus::Systemd;
 use crate::systemd::Manager;
@@ -92,19 +93,45 @@ pub fn run(args: &StatusArgs, manager: Manager) -> anyhow::Result<ExitCode> {
     let name = lifecycle::app_name(&args.name)?;
     let dir = controller::unit_dir(manager)?;
     let app = controller::find(&dir, manager, &name)?;
-    let status = lifecycle::runtime()?.block_on(async {
+    // Which timers the app has: two stats, not another read of the unit directory.
+    let names = crate::names::UnitNames::new(&name);
+    let files: Vec<String> = [names.cron_timer(), names.memory_timer()]
+        .into_iter()
+        .filter(|f| dir.path().join(f).is_file())
+        .collect();
+    let (status, timers) = lifecycle::runtime()?.block_on(async {
         let sd = Systemd::connect(manager).await?;
-        controller::status::collect(&sd, std::slice::from_ref(&app)).await
+        futures_util::future::try_join(
+            controller::status::collect(&sd, std::slice::from_ref(&app)),
+            controller::timers::collect(&sd, &name, &files),
+        )
+        .await
     })?;
     let status = status
         .into_iter()
         .next()
         .expect("one app asked, one app answered");
+    // The last graceful memory restart, from sysmgr's entries in the journal.
+    let last_restart = timers
+        .memory_limit
+        .as_ref()
+        .and_then(|_| last_entry(&name, manager, Action::MemoryRestart));
     let text = if args.json {
-        serde_json::to_string_pretty(&status)? + "\n"
+        let mut json = serde_json::to_value(&status)?;
+        json["cron_restart"] = serde_json::to_value(&timers.cron_restart)?;
+        json["memory_limit"] = serde_json::to_value(&timers.memory_limit)?;
+        if let Some(limit) = json["memory_limit"].as_object_mut() {
+            limit.insert(
+                "last_restart".into(),
+                last_restart
+                    .as_ref()
+                    .map_or(serde_json::Value::Null, history::Row::to_json),
+            );
+        }
+        serde_json::to_string_pretty(&json)? + "\n"
     } else {
         format!(
-            "{}: {}{}, {} wanted{}\n{}",
+            "{}: {}{}, {} wanted{}\n{}{}",
             status.name,
             status.state,
             failed_list(&status),
@@ -114,7 +141,8 @@ pub fn run(args: &StatusArgs, manager: Manager) -> anyhow::Result<ExitCode> {
                 .as_deref()
                 .map(|s| format!(", from {s}"))
                 .unwrap_or_default(),
-            table(std::slice::from_ref(&status))
+            table(std::slice::from_ref(&status)),
+            timer_lines(&timers, last_restart.as_ref(), now_usec()),
         )
     };
     lifecycle::print_stdout(&text)?;
@@ -122,6 +150,75 @@ pub fn run(args: &StatusArgs, manager: Manager) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::from(super::exit::FAILED));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn now_usec() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_micros() as u64
+}
+
+/// The app's last journal entry of `action` (best effort: without journalctl, none).
+fn last_entry(name: &str, manager: Manager, action: Action) -> Option<history::Row> {
+    let out = std::process::Command::new("journalctl")
+        .args(history::journalctl_args(name, manager, 1))
+        .arg(format!(
+            "{}={}",
+            crate::journal::fields::ACTION,
+            action.as_str()
+        ))
+        .output()
+        .ok()?;
+    history::parse(&String::from_utf8_lossy(&out.stdout)).pop()
+}
+
+/// A time as `2026-12-02 03:00:00 (in 5s)` or `(12s ago)`.
+fn when(usec: u64, now_usec: u64) -> String {
+    let relative = if usec >= now_usec {
+        format!("in {}", uptime((usec - now_usec).div_ceil(1_000_000)))
+    } else {
+        format!("{} ago", uptime((now_usec - usec) / 1_000_000))
+    };
+    format!("{} ({relative})", history::local_time(usec))
+}
+
+/// The lines under the table for `cron_restart` and the graceful memory limit.
+fn timer_lines(timers: &Timers, last_restart: Option<&history::Row>, now: u64) -> String {
+    let mut out = String::new();
+    if let Some(cron) = &timers.cron_restart {
+        let next = cron
+            .next_run_usec
+            .map_or("none (the timer is stopped)".into(), |t| when(t, now));
+        let last = match (cron.last_run_usec, &cron.last_result) {
+            (Some(t), Some(result)) => format!("{}, {result}", when(t, now)),
+            _ => "never".into(),
+        };
+        out.push_str(&format!(
+            "cron_restart: {} ({}): next {next}; last {last}\n",
+            cron.on_calendar.join(", "),
+            cron.timer
+        ));
+    }
+    if let Some(memory) = &timers.memory_limit {
+        let limit = memory.limit_bytes.map_or("?".into(), bytes);
+        let check = memory
+            .last_check_usec
+            .map_or("not yet".into(), |t| when(t, now));
+        let restart = last_restart.map_or("none".into(), |row| {
+            format!(
+                "{}, {}: {}",
+                when(row.realtime_usec, now),
+                row.get("outcome"),
+                row.details()
+            )
+        });
+        out.push_str(&format!(
+            "max_memory_restart: {limit}, graceful ({}, last check {check}); last restart {restart}\n",
+            memory.timer
+        ));
+    }
+    out
 }
 
 /// ` (failed: a, b)` for a degraded app, else nothing.

@@ -72,6 +72,16 @@ pub enum EcosystemError {
         /// What it exported instead.
         found: String,
     },
+    /// One environment of the `deploy` section cannot be converted.
+    #[error("{file}: deploy `{env}`: {message}")]
+    Deploy {
+        /// The ecosystem file.
+        file: String,
+        /// The environment's name.
+        env: String,
+        /// What is wrong and what to do.
+        message: String,
+    },
     /// One app cannot be converted.
     #[error("{file}: app `{app}` (apps[{index}]): {message}")]
     App {
@@ -275,18 +285,191 @@ pub fn convert(
             found: "an empty `apps` array".into(),
         });
     }
-    let deploy = value.get("deploy").is_some();
     let mut out = Vec::new();
     for (index, app) in apps.iter().enumerate() {
-        let mut imported = App::new(file, index, base, overrides).convert(app)?;
-        if deploy && index == 0 {
-            imported.warnings.push(format!(
-                "{file}: `deploy` is kept in the ecosystem file: `sysmgr deploy` (PM2's deploy section, host by host) is not available yet; deploy with your own tooling and run `sysmgr reload FILE` on each host"
-            ));
-        }
-        out.push(imported);
+        out.push(App::new(file, index, base, overrides).convert(app)?);
+    }
+    if let Some(deploy) = value.get("deploy") {
+        // The section is the file's, not an app's: the first app carries it, and each release
+        // reloads every app of the file (the files `sysmgr import` writes, by name).
+        let names: Vec<String> = out.iter().map(|a| format!("{}.toml", a.name)).collect();
+        let (toml, warnings) = deploy_tables(deploy, file, &names)?;
+        out[0].toml.push_str(&toml);
+        out[0].warnings.extend(warnings);
     }
     Ok(out)
+}
+
+/// PM2's `deploy` section as `[deploy.ENV]` tables (docs/deploy.md has the mapping), and the
+/// warnings for what does not carry over.
+fn deploy_tables(
+    deploy: &Value,
+    file: &str,
+    apps: &[String],
+) -> Result<(String, Vec<String>), EcosystemError> {
+    let Value::Object(envs) = deploy else {
+        return Err(EcosystemError::Deploy {
+            file: file.into(),
+            env: "-".into(),
+            message: format!(
+                "the section is {}, not an object of environments like `{{ production: {{ user, host, repo, path }} }}`",
+                type_of(deploy)
+            ),
+        });
+    };
+    let mut toml = String::new();
+    let mut warnings = Vec::new();
+    for (env, v) in envs {
+        let fail = |message: String| EcosystemError::Deploy {
+            file: file.into(),
+            env: env.clone(),
+            message,
+        };
+        let Value::Object(e) = v else {
+            return Err(fail(format!(
+                "is {}, not an object with `user`, `host`, `repo`, `path`",
+                type_of(v)
+            )));
+        };
+        let string = |key: &str| -> Result<Option<String>, EcosystemError> {
+            match e.get(key) {
+                None | Some(Value::Null) => Ok(None),
+                Some(Value::String(s)) => Ok(Some(s.clone())),
+                Some(Value::Number(n)) => Ok(Some(n.to_string())),
+                Some(other) => Err(fail(format!(
+                    "`{key}` must be a string, found {}",
+                    type_of(other)
+                ))),
+            }
+        };
+        let list = |key: &str| -> Result<Vec<String>, EcosystemError> {
+            match e.get(key) {
+                None | Some(Value::Null) => Ok(Vec::new()),
+                Some(Value::String(s)) => Ok(vec![s.clone()]),
+                Some(Value::Array(a)) => a
+                    .iter()
+                    .map(|x| match x {
+                        Value::String(s) => Ok(s.clone()),
+                        other => Err(fail(format!(
+                            "`{key}` must hold strings, found {}",
+                            type_of(other)
+                        ))),
+                    })
+                    .collect(),
+                Some(other) => Err(fail(format!(
+                    "`{key}` must be a string or an array of strings, found {}",
+                    type_of(other)
+                ))),
+            }
+        };
+        let hosts = list("host")?;
+        if hosts.is_empty() {
+            return Err(fail(
+                "`host` is missing; add the server, e.g. `host: ['web1.example.com']`".into(),
+            ));
+        }
+        let user = string("user")?;
+        let port = string("port")?;
+        let hosts: Vec<String> = hosts
+            .iter()
+            .map(|h| {
+                // PM2 takes `user@host` in `host` too.
+                let mut s = match (&user, h.contains('@')) {
+                    (Some(u), false) => format!("{u}@{h}"),
+                    (None, false) => format!("root@{h}"),
+                    (_, true) => h.clone(),
+                };
+                if let Some(p) = &port {
+                    if !h.contains(':') {
+                        s = format!("{s}:{p}");
+                    }
+                }
+                quote(&s)
+            })
+            .collect();
+        if user.is_none() && !e.get("host").is_some_and(|h| h.to_string().contains('@')) {
+            warnings.push(format!(
+                "{file}: deploy `{env}`: warning: `user` is missing; ssh logs in as `root` (PM2 uses the local user's name): set the user in `hosts`"
+            ));
+        }
+        let _ = writeln!(toml, "\n# PM2's deploy.{env}: `sysmgr deploy {env} setup`, then `sysmgr deploy {env} update`.");
+        let _ = writeln!(toml, "[deploy.{}]", quote(env));
+        let _ = writeln!(toml, "hosts = [{}]", hosts.join(", "));
+        match string("repo")? {
+            Some(r) => {
+                let _ = writeln!(toml, "repo = {}", quote(&r));
+            }
+            None => {
+                return Err(fail(
+                    "`repo` is missing; add the git URL the servers clone".into(),
+                ))
+            }
+        }
+        if let Some(r) = string("ref")? {
+            // PM2 names the branch as seen in a clone (`origin/main`); the hosts' mirror has
+            // the remote's branches under their own names.
+            let r = r.strip_prefix("origin/").unwrap_or(&r).to_string();
+            let _ = writeln!(toml, "ref = {}", quote(&r));
+        }
+        match string("path")? {
+            Some(p) => {
+                let _ = writeln!(toml, "path = {}", quote(&p));
+            }
+            None => {
+                return Err(fail(
+                    "`path` is missing; add the directory on the servers, e.g. `path: '/srv/app'`"
+                        .into(),
+                ))
+            }
+        }
+        let mut options = list("ssh_options")?;
+        if let Some(key) = string("key")? {
+            options.push(format!("IdentityFile={key}"));
+        }
+        if !options.is_empty() {
+            let items: Vec<String> = options.iter().map(|o| quote(o)).collect();
+            let _ = writeln!(toml, "ssh_options = [{}]", items.join(", "));
+        }
+        for hook in ["pre-deploy-local", "pre-deploy", "post-deploy", "test"] {
+            let Some(command) = string(hook)? else {
+                continue;
+            };
+            // `pm2 reload ...` / `pm2 startOrRestart ...`: sysmgr reloads each host itself,
+            // and `pm2` is what the remote shell's PATH so often lacks.
+            let kept: Vec<&str> = command
+                .split("&&")
+                .map(str::trim)
+                .filter(|part| !(part.starts_with("pm2 ") || *part == "pm2"))
+                .collect();
+            if kept.len() != command.split("&&").count() {
+                warnings.push(format!(
+                    "{file}: deploy `{env}`: warning: `{hook}`'s `pm2 ...` commands were left out: every release is reloaded with `sysmgr reload` on each host"
+                ));
+            }
+            if !kept.is_empty() {
+                let _ = writeln!(toml, "{} = {}", quote(hook), quote(&kept.join(" && ")));
+            }
+        }
+        let apps: Vec<String> = apps.iter().map(|a| quote(a)).collect();
+        let _ = writeln!(
+            toml,
+            "# The app files of the repository each release reloads (commit them beside the ecosystem file).\napps = [{}]",
+            apps.join(", ")
+        );
+        for key in e.keys() {
+            let advice = match key.as_str() {
+                "user" | "host" | "port" | "repo" | "ref" | "path" | "ssh_options" | "key"
+                | "pre-deploy-local" | "pre-deploy" | "post-deploy" | "test" => continue,
+                "pre-setup" | "post-setup" => {
+                    "has no equivalent: `sysmgr deploy ENV setup` only prepares the directories and the mirror; put the commands in `pre-deploy`"
+                }
+                "env" => "is not carried over: set variables in the app file's `[env]` or `[env_PROFILE]`",
+                _ => "is not a PM2 deploy key sysmgr knows; it was left out",
+            };
+            warnings.push(format!("{file}: deploy `{env}`: warning: `{key}` {advice}"));
+        }
+    }
+    Ok((toml, warnings))
 }
 
 /// One app being converted.
@@ -309,11 +492,10 @@ fn answered(key: &str) -> Option<&'static str> {
         | "pid_file" => {
             "output goes to the journal, with timestamps and rotation; read it with `sysmgr logs NAME`"
         }
-        "min_uptime" => "sysmgr's crash-loop brake is `max_restarts` starts within 10 s",
+        "min_uptime" => "sysmgr's crash-loop brake is `max_restarts` starts in a row, each within 10 s of the one before",
         "watch" | "ignore_watch" | "watch_options" | "watch_delay" => {
             "sysmgr does not watch files; run `sysmgr reload NAME` after a deploy"
         }
-        "cron_restart" => "use a systemd timer that runs `sysmgr reload NAME`",
         "exp_backoff_restart_delay" => "use `restart_delay`",
         "increment_var" => "each instance gets `SYSMGR_INSTANCE` and `NODE_APP_INSTANCE`",
         "namespace" | "vizion" | "autostart" | "force" | "treekill" | "source_map_support"
@@ -341,7 +523,7 @@ fn interpreter_for(script: &str) -> Option<&'static str> {
 }
 
 /// A TOML basic string.
-fn quote(s: &str) -> String {
+pub(super) fn quote(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + 2);
     out.push('"');
     for c in s.chars() {
@@ -358,6 +540,30 @@ fn quote(s: &str) -> String {
     }
     out.push('"');
     out
+}
+
+/// A TOML key: bare when it can be, quoted otherwise (`env_a b` is `["env_a b"]`).
+pub(super) fn toml_key(key: &str) -> String {
+    let bare = !key.is_empty()
+        && key
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    if bare {
+        key.to_string()
+    } else {
+        quote(key)
+    }
+}
+
+/// A JSON string, number or boolean as a TOML value; `None` for what TOML cannot write
+/// (null) or what no app.toml key takes where this is used (objects, nested arrays).
+fn toml_scalar(v: &Value) -> Option<String> {
+    match v {
+        Value::Bool(b) => Some(b.to_string()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::String(s) => Some(quote(s)),
+        Value::Null | Value::Array(_) | Value::Object(_) => None,
+    }
 }
 
 /// Words of a PM2 argument string (`args: '--port 3000'`), split like a shell without
@@ -417,8 +623,8 @@ impl<'a> App<'a> {
     }
 
     fn line(&mut self, comment: &str, key: &str, value: String) {
-        if !comment.is_empty() {
-            let _ = writeln!(self.toml, "# {comment}");
+        for line in comment.lines() {
+            let _ = writeln!(self.toml, "# {line}");
         }
         let _ = writeln!(self.toml, "{key} = {value}");
     }
@@ -459,8 +665,9 @@ impl<'a> App<'a> {
             self.toml,
             "# Imported by sysmgr {} from {}, app `{}` (PM2's ecosystem file).\n# Keys are app.toml's; see docs/app-toml.md and docs/pm2.md.\n",
             env!("CARGO_PKG_VERSION"),
-            self.file,
-            self.name
+            // A comment holds no control characters.
+            self.file.escape_debug(),
+            self.name.escape_debug()
         );
         self.line("", "name", quote(&self.name.clone()));
 
@@ -499,6 +706,7 @@ impl<'a> App<'a> {
             "max_restarts",
             "restart_delay",
             "max_memory_restart",
+            "cron_restart",
             "stop_exit_codes",
             "user",
             "uid",
@@ -580,7 +788,10 @@ impl<'a> App<'a> {
             None => return Ok(()),
             Some(Value::Number(n)) if n.is_i64() => n.to_string(),
             Some(Value::String(s)) if s == "max" => quote(s),
-            Some(Value::String(s)) if s.parse::<i64>().is_ok() => s.clone(),
+            // Written as the number it is: `"0005"` is 5, and TOML has no leading zeros.
+            Some(Value::String(s)) if s.parse::<i64>().is_ok() => s
+                .parse::<i64>()
+                .map_or_else(|_| s.clone(), |n| n.to_string()),
             Some(other) => {
                 return Err(self.fail(format!(
                     "`instances` must be a number or \"max\", found {}",
@@ -678,13 +889,18 @@ impl<'a> App<'a> {
             (
                 "max_restarts",
                 "max_restarts",
-                "PM2's max_restarts: starts allowed within 10 s.",
+                "PM2's max_restarts: starts allowed in a row, each within 10 s of the one before.",
             ),
             ("restart_delay", "restart_delay", ""),
             (
                 "max_memory_restart",
                 "max_memory_restart",
-                "PM2's max_memory_restart: the kernel's MemoryMax.",
+                "PM2's max_memory_restart: above it an instance is restarted through its drain (checked\nevery 5 s); the kernel's MemoryMax at 150% of it is the backstop.",
+            ),
+            (
+                "cron_restart",
+                "cron_restart",
+                "PM2's cron_restart: a systemd timer runs the graceful `sysmgr reload` at these times.",
             ),
             ("stop_exit_codes", "stop_exit_codes", ""),
             ("instance_var", "instance_var", ""),
@@ -692,23 +908,28 @@ impl<'a> App<'a> {
             ("uid", "user", "PM2's uid."),
             ("gid", "group", "PM2's gid."),
         ];
+        // PM2's `uid` is `user` by another name: both would be one key twice.
+        if app.contains_key("user") && app.contains_key("uid") {
+            return Err(
+                self.fail("`user` and `uid` both name the account to run as; keep one of them")
+            );
+        }
         for &(pm2, key, comment) in keys {
             let Some(v) = app.get(pm2) else { continue };
             let value = match v {
-                Value::Bool(b) => b.to_string(),
-                Value::Number(n) => n.to_string(),
-                Value::String(s) => quote(s),
-                Value::Array(a) => {
-                    let items: Vec<String> = a
-                        .iter()
-                        .map(|x| match x {
-                            Value::String(s) => quote(s),
-                            other => other.to_string(),
-                        })
-                        .collect();
-                    format!("[{}]", items.join(", "))
-                }
-                other => return Err(self.fail(format!("`{pm2}` cannot be {}", type_of(other)))),
+                Value::Array(a) => match a.iter().find(|x| toml_scalar(x).is_none()) {
+                    Some(other) => {
+                        return Err(self.fail(format!("`{pm2}` cannot hold {}", type_of(other))))
+                    }
+                    None => {
+                        let items: Vec<String> = a.iter().filter_map(toml_scalar).collect();
+                        format!("[{}]", items.join(", "))
+                    }
+                },
+                other => match toml_scalar(other) {
+                    Some(value) => value,
+                    None => return Err(self.fail(format!("`{pm2}` cannot be {}", type_of(other)))),
+                },
             };
             self.line(comment, key, value);
         }
@@ -733,7 +954,7 @@ impl<'a> App<'a> {
         // [env] first, then the profiles, as TOML needs the plain keys before any table.
         tables.sort_by_key(|(k, _)| *k != "env");
         for (key, vars) in tables {
-            let _ = writeln!(self.toml, "\n[{key}]");
+            let _ = writeln!(self.toml, "\n[{}]", toml_key(key));
             for (name, value) in vars {
                 let Some(value) = env_value(value) else {
                     let message = format!(
@@ -826,6 +1047,98 @@ mod tests {
         }
     }
 
+    /// PM2's `cron_restart` and `max_memory_restart` keep their meaning: a timer that
+    /// reloads at those times, and a graceful restart above the limit.
+    #[test]
+    fn cron_restart_and_max_memory_restart_carry_over() {
+        let app = one(serde_json::json!({ "apps": [{
+            "name": "web", "script": "server.js", "listen": "127.0.0.1:8080",
+            "cron_restart": "0 3 * * MON-FRI", "max_memory_restart": "300M"
+        }]}))
+        .unwrap();
+        assert!(app.warnings.is_empty(), "{:?}", app.warnings);
+        assert!(
+            app.toml.contains("\ncron_restart = \"0 3 * * MON-FRI\"\n"),
+            "{}",
+            app.toml
+        );
+        assert!(
+            app.toml.contains("\nmax_memory_restart = \"300M\"\n"),
+            "{}",
+            app.toml
+        );
+        let spec = crate::config::parse(
+            &app.toml,
+            "app.toml",
+            Path::new("/srv/app/app.toml"),
+            &crate::config::ParseOptions::default(),
+        )
+        .unwrap()
+        .spec;
+        assert_eq!(
+            spec.cron_restart.as_ref().unwrap().on_calendar,
+            "Mon..Fri *-*-* 03:00:00"
+        );
+        assert_eq!(spec.graceful_memory_limit(), Some(300 << 20));
+    }
+
+    /// Found by the fuzzer: import wrote JSON (`[null]`, `{"a":1}`) and unquoted table names
+    /// (`[env_a b]`) into app.toml, which then failed as "not valid TOML".
+    #[test]
+    fn every_value_is_written_as_toml_or_refused() {
+        let web = |extra: Value| {
+            let mut app =
+                serde_json::json!({ "name": "web", "script": "app.js", "listen": "3000" });
+            app.as_object_mut()
+                .unwrap()
+                .extend(extra.as_object().unwrap().clone());
+            serde_json::json!({ "apps": [app] })
+        };
+        for (extra, message) in [
+            (serde_json::json!({ "stop_exit_codes": [0, null] }), "ecosystem.config.js: app `web` (apps[0]): `stop_exit_codes` cannot hold nothing"),
+            (serde_json::json!({ "listen_timeout": [{ "a": 1 }] }), "ecosystem.config.js: app `web` (apps[0]): `listen_timeout` cannot hold an object with keys a"),
+            (serde_json::json!({ "kill_timeout": null }), "ecosystem.config.js: app `web` (apps[0]): `kill_timeout` cannot be nothing"),
+        ] {
+            assert_eq!(one(web(extra)).unwrap_err().to_string(), message);
+        }
+        assert_eq!(
+            one(web(serde_json::json!({ "user": "www", "uid": "www" }))).unwrap_err().to_string(),
+            "ecosystem.config.js: app `web` (apps[0]): `user` and `uid` both name the account to run as; keep one of them"
+        );
+        let padded = one(web(serde_json::json!({ "instances": "0005" }))).unwrap();
+        assert!(padded.toml.contains("\ninstances = 5\n"), "{}", padded.toml);
+        let odd = one(serde_json::json!({ "apps": [{ "name": "a\u{0}\nb", "script": "app.js", "listen": "3000" }] }))
+            .unwrap();
+        assert!(odd.toml.contains("app `a\\0\\nb`"), "{}", odd.toml);
+        let d = crate::config::parse(
+            &odd.toml,
+            "app.toml",
+            Path::new("/srv/app/app.toml"),
+            &crate::config::ParseOptions::default(),
+        )
+        .unwrap_err();
+        assert!(!d.to_string().contains("not valid TOML"), "{d}");
+        let app = one(web(
+            serde_json::json!({ "env_a b": { "X": "1" }, "stop_exit_codes": [0, 3] }),
+        ))
+        .unwrap();
+        assert!(
+            app.toml.contains("\n[\"env_a b\"]\n\"X\" = \"1\"\n"),
+            "{}",
+            app.toml
+        );
+        let opts = crate::config::ParseOptions {
+            profile: Some("a b".into()),
+            ..crate::config::ParseOptions::default()
+        };
+        let spec =
+            crate::config::parse(&app.toml, "app.toml", Path::new("/srv/app/app.toml"), &opts)
+                .unwrap_or_else(|d| panic!("{d}\n{}", app.toml))
+                .spec;
+        assert_eq!(spec.env, [("X".to_string(), "1".to_string())]);
+        assert_eq!(spec.stop_exit_codes, [0, 3]);
+    }
+
     #[test]
     fn keys_without_a_systemd_meaning_are_warnings_that_say_what_to_use() {
         let app = one(serde_json::json!({ "apps": [{
@@ -841,6 +1154,111 @@ mod tests {
                 "ecosystem.config.js: app `server`: warning: `instance` is not a PM2 key (ignored by PM2 too); did you mean `instances`?",
                 "ecosystem.config.js: app `server`: warning: `watch` is not carried over: sysmgr does not watch files; run `sysmgr reload NAME` after a deploy",
             ]
+        );
+    }
+
+    /// The articles' deploy section (`../shared/seeds/`): one environment, `pm2 reload` in
+    /// `post-deploy`.
+    #[test]
+    fn the_articles_deploy_section_becomes_a_deploy_table() {
+        let value = serde_json::json!({
+            "apps": [
+                { "name": "web", "script": "./app.js", "listen": "3000" },
+                { "name": "worker", "script": "./worker.js", "listen": "3001" }
+            ],
+            "deploy": { "staging": {
+                "user": "root", "host": "appstaging.server.name", "ref": "origin/develop",
+                "repo": "git@github.com:user/reponame.git", "ssh_options": "StrictHostKeyChecking=no",
+                "path": "/home/www/project_root",
+                "post-deploy": "npm install && npm run build && pm2 reload ecosystem.config.js",
+                "pre-setup": "apt-get install git", "key": "/home/me/.ssh/deploy"
+            }}
+        });
+        let apps = convert(
+            &value,
+            "ecosystem.config.js",
+            Path::new("/srv/app"),
+            &Overrides::default(),
+        )
+        .unwrap();
+        assert!(
+            !apps[1].toml.contains("[deploy"),
+            "the first app carries the section"
+        );
+        let web = &apps[0];
+        assert_eq!(
+            web.warnings,
+            [
+                "ecosystem.config.js: deploy `staging`: warning: `post-deploy`'s `pm2 ...` commands were left out: every release is reloaded with `sysmgr reload` on each host",
+                "ecosystem.config.js: deploy `staging`: warning: `pre-setup` has no equivalent: `sysmgr deploy ENV setup` only prepares the directories and the mirror; put the commands in `pre-deploy`",
+            ]
+        );
+        let spec = crate::config::parse(
+            &web.toml,
+            "web.toml",
+            Path::new("/srv/app/web.toml"),
+            &crate::config::ParseOptions::default(),
+        )
+        .unwrap_or_else(|d| panic!("{d}\n{}", web.toml))
+        .spec;
+        let d = &spec.deploy[0];
+        assert_eq!(d.name, "staging");
+        assert_eq!(d.hosts[0].to_string(), "root@appstaging.server.name");
+        assert_eq!(d.git_ref, "develop");
+        assert_eq!(d.repo, "git@github.com:user/reponame.git");
+        assert_eq!(d.path, Path::new("/home/www/project_root"));
+        assert_eq!(
+            d.ssh_options,
+            [
+                "StrictHostKeyChecking=no",
+                "IdentityFile=/home/me/.ssh/deploy"
+            ]
+        );
+        assert_eq!(
+            d.hooks.post_deploy.as_deref(),
+            Some("npm install && npm run build")
+        );
+        assert_eq!(d.apps, ["web.toml", "worker.toml"]);
+    }
+
+    #[test]
+    fn a_deploy_section_without_what_it_needs_says_what_to_add() {
+        let app = serde_json::json!([{ "name": "web", "script": "./app.js", "listen": "3000" }]);
+        let cases: &[(Value, &str)] = &[
+            (serde_json::json!("prod"), "ecosystem.config.js: deploy `-`: the section is a string, not an object of environments like `{ production: { user, host, repo, path } }`"),
+            (serde_json::json!({ "prod": { "repo": "r", "path": "/srv" } }), "ecosystem.config.js: deploy `prod`: `host` is missing; add the server, e.g. `host: ['web1.example.com']`"),
+            (serde_json::json!({ "prod": { "host": "h", "path": "/srv" } }), "ecosystem.config.js: deploy `prod`: `repo` is missing; add the git URL the servers clone"),
+            (serde_json::json!({ "prod": { "host": "h", "repo": "r" } }), "ecosystem.config.js: deploy `prod`: `path` is missing; add the directory on the servers, e.g. `path: '/srv/app'`"),
+            (serde_json::json!({ "prod": { "host": 7, "repo": "r", "path": "/srv" } }), "ecosystem.config.js: deploy `prod`: `host` must be a string or an array of strings, found a number"),
+        ];
+        for (deploy, want) in cases {
+            let value = serde_json::json!({ "apps": app, "deploy": deploy });
+            let err = convert(
+                &value,
+                "ecosystem.config.js",
+                Path::new("/srv/app"),
+                &Overrides::default(),
+            )
+            .unwrap_err();
+            assert_eq!(err.to_string(), *want);
+        }
+        // Several hosts, user@host and a port.
+        let value = serde_json::json!({ "apps": app, "deploy": { "prod": {
+            "user": "deploy", "host": ["10.0.0.1", "ops@10.0.0.2"], "port": "2222", "repo": "r", "path": "/srv"
+        }}});
+        let web = convert(
+            &value,
+            "ecosystem.config.js",
+            Path::new("/srv/app"),
+            &Overrides::default(),
+        )
+        .unwrap()
+        .remove(0);
+        assert!(
+            web.toml
+                .contains("hosts = [\"deploy@10.0.0.1:2222\", \"ops@10.0.0.2:2222\"]"),
+            "{}",
+            web.toml
         );
     }
 }

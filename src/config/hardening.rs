@@ -502,6 +502,7 @@ pub const OWNED: &[(&str, &str)] = &[
     ("StartLimitIntervalSec", "max_restarts"),
     ("MemoryMax", "max_memory_restart"),
     ("RestartPreventExitStatus", "stop_exit_codes"),
+    ("RuntimeDirectoryPreserve", "max_restarts"),
     ("WatchdogSec", "watchdog"),
     ("SyslogIdentifier", "name"),
     ("StateDirectory", "state_directory"),

@@ -16,7 +16,7 @@
 use std::fmt::Write as _;
 use std::num::NonZeroU32;
 
-use super::{hardening, AppSpec, Hardening, SocketMode};
+use super::{brake, hardening, AppSpec, Hardening, HealthProbe, MemoryLimitMode, SocketMode};
 use crate::names::UnitNames;
 use crate::systemd::syntax;
 
@@ -178,7 +178,7 @@ pub const KEYS: &[Key] = &[
         doc: Doc {
             kind: "array of strings, or a string",
             becomes: "`ExecStart=`",
-            notes: "a string is split into words like `sh` would (quotes, backslashes) but nothing is expanded and no shell runs. The program is an absolute path or a bare name looked up in `PATH`. Every word reaches the process exactly: spaces, quotes, `$`, `%`, `;`, backslashes, non-ASCII. Every program starts through `sysmgr exec PROGRAM ARGS...`, which gives its stdout and stderr journal streams of their own (stderr lines get `PRIORITY=3`, so `sysmgr logs --err` finds them) and then becomes the program, keeping its PID. A `node` program also gets sysmgr's Node bridge preloaded, so a PM2 app runs unchanged (docs/pm2.md)",
+            notes: "a string is split into words like `sh` would (quotes, backslashes) but nothing is expanded and no shell runs. The program is an absolute path or a bare name looked up in `PATH`. Every word reaches the process exactly: spaces, quotes, `$`, `%`, `;`, backslashes, newlines, non-ASCII (NUL and Unicode noncharacters, which systemd refuses, are errors). Every program starts through `sysmgr exec PROGRAM ARGS...`, which gives its stdout and stderr journal streams of their own (stderr lines get `PRIORITY=3`, so `sysmgr logs --err` finds them) and then becomes the program, keeping its PID. A `node` program also gets sysmgr's Node bridge preloaded, so a PM2 app runs unchanged (docs/pm2.md)",
         },
         block: Some(command_lines),
         inline: None,
@@ -190,7 +190,7 @@ pub const KEYS: &[Key] = &[
         doc: Doc {
             kind: "path, default the app file's directory",
             becomes: "`WorkingDirectory=`",
-            notes: "relative to the app file",
+            notes: "relative to the app file; `.` and `..` are resolved by name. A path ending in white space or a backslash is an error (systemd cannot hold it in `WorkingDirectory=`), also when it is the app file's directory",
         },
         block: Some(|s| {
             let cwd = syntax::path_value(&s.cwd.to_string_lossy());
@@ -478,14 +478,28 @@ pub const KEYS: &[Key] = &[
         name: "max_restarts",
         doc: Doc {
             kind: "1..10000, default 16",
-            becomes: "`StartLimitBurst=` with `StartLimitIntervalSec=10s`",
-            notes: "the crash-loop brake; `sysmgr reload` clears the counter of instances it restarts",
+            becomes: "`SYSMGR_MAX_RESTARTS=` for `sysmgr exec`, `RestartPreventExitStatus=250`, a `RuntimeDirectory=` kept across restarts",
+            notes: "the crash-loop brake (with `autorestart`): the start after this many in a row, each less than 10 s after the one before, is refused and the instance stays `failed`; only that instance (not systemd's start limit, which would fail the shared socket); `sysmgr start` and `sysmgr reload` start it again; an app's own exit status 250 is not restarted either",
         },
         block: Some(|s| {
+            if !s.autorestart {
+                return Vec::new();
+            }
             vec![
-                Line::Comment("Crash-loop brake, PM2's max_restarts: at most this many starts in 10 s. Manual restarts\ncount too; `sysmgr reload` clears the counter of the instances it restarts."),
-                Line::Also("StartLimitIntervalSec", "10s"),
-                Line::Value("StartLimitBurst", s.max_restarts.to_string()),
+                Line::Comment("Crash-loop brake, PM2's max_restarts: `sysmgr exec` counts this instance's starts in a\ndirectory systemd keeps across its restarts; when more than this many come in a row, each\nless than 10 s after the one before, it exits with 250 instead of starting the program,\nso the instance stays failed, alone. The directory goes when the instance stops or fails,\nand `sysmgr reload` clears the count of each instance it restarts."),
+                Line::Value(
+                    "Environment",
+                    format!(
+                        "\"{}={}\" \"{}=%t/{}\"",
+                        brake::MAX_VAR,
+                        s.max_restarts,
+                        brake::DIR_VAR,
+                        brake::DIR
+                    ),
+                ),
+                Line::Choice("RuntimeDirectory", brake::DIR),
+                Line::Choice("RuntimeDirectoryPreserve", "restart"),
+                Line::Raw(format!("RestartPreventExitStatus={}", brake::EXIT_STATUS)),
             ]
         }),
         inline: None,
@@ -496,18 +510,65 @@ pub const KEYS: &[Key] = &[
         name: "max_memory_restart",
         doc: Doc {
             kind: "bytes or `\"300M\"`, `\"1G\"`",
-            becomes: "`MemoryMax=`",
-            notes: "the kernel kills the instance past it, and `autorestart` brings it back",
+            becomes: "`graceful` mode: `NAME-memory.timer` + `NAME-memory.service` (a check every 5 s) and `MemoryMax=` at 150% of it; `hard` mode: `MemoryMax=` at it",
+            notes: "PM2's key. Graceful (the default, `memory_limit_mode`): every 5 s a check restarts the instances above the limit, one at a time, through systemd's normal stop (`kill_signal`, then `kill_timeout` to drain) and only once the successor is ready, like `sysmgr reload`; the kernel's `MemoryMax=` at 150% of the limit is the backstop for an instance that grows faster than that. The figure is systemd's `MemoryCurrent`, or without cgroup memory accounting the instance's summed resident set",
         },
-        block: Some(|s| match s.max_memory_restart {
-            Some(max) => vec![
-                Line::Comment("PM2's max_memory_restart: past this the kernel kills the instance and it restarts."),
-                Line::Value("MemoryMax", max.get().to_string()),
+        block: Some(|s| match (s.memory_max(), s.memory_limit_mode) {
+            (Some(max), MemoryLimitMode::Graceful) => vec![
+                Line::Comment("PM2's max_memory_restart, graceful: the app's memory check restarts an instance above\nthe limit through its drain; past this backstop (150% of the limit) the kernel kills it."),
+                Line::Value("MemoryMax", max.to_string()),
+            ],
+            (Some(max), MemoryLimitMode::Hard) => vec![
+                Line::Comment("PM2's max_memory_restart, hard: past this the kernel kills the instance and it restarts."),
+                Line::Value("MemoryMax", max.to_string()),
+            ],
+            (None, _) => Vec::new(),
+        }),
+        inline: None,
+        values: |s, _| optional(s.max_memory_restart, |m| m.get().to_string()),
+        becomes: Some(|s, _| match (s.memory_max(), s.memory_limit_mode) {
+            (Some(max), MemoryLimitMode::Graceful) => {
+                let names = UnitNames::new(s.name.as_str());
+                format!("{} MemoryMax={max}", names.memory_timer())
+            }
+            (Some(max), MemoryLimitMode::Hard) => format!("MemoryMax={max}"),
+            (None, _) => String::new(),
+        }),
+    },
+    Key {
+        name: "memory_limit_mode",
+        doc: Doc {
+            kind: "`\"graceful\"` (default) or `\"hard\"`",
+            becomes: "see `max_memory_restart`",
+            notes: "`hard`: no check, the kernel kills the instance at the limit (requests in flight are lost)",
+        },
+        block: None,
+        inline: None,
+        values: |s, _| {
+            if s.max_memory_restart.is_some() {
+                one(s.memory_limit_mode.as_str())
+            } else {
+                Vec::new()
+            }
+        },
+        becomes: Some(|_, _| String::new()),
+    },
+    Key {
+        name: "cron_restart",
+        doc: Doc {
+            kind: "string: cron (`\"0 3 * * *\"`, 6 fields with seconds, `@daily`) or systemd calendar syntax (`\"Mon..Fri 03:00\"`)",
+            becomes: "`NAME-cron.timer` (`OnCalendar=`) + `NAME-cron.service`, which runs `sysmgr reload NAME`",
+            notes: "PM2's key, as a timer instead of a daemon: the graceful rolling reload at those times, while the app runs (the target starts and stops the timer). cron's fields become `OnCalendar=`'s components (names like `MON`, `JAN`, ranges, lists, steps); a day of the month and a day of the week both set is refused (cron fires on either, systemd on both). `sysmgr status` shows the next and the last run",
+        },
+        block: Some(|s| match &s.cron_restart {
+            Some(c) => vec![
+                Line::Comment("PM2's cron_restart, in systemd's calendar syntax."),
+                Line::Value("OnCalendar", c.on_calendar.clone()),
             ],
             None => Vec::new(),
         }),
         inline: None,
-        values: |s, _| optional(s.max_memory_restart, |m| m.get().to_string()),
+        values: |s, _| optional(s.cron_restart.as_ref(), |c| c.written.clone()),
         becomes: None,
     },
     Key {
@@ -556,6 +617,60 @@ pub const KEYS: &[Key] = &[
         becomes: None,
     },
     Key {
+        name: "health_check",
+        doc: Doc {
+            kind: "HTTP path like `\"/health\"`; or a table: `{ path = \"/health\", timeout = \"2s\" }` or `{ command = [\"/usr/local/bin/check\"], timeout = \"2s\" }` (default timeout `5s`, at most `10min`)",
+            becomes: "a path: `NAME-sysmgr-health@.socket` (`ListenStream=%t/sysmgr/NAME/health-%i.sock`, fd name `sysmgr-health`) in the instance's `Sockets=`; a command: the oneshot `NAME-sysmgr-check@.service`. Both: `Environment=SYSMGR_HEALTH_*`",
+            notes: "`sysmgr reload` moves on from a new instance only once it passes, asked every 200 ms until the timeout: a version that is ready but unhealthy halts the reload like one that does not start. A path: `GET path` on a socket of the instance's own answers 2xx or 3xx; the Node bridge and `sysmgr-worker` apps serving every socket answer it with no change (docs/workers.md). A command: runs with the app's user, directory, environment and hardening, `SYSMGR_INSTANCE` set to the instance asked, and exits 0",
+        },
+        block: Some(|s| {
+            let Some(h) = &s.health_check else {
+                return Vec::new();
+            };
+            let names = UnitNames::new(s.name.as_str());
+            let timeout = format!("\"SYSMGR_HEALTH_TIMEOUT_MS={}\"", h.timeout.as_millis());
+            match &h.probe {
+                HealthProbe::Http(path) => {
+                    let vars = [
+                        syntax::env_assignment("SYSMGR_HEALTH_PATH", path)
+                            .expect("the path was checked by the config"),
+                        timeout,
+                        // App names and instance numbers need no quoting; `%t` and `%i` expand.
+                        format!("\"SYSMGR_HEALTH_SOCKET=%t/{}\"", names.health_socket_path("%i")),
+                    ];
+                    vec![
+                        Line::Comment("health_check: `sysmgr reload` asks this instance itself for GET SYSMGR_HEALTH_PATH on\na socket of its own (fd name sysmgr-health) before it moves on to the next one."),
+                        Line::Value("Sockets", names.health_socket_ref()),
+                        Line::Value("Environment", vars.join(" ")),
+                    ]
+                }
+                HealthProbe::Command(_) => vec![
+                    Line::Comment("health_check: `sysmgr reload` runs this instance's check (a oneshot) before it moves\non to the next one."),
+                    Line::Value(
+                        "Environment",
+                        format!("\"SYSMGR_HEALTH_UNIT={}\" {timeout}", names.health_command_ref()),
+                    ),
+                ],
+            }
+        }),
+        inline: None,
+        values: |s, _| {
+            optional(s.health_check.as_ref(), |h| match &h.probe {
+                HealthProbe::Http(path) => format!("GET {path} within {}", h.timeout),
+                HealthProbe::Command(argv) => format!("{argv:?} within {}", h.timeout),
+            })
+        },
+        becomes: Some(|s, _| {
+            let names = UnitNames::new(s.name.as_str());
+            match s.health_check.as_ref().map(|h| &h.probe) {
+                Some(HealthProbe::Command(_)) => {
+                    format!("{} Environment=", names.health_command_file())
+                }
+                _ => format!("{} Sockets= Environment=", names.health_socket_file()),
+            }
+        }),
+    },
+    Key {
         name: "systemd_version",
         doc: Doc {
             kind: "integer, default the installed systemd's (239 when none is found)",
@@ -572,7 +687,7 @@ pub const KEYS: &[Key] = &[
         doc: Doc {
             kind: "table of strings, numbers, booleans",
             becomes: "`Environment=`",
-            notes: "values are passed exactly (`%` escaped, quotes escaped); NUL and control characters other than tab and newline are errors (systemd refuses them)",
+            notes: "values are passed exactly (`%` escaped, quotes escaped); NUL, control characters other than tab and newline, and Unicode noncharacters (U+FFFE, U+FDD0...) are errors (systemd refuses them)",
         },
         block: Some(|s| {
             s.env
@@ -701,6 +816,26 @@ pub const KEYS: &[Key] = &[
         },
         becomes: None,
     },
+    Key {
+        name: "deploy",
+        doc: Doc {
+            kind: "tables `[deploy.ENV]`: `hosts`, `repo`, `ref`, `path`, `ssh_options`, hooks, `serial`, `max_fail`, `keep`, `apps`, `sysmgr`",
+            becomes: "nothing in the units: `sysmgr deploy ENV` (docs/deploy.md)",
+            notes: "PM2's `deploy` section: hosts `user@host[:port]`, deployed `serial` at a time into immutable releases under `path`, reloaded with `sysmgr reload` on each host; the first failure (past `max_fail`) stops the rollout and switches that host back",
+        },
+        block: None,
+        inline: None,
+        values: |s, _| {
+            s.deploy
+                .iter()
+                .map(|d| {
+                    let hosts: Vec<String> = d.hosts.iter().map(ToString::to_string).collect();
+                    format!("{}: {} ({})", d.name, hosts.join(", "), d.git_ref)
+                })
+                .collect()
+        },
+        becomes: Some(|_, _| String::new()),
+    },
 ];
 
 /// `ExecStart=`, and for Node apps what the bridge needs to know: the sockets' addresses (in
@@ -803,6 +938,18 @@ mod tests {
             "| key | type and default |",
             &docs_table(),
         );
+    }
+
+    /// The memory key's docs state the check's interval and the backstop as the code has them.
+    #[test]
+    fn the_memory_docs_state_the_interval_and_the_backstop() {
+        let key = by_name("max_memory_restart").unwrap();
+        let every = format!("every {} s", crate::config::MEMORY_CHECK_SECS);
+        let backstop = format!("{}%", crate::config::MEMORY_BACKSTOP_PERCENT);
+        for text in [key.doc.becomes, key.doc.notes] {
+            assert!(text.contains(&every), "{text}");
+            assert!(text.contains(&backstop), "{text}");
+        }
     }
 
     #[test]

@@ -11,6 +11,8 @@
 //! and by `sysmgr check`. The renderer and the D-Bus code accept only the resulting
 //! [`AppSpec`]. Parsing is pure: text in, spec and diagnostics out.
 
+pub mod calendar;
+pub mod deploy;
 pub mod derive;
 pub mod diag;
 pub mod ecosystem;
@@ -22,12 +24,23 @@ mod validate;
 
 use std::path::{Path, PathBuf};
 
+pub use calendar::Schedule;
 pub use derive::{is_node_program, BridgePaths, Runtime};
 use diag::Reporter;
 pub use diag::{Diagnostic, Diagnostics, Places, Severity};
 pub use types::{
-    AppName, Bytes, FdName, Hardening, Instances, ListenAddress, Millis, Signal, SocketMode,
+    AppName, Bytes, FdName, Hardening, HealthCheck, HealthProbe, Instances, ListenAddress,
+    MemoryLimitMode, Millis, Signal, SocketMode, HEALTH_FD_NAME,
 };
+
+/// With `memory_limit_mode = "graceful"`, the kernel's `MemoryMax=` backstop is this many
+/// percent of `max_memory_restart`: the graceful check restarts an instance at the limit,
+/// the kernel kills it only if it keeps growing past half as much again before its drain
+/// ends.
+pub const MEMORY_BACKSTOP_PERCENT: u64 = 150;
+
+/// How often the graceful memory check runs, in seconds (its timer's `OnUnitActiveSec=`).
+pub const MEMORY_CHECK_SECS: u64 = 5;
 
 /// PM2's default `kill_timeout`: how long a worker gets to drain before SIGKILL.
 pub const DEFAULT_KILL_TIMEOUT: Millis = Millis::new(1600);
@@ -36,6 +49,34 @@ pub const DEFAULT_KILL_TIMEOUT: Millis = Millis::new(1600);
 pub const DEFAULT_LISTEN_TIMEOUT: Millis = Millis::new(30_000);
 /// PM2's default `max_restarts`.
 pub const DEFAULT_MAX_RESTARTS: u32 = 16;
+
+/// The crash-loop brake that `max_restarts` sets, shared by the units that configure it
+/// (`keys.rs`) and `sysmgr exec`, which applies it (`cli/exec.rs`). It is not systemd's start
+/// limit: an instance that hits that makes systemd fail every socket that activates it, the
+/// shared socket too (`socket_trigger_notify` in systemd's `src/core/socket.c`).
+pub mod brake {
+    /// Starts closer together than this make a streak.
+    pub const WINDOW_SECS: u64 = 10;
+    /// `sysmgr exec` exits with this when it refuses a start; the units list it in
+    /// `RestartPreventExitStatus=`, so the instance ends `failed` instead of restarting.
+    pub const EXIT_STATUS: u8 = 250;
+    /// The environment variable that carries `max_restarts` to `sysmgr exec`.
+    pub const MAX_VAR: &str = "SYSMGR_MAX_RESTARTS";
+    /// The environment variable naming the directory where `sysmgr exec` keeps the streak.
+    pub const DIR_VAR: &str = "SYSMGR_RESTARTS_DIR";
+    /// That directory below the manager's runtime directory (`%t`): a `RuntimeDirectory=` of
+    /// the instance (`%n` is its unit name), kept across its restarts and removed when it stops.
+    /// Not below `/run/sysmgr`, which holds the locks and may be closed to other users: the
+    /// parents systemd makes are open to all, and the directory itself is the instance's user's.
+    pub const DIR: &str = "sysmgr-restarts/%n";
+    /// The file in it that holds the streak.
+    pub const FILE: &str = "starts";
+
+    /// Where the streak of `unit` is kept, below the manager's runtime directory.
+    pub fn file(runtime_dir: &std::path::Path, unit: &str) -> std::path::PathBuf {
+        runtime_dir.join(DIR.replace("%n", unit)).join(FILE)
+    }
+}
 /// The oldest systemd the generated units target unless `systemd_version` says otherwise.
 pub const MIN_SYSTEMD: u32 = 239;
 
@@ -86,14 +127,21 @@ pub struct AppSpec {
     pub autorestart: bool,
     /// `RestartSec=`, systemd's default when `None`.
     pub restart_delay: Option<Millis>,
-    /// `StartLimitBurst=`.
+    /// The crash-loop brake of `sysmgr exec` ([`brake`]): starts allowed in a row.
     pub max_restarts: u32,
-    /// `MemoryMax=`.
+    /// PM2's `max_memory_restart`: the memory an instance may use before it is restarted.
     pub max_memory_restart: Option<Bytes>,
+    /// How it is restarted: through its drain (a timer-driven check, `MemoryMax=` as a
+    /// backstop) or by the kernel at the limit.
+    pub memory_limit_mode: MemoryLimitMode,
+    /// PM2's `cron_restart`: when a timer runs a graceful `sysmgr reload`.
+    pub cron_restart: Option<Schedule>,
     /// `RestartPreventExitStatus=`.
     pub stop_exit_codes: Vec<u8>,
     /// `WatchdogSec=`.
     pub watchdog: Option<Millis>,
+    /// What `sysmgr reload` asks each new instance before it moves on.
+    pub health_check: Option<HealthCheck>,
     /// The oldest systemd the units must work on.
     pub systemd_version: u32,
     /// `[env]` merged with the selected `[env_<profile>]`, in declaration order.
@@ -117,6 +165,26 @@ pub struct AppSpec {
     pub address_families: Vec<String>,
     /// `[unit.service]`: raw `Directive=value` settings, checked, in declaration order.
     pub unit_service: Vec<(String, String)>,
+    /// `[deploy.ENV]`: where `sysmgr deploy ENV` ships the app; nothing in the units.
+    pub deploy: Vec<deploy::DeployEnv>,
+}
+
+impl AppSpec {
+    /// The kernel's `MemoryMax=`: the limit itself in `hard` mode, the backstop
+    /// ([`MEMORY_BACKSTOP_PERCENT`] of it) in `graceful` mode; `None` without a limit.
+    pub fn memory_max(&self) -> Option<u64> {
+        let limit = self.max_memory_restart?.get();
+        Some(match self.memory_limit_mode {
+            MemoryLimitMode::Hard => limit,
+            MemoryLimitMode::Graceful => limit.saturating_mul(MEMORY_BACKSTOP_PERCENT) / 100,
+        })
+    }
+
+    /// The limit the graceful check restarts instances at, when it runs.
+    pub fn graceful_memory_limit(&self) -> Option<u64> {
+        (self.memory_limit_mode == MemoryLimitMode::Graceful)
+            .then_some(self.max_memory_restart?.get())
+    }
 }
 
 /// What parsing needs besides the text.
@@ -276,6 +344,8 @@ pub fn parse(
     }
 }
 
+#[cfg(test)]
+mod fuzz;
 #[cfg(test)]
 mod tests;
 

@@ -93,12 +93,13 @@ fn pm2_key_advice(key: &str) -> Option<&'static str> {
         }
         "pid_file" => "is not supported: systemd tracks the main PID; see `sysmgr status NAME`",
         "min_uptime" => {
-            "is not supported: sysmgr's crash-loop brake is `max_restarts` starts within 10 s"
+            "is not supported: sysmgr's crash-loop brake is `max_restarts` starts in a row, each within 10 s of the one before"
         }
-        "cron_restart" | "cron" => {
-            "is not supported: use a systemd timer that runs `sysmgr reload NAME`"
-        }
+        "cron" => "is PM2's old name; write `cron_restart`",
         "exp_backoff_restart_delay" => "is not supported: use `restart_delay`",
+        "max_memory_restart_check_interval" => {
+            "is not supported: the graceful memory check runs every 5 s (`max_memory_restart`)"
+        }
         "increment_var" => "is not supported: each instance gets `SYSMGR_INSTANCE` and `instance_var`",
         "apps" => {
             "is not supported: app.toml describes one app; write one file per app of your ecosystem file"
@@ -108,7 +109,7 @@ fn pm2_key_advice(key: &str) -> Option<&'static str> {
         "namespace" | "vizion" | "autostart" | "force" | "treekill"
         | "source_map_support" | "instance_id_env" | "filter_env" | "append_env_name"
         | "disable_trace" | "trace" | "deep_monitoring" | "automation" | "pmx" | "post_update"
-        | "cwd_relative" | "max_memory_restart_check_interval" | "deploy" => {
+        | "cwd_relative" => {
             "is a PM2 key that sysmgr does not support; remove it"
         }
         _ => return None,

@@ -8,6 +8,8 @@ use std::net::{IpAddr, SocketAddr};
 use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
 
+use crate::systemd::syntax;
+
 /// The longest app name accepted. Unit names may be 255 bytes; this leaves room for the
 /// longest suffix sysmgr adds (`-<fdname>@<instance>.service`) and keeps `list` readable.
 pub const MAX_NAME_LEN: usize = 64;
@@ -45,7 +47,7 @@ impl AppName {
         // `sysmgr stop all` means every app, as `pm2 stop all` does.
         if s == "all" {
             return Err(
-                "is reserved: `sysmgr stop all` (and restart, reload, delete) means every app; choose another name".into(),
+                "is reserved: `sysmgr stop all` (and restart, reload, scale, delete) means every app; choose another name".into(),
             );
         }
         Ok(Self(s.to_string()))
@@ -250,6 +252,37 @@ impl Bytes {
     }
 }
 
+/// What `max_memory_restart` does (`memory_limit_mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MemoryLimitMode {
+    /// A timer-driven check restarts an instance above the limit through its drain (one at a
+    /// time, systemd's normal stop); the kernel's `MemoryMax=` stays as a backstop above it.
+    Graceful,
+    /// `MemoryMax=` at the limit: the kernel kills the instance, requests in flight are lost.
+    Hard,
+}
+
+impl MemoryLimitMode {
+    /// Parses `"graceful"` or `"hard"`.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        match s {
+            "graceful" => Ok(Self::Graceful),
+            "hard" => Ok(Self::Hard),
+            _ => Err(format!(
+                "is `{s}`; use `\"graceful\"` (restart through the drain, the default) or `\"hard\"` (the kernel kills at the limit)"
+            )),
+        }
+    }
+
+    /// The app.toml spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Graceful => "graceful",
+            Self::Hard => "hard",
+        }
+    }
+}
+
 /// Where a socket listens.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum ListenAddress {
@@ -267,6 +300,19 @@ impl ListenAddress {
         if s.starts_with('/') {
             if s.contains(|c: char| c.is_control()) {
                 return Err(format!("`{s}` contains a control character"));
+            }
+            if let Some(c) = s.chars().find(|&c| syntax::is_noncharacter(c)) {
+                return Err(format!(
+                    "`{s}` contains the noncharacter U+{:04X}, which systemd refuses in unit files",
+                    u32::from(c)
+                ));
+            }
+            if s.ends_with('\\') || s.ends_with(char::is_whitespace) {
+                return Err(format!(
+                    "`{s}` ends with {}, which `ListenStream=` cannot hold (systemd would {}); rename the socket",
+                    if s.ends_with('\\') { "a backslash" } else { "white space" },
+                    if s.ends_with('\\') { "join the next line of the unit" } else { "drop it" },
+                ));
             }
             // sockaddr_un holds 108 bytes including the NUL.
             if s.len() > 107 {
@@ -355,6 +401,11 @@ impl FdName {
         if s.is_empty() || s.len() > 32 {
             return Err(format!("`{s}` must be 1 to 32 characters long"));
         }
+        if s == HEALTH_FD_NAME {
+            return Err(format!(
+                "`{s}` is the name of the socket sysmgr's `health_check` probes; choose another name"
+            ));
+        }
         if let Some(c) = s
             .chars()
             .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_')))
@@ -375,6 +426,64 @@ impl FdName {
 impl fmt::Display for FdName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
+    }
+}
+
+/// The `FileDescriptorName=` of an instance's own health socket (`health_check`): the app
+/// finds it in `LISTEN_FDNAMES` and serves HTTP on it like on its other sockets.
+pub const HEALTH_FD_NAME: &str = "sysmgr-health";
+
+/// `health_check`: what `sysmgr reload` asks each new instance before it moves on, and how
+/// long the instance has to pass.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthCheck {
+    /// How the instance is asked.
+    pub probe: HealthProbe,
+    /// How long after the instance is ready (and stayed up for the min-ready window) it may
+    /// take to pass.
+    pub timeout: Millis,
+}
+
+/// How a new instance is asked whether it is healthy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HealthProbe {
+    /// `GET PATH` on the instance's own health socket; 2xx or 3xx passes. Path and query,
+    /// starting with `/`.
+    Http(String),
+    /// A command run as a oneshot unit with the app's user, directory, environment and
+    /// hardening, told which instance (`SYSMGR_INSTANCE`); exit status 0 passes.
+    Command(Vec<String>),
+}
+
+impl HealthCheck {
+    /// How long an instance has by default: a few attempts of a warming-up app.
+    pub const DEFAULT_TIMEOUT: Millis = Millis::new(5_000);
+    /// The longest allowed: the rollout waits this long per instance at worst.
+    pub const MAX_TIMEOUT: Millis = Millis::new(600_000);
+
+    /// Checks the path: what can stand in an HTTP request line as is (RFC 3986's path and
+    /// query characters, `%`-escapes included), so what the app receives is what was written.
+    pub fn check_path(path: &str) -> Result<(), String> {
+        if !path.starts_with('/') {
+            return Err(format!(
+                "is `{}`; give an HTTP path starting with `/`, like `\"/health\"`",
+                path.escape_debug()
+            ));
+        }
+        if path.len() > 1024 {
+            return Err(
+                "is longer than 1024 characters; give a short path like `\"/health\"`".into(),
+            );
+        }
+        let allowed = |c: char| c.is_ascii_alphanumeric() || "-._~!$&'()*+,;=:@/?%".contains(c);
+        if let Some(c) = path.chars().find(|&c| !allowed(c)) {
+            return Err(format!(
+                "`{}` contains `{}`; write it as in a URL, e.g. a space as `%20`",
+                path.escape_debug(),
+                c.escape_debug()
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -513,7 +622,8 @@ pub fn check_user_name(s: &str) -> Result<(), String> {
     }
 }
 
-/// Resolves a possibly relative directory against the directory of the app.toml.
+/// Resolves a possibly relative directory against the directory of the app.toml, as a path a
+/// unit can hold ([`unit_path`]).
 pub fn absolute_dir(base: &Path, s: &str) -> Result<PathBuf, String> {
     if s.is_empty() {
         return Err("is empty; give a directory".into());
@@ -522,11 +632,63 @@ pub fn absolute_dir(base: &Path, s: &str) -> Result<PathBuf, String> {
         return Err(format!("`{s}` contains a control character"));
     }
     let path = Path::new(s);
-    Ok(if path.is_absolute() {
+    let joined = if path.is_absolute() {
         path.to_path_buf()
     } else {
         base.join(path)
-    })
+    };
+    unit_path(&joined).map_err(|why| format!("`{s}` {why}"))
+}
+
+/// The longest path and path component systemd accepts (`PATH_MAX`, `NAME_MAX`).
+const PATH_MAX: usize = 4095;
+const NAME_MAX: usize = 255;
+
+/// An absolute path as a setting that takes one path (`WorkingDirectory=`) can hold, with `.`
+/// and `..` resolved by name (systemd refuses paths that are not normalized, so `cwd = ".."`
+/// would make a unit that does not load); the error says why it cannot.
+///
+/// systemd drops white space at the end of a setting, joins a line that ends with a backslash
+/// with the next one, and takes no quotes or escapes in these settings: such paths cannot be
+/// written at all.
+pub fn unit_path(path: &Path) -> Result<PathBuf, String> {
+    use std::path::Component;
+    let mut out = PathBuf::from("/");
+    for part in path.components() {
+        match part {
+            Component::Normal(name) => out.push(name),
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::RootDir | Component::CurDir | Component::Prefix(_) => {}
+        }
+    }
+    let Some(text) = out.to_str() else {
+        return Err("is not UTF-8, which a unit file is".into());
+    };
+    if text.contains(|c: char| c.is_control()) {
+        return Err("contains a control character".into());
+    }
+    if let Some(c) = text.chars().find(|&c| syntax::is_noncharacter(c)) {
+        return Err(format!(
+            "contains the noncharacter U+{:04X}, which systemd refuses in unit files",
+            u32::from(c)
+        ));
+    }
+    if text.ends_with('\\') {
+        return Err(
+            "ends with a backslash, which systemd would join with the next line of the unit".into(),
+        );
+    }
+    if text.ends_with(char::is_whitespace) {
+        return Err("ends with white space, which systemd would drop from the setting".into());
+    }
+    if text.len() > PATH_MAX || text.split('/').any(|name| name.len() > NAME_MAX) {
+        return Err(format!(
+            "is too long for systemd: at most {PATH_MAX} bytes, {NAME_MAX} for each name"
+        ));
+    }
+    Ok(out)
 }
 
 #[cfg(test)]

@@ -13,8 +13,10 @@ use toml::de::DeValue;
 use super::diag::{Reporter, Severity};
 use super::raw::{int_of, type_name, Found, Value};
 use super::types::{
-    self, AppName, Bytes, FdName, Hardening, Instances, ListenAddress, Millis, Signal, SocketMode,
+    self, AppName, Bytes, FdName, Hardening, HealthCheck, HealthProbe, Instances, ListenAddress,
+    MemoryLimitMode, Millis, Signal, SocketMode,
 };
+use super::Schedule;
 use super::{derive, hardening, AppSpec, Listen, ParseOptions, Runtime};
 use super::{DEFAULT_KILL_TIMEOUT, DEFAULT_LISTEN_TIMEOUT, DEFAULT_MAX_RESTARTS, MIN_SYSTEMD};
 use crate::systemd::syntax::{self, SyntaxError};
@@ -29,6 +31,9 @@ const RESERVED_ENV: &[&str] = &[
     "LISTEN_PID",
     "LISTEN_FDNAMES",
     "NOTIFY_SOCKET",
+    "SYSMGR_HEALTH_PATH",
+    "SYSMGR_HEALTH_TIMEOUT_MS",
+    "SYSMGR_HEALTH_SOCKET",
     "WATCHDOG_USEC",
     "WATCHDOG_PID",
     "MAINPID",
@@ -144,7 +149,22 @@ impl Checker<'_, '_> {
             Some(v) => self
                 .string("cwd", v)
                 .and_then(|s| self.checked("cwd", v, |_| types::absolute_dir(base_dir, s))),
-            None => Some(base_dir.to_path_buf()),
+            // The file's directory is not checked by anything the user wrote: say where it
+            // comes from.
+            None => match types::unit_path(base_dir) {
+                Ok(dir) => Some(dir),
+                Err(why) => {
+                    self.rep.error(
+                        whole.clone(),
+                        "cwd",
+                        format!(
+                            "is not set, so it is the app file's directory `{}`, which {why}; set `cwd`, or move the file",
+                            base_dir.display().to_string().escape_debug()
+                        ),
+                    );
+                    None
+                }
+            },
         };
         let account = |this: &mut Self, key: &str| -> Option<String> {
             let v = f.get(key)?;
@@ -258,6 +278,27 @@ impl Checker<'_, '_> {
                 })
                 .map(Some),
         };
+        let memory_limit_mode = match f.get("memory_limit_mode") {
+            None => Some(MemoryLimitMode::Graceful),
+            Some(v) => self.string("memory_limit_mode", v).and_then(|s| {
+                let mode = self.checked("memory_limit_mode", v, |_| MemoryLimitMode::parse(s))?;
+                if f.get("max_memory_restart").is_none() {
+                    self.rep.warning(
+                        v.span(),
+                        "memory_limit_mode",
+                        "has no effect without `max_memory_restart`; add the limit or remove this line",
+                    );
+                }
+                Some(mode)
+            }),
+        };
+        let cron_restart = match f.get("cron_restart") {
+            None => Some(None),
+            Some(v) => self
+                .string("cron_restart", v)
+                .and_then(|s| self.checked("cron_restart", v, |_| Schedule::parse(s)))
+                .map(Some),
+        };
         let stop_exit_codes = match f.get("stop_exit_codes") {
             None => Some(Vec::new()),
             Some(v) => self.exit_codes(v),
@@ -265,6 +306,10 @@ impl Checker<'_, '_> {
         let watchdog = match f.get("watchdog") {
             None => Some(None),
             Some(v) => self.duration("watchdog", v).map(Some),
+        };
+        let health_check = match f.get("health_check") {
+            None => Some(None),
+            Some(v) => self.health_check(v, base_dir).map(Some),
         };
         let systemd_version = match f.get("systemd_version") {
             None => Some(
@@ -356,7 +401,8 @@ impl Checker<'_, '_> {
             Some(v) => self.strings("writable_paths", v).and_then(|paths| {
                 let mut out = Vec::new();
                 for p in paths {
-                    if p.contains(char::is_whitespace) || p.contains('"') || p.contains('\\') {
+                    let unlistable = |p: &str| p.contains(char::is_whitespace) || p.contains('"') || p.contains('\\');
+                    if unlistable(&p) {
                         self.rep.error(
                             v.span(),
                             "writable_paths",
@@ -364,7 +410,18 @@ impl Checker<'_, '_> {
                         );
                         return None;
                     }
-                    out.push(self.checked("writable_paths", v, |_| types::absolute_dir(base_dir, &p))?);
+                    let path = self.checked("writable_paths", v, |_| types::absolute_dir(base_dir, &p))?;
+                    // A relative path takes the app file's directory, which may hold a space.
+                    let resolved = path.to_string_lossy();
+                    if unlistable(&resolved) {
+                        self.rep.error(
+                            v.span(),
+                            "writable_paths",
+                            format!("has `{p}`, which is `{}` from the app file's directory; paths with spaces, quotes or backslashes cannot be listed in `ReadWritePaths=`: write an absolute path", resolved.escape_debug()),
+                        );
+                        return None;
+                    }
+                    out.push(path);
                 }
                 Some(out)
             }),
@@ -389,6 +446,10 @@ impl Checker<'_, '_> {
             None => Some(Vec::new()),
             Some(v) => self.unit_tables(v),
         };
+        let deploy = match f.get("deploy") {
+            None => Some(Vec::new()),
+            Some(v) => super::deploy::check(self.rep, v),
+        };
 
         Some(AppSpec {
             source: self.source.to_path_buf(),
@@ -410,8 +471,11 @@ impl Checker<'_, '_> {
             restart_delay: restart_delay?,
             max_restarts: max_restarts?,
             max_memory_restart: max_memory_restart?,
+            memory_limit_mode: memory_limit_mode?,
+            cron_restart: cron_restart?,
             stop_exit_codes: stop_exit_codes?,
             watchdog: watchdog?,
+            health_check: health_check?,
             systemd_version: systemd_version?,
             env: env?,
             profile: self.opts.profile.clone(),
@@ -423,6 +487,7 @@ impl Checker<'_, '_> {
             writable_paths: writable_paths?,
             address_families: address_families?,
             unit_service: unit_service?,
+            deploy: deploy?,
         })
     }
 
@@ -500,6 +565,15 @@ impl Checker<'_, '_> {
                         continue;
                     }
                 };
+                if let Some(c) = value.chars().find(|&c| syntax::is_noncharacter(c)) {
+                    self.rep.error(
+                        val.span(),
+                        &key,
+                        format!("contains the noncharacter U+{:04X}, which systemd refuses in unit files", u32::from(c)),
+                    );
+                    ok = false;
+                    continue;
+                }
                 if value.contains(|c: char| c.is_control()) {
                     self.rep.error(
                         val.span(),
@@ -689,6 +763,151 @@ impl Checker<'_, '_> {
             out.push((Listen { address, name }, addr_value.span()));
         }
         ok.then(|| out.into_iter().map(|(l, _)| l).collect())
+    }
+
+    /// `"/health"`, or a table: `{ path = "/health", timeout = "2s" }` or
+    /// `{ command = ["/usr/local/bin/check"], timeout = "2s" }`.
+    fn health_check(&mut self, v: &Value<'_>, base_dir: &Path) -> Option<HealthCheck> {
+        const KEY: &str = "health_check";
+        let t = match v.get_ref() {
+            DeValue::String(_) => {
+                let path = self.health_path(KEY, v)?;
+                return Some(HealthCheck {
+                    probe: HealthProbe::Http(path),
+                    timeout: HealthCheck::DEFAULT_TIMEOUT,
+                });
+            }
+            DeValue::Table(t) => t,
+            _ => {
+                self.wrong_type(
+                    KEY,
+                    v,
+                    "an HTTP path like `\"/health\"` or a table like `{ path = \"/health\", timeout = \"2s\" }`",
+                );
+                return None;
+            }
+        };
+        let mut probe: Option<Option<HealthProbe>> = None;
+        let mut timeout = Some(HealthCheck::DEFAULT_TIMEOUT);
+        let mut ok = true;
+        for (k, val) in t.iter() {
+            let name: &str = k.get_ref();
+            let key = format!("{KEY}.{name}");
+            match name {
+                "path" | "command" if probe.is_some() => {
+                    let other = if name == "path" { "command" } else { "path" };
+                    self.rep.error(
+                        k.span(),
+                        &key,
+                        format!("cannot be given with `{other}`: a health check is an HTTP `path` or a `command`; keep one"),
+                    );
+                    ok = false;
+                }
+                "path" => probe = Some(self.health_path(&key, val).map(HealthProbe::Http)),
+                "command" => {
+                    probe = Some(
+                        self.health_command(&key, val, base_dir)
+                            .map(HealthProbe::Command),
+                    )
+                }
+                "timeout" => {
+                    timeout = self.duration(&key, val).and_then(|t| {
+                        if t > HealthCheck::MAX_TIMEOUT {
+                            self.rep.error(
+                                val.span(),
+                                &key,
+                                format!("is {t}; give at most {}: the reload waits this long for each instance", HealthCheck::MAX_TIMEOUT),
+                            );
+                            return None;
+                        }
+                        Some(t)
+                    });
+                }
+                other => {
+                    self.rep.error(
+                        k.span(),
+                        &format!("{KEY}.{other}"),
+                        "is not a key of a health check; use `path` or `command`, and `timeout`",
+                    );
+                    ok = false;
+                }
+            }
+        }
+        let Some(probe) = probe else {
+            self.rep.error(
+                v.span(),
+                KEY,
+                "has neither `path` nor `command`; write `{ path = \"/health\", timeout = \"2s\" }`",
+            );
+            return None;
+        };
+        let probe = probe?;
+        ok.then_some(HealthCheck {
+            probe,
+            timeout: timeout?,
+        })
+    }
+
+    fn health_path(&mut self, key: &str, v: &Value<'_>) -> Option<String> {
+        let path = self.string(key, v)?;
+        self.checked(key, v, |_| HealthCheck::check_path(path))?;
+        Some(path.to_string())
+    }
+
+    /// The check's argv: what `command` accepts, a program found the same way.
+    fn health_command(&mut self, key: &str, v: &Value<'_>, base_dir: &Path) -> Option<Vec<String>> {
+        let argv: Vec<String> = match v.get_ref() {
+            DeValue::String(s) => match syntax::split_shell_words(s) {
+                Ok(words) => words,
+                Err(e) => {
+                    self.rep.error(
+                        v.span(),
+                        key,
+                        format!("cannot be split into words: {e}; close the quote, or write the words as an array"),
+                    );
+                    return None;
+                }
+            },
+            DeValue::Array(_) => self.strings(key, v)?,
+            _ => {
+                self.wrong_type(key, v, "an array of strings or a string");
+                return None;
+            }
+        };
+        let Some(program) = argv.first().filter(|p| !p.is_empty()) else {
+            self.rep.error(
+                v.span(),
+                key,
+                "is empty; give the program and its arguments, e.g. `[\"/usr/bin/curl\", \"-fsS\", \"http://127.0.0.1:3000/health\"]`",
+            );
+            return None;
+        };
+        if let Err((i, e)) = syntax::exec_line(&argv) {
+            let what = if i == 0 {
+                "program".to_string()
+            } else {
+                format!("argument {i}")
+            };
+            self.rep.error(
+                v.span(),
+                key,
+                format!("{what} `{}` {e}", argv[i].escape_debug()),
+            );
+            return None;
+        }
+        if program.contains('/') && !program.starts_with('/') {
+            let suggested = base_dir.join(program.trim_start_matches("./"));
+            self.rep.error(
+                v.span(),
+                key,
+                format!(
+                    "starts with the relative path `{program}`; systemd needs an absolute path or a bare program name found in `PATH`: write `{}`",
+                    suggested.display()
+                ),
+            );
+            return None;
+        }
+        Some(argv)
     }
 
     fn exit_codes(&mut self, v: &Value<'_>) -> Option<Vec<u8>> {

@@ -16,6 +16,7 @@
 pub mod memory;
 pub mod status;
 pub mod surge;
+pub mod timers;
 
 use std::collections::BTreeSet;
 use std::num::NonZeroU32;
@@ -27,7 +28,8 @@ use crate::lock::AppLock;
 use crate::names::UnitNames;
 use crate::reload::{self, Event, Options, Summary};
 use crate::systemd::dbus::{
-    ActiveState, DbusError, JobMode, JobResult, ServiceState, Systemd, UnitListing,
+    ActiveState, DbusError, JobEnd, JobKind, JobMode, JobResult, ServiceState, SocketResult,
+    Systemd, UnitListing,
 };
 use crate::systemd::Manager;
 
@@ -64,7 +66,7 @@ pub enum ControlError {
         units: String,
     },
     /// The rolling reload (or restart) stopped at a failed instance.
-    #[error("{verb} of `{app}` halted: `{unit}` failed ({reason}); the instances not yet restarted still run the previous version; fix the app and run `sysmgr {verb} {app}` again")]
+    #[error("{verb} of `{app}` halted: `{unit}` failed ({reason}); the instances not yet restarted still run the previous version; {next}")]
     Halted {
         /// `reload` or `restart`.
         verb: &'static str,
@@ -74,6 +76,8 @@ pub enum ControlError {
         unit: String,
         /// Why, in words.
         reason: String,
+        /// What to do: fix the app and run which command again.
+        next: String,
     },
     /// A scale failed; says what it changed (the cause follows in the chain).
     #[error("cannot scale `{app}` from {from} to {to}; {changed}")]
@@ -88,6 +92,22 @@ pub enum ControlError {
         /// started and stopped.
         changed: String,
     },
+    /// A shared socket that systemd failed while instances still serve on the listening
+    /// socket they inherited: systemd closed its side, and cannot bind the address again
+    /// until they stop (the shared socket has no `ReusePort=`).
+    #[error("cannot {verb} `{app}` without stopping it: its socket `{socket}` failed (systemd's result: `{result}`) and systemd closed it, while {holders} still serve on the listening socket they inherited; systemd cannot listen on that address again until they stop; `sysmgr restart {app}` stops every instance and starts the app again (connections are refused for that moment)")]
+    SocketWedged {
+        /// `start` or `reload`.
+        verb: &'static str,
+        /// The app.
+        app: String,
+        /// The failed socket.
+        socket: String,
+        /// systemd's `Result` of the socket.
+        result: SocketResult,
+        /// The running instances, listed.
+        holders: String,
+    },
     /// A stop job did not end with `done`.
     #[error("systemd could not stop `{unit}`: the job ended with `{result}`")]
     StopFailed {
@@ -95,6 +115,34 @@ pub enum ControlError {
         unit: String,
         /// The job result.
         result: String,
+    },
+}
+
+/// What a reload did: the rollout, and what its halt put back.
+#[derive(Debug, Clone)]
+pub struct Reloaded {
+    /// The rollout.
+    pub summary: Summary,
+    /// `None` when the rollout completed, or halted with no last good generation kept (the
+    /// unit files did not change).
+    pub put_back: Option<PutBack>,
+}
+
+/// What a halted reload put back of the last good generation it kept.
+#[derive(Debug, Clone)]
+pub enum PutBack {
+    /// The kept files could not be put back (why): the new version's stay installed.
+    Failed(String),
+    /// The kept files are back.
+    Done {
+        /// The files and links written back, and the new version's files removed.
+        files: Vec<PathBuf>,
+        /// Whether systemd re-read them (why not, if it did not).
+        reloaded: Result<(), String>,
+        /// The failed instance, started again on the previous version: its main PID, or
+        /// why it did not start (it is stopped then). `None` when it was not tried: systemd
+        /// was not reloaded, or the previous version did not want that instance.
+        restarted: Option<(String, Result<u32, String>)>,
     },
 }
 
@@ -316,6 +364,86 @@ impl App {
         Ok(self.instances().iter().copied().zip(states).collect())
     }
 
+    /// Clears the app's sockets that systemd failed, so that starting an instance starts
+    /// them again; returns them with systemd's reason. A shared socket cannot listen again
+    /// while instances still hold the listening socket it handed them (systemd closed only
+    /// its own copy, and the address stays bound): then nothing is changed and the error is
+    /// [`ControlError::SocketWedged`]. No instance can fail a socket any more (their
+    /// crash-loop brake is `sysmgr exec`'s), but systemd's trigger limit still can, and so
+    /// can an address taken by another program.
+    pub async fn recover_sockets(
+        &self,
+        sd: &Systemd,
+        verb: &'static str,
+    ) -> anyhow::Result<Vec<(String, SocketResult)>> {
+        // One call: systemd keeps a failed unit loaded, so the manager's list has every failed
+        // socket. Reading each instance instead would load (and unload) every instance unit
+        // one by one, which takes systemd minutes for a thousand of them.
+        let files: BTreeSet<String> = self
+            .dir
+            .app_files(self.name())?
+            .iter()
+            .filter_map(|p| p.file_name().map(|f| f.to_string_lossy().into_owned()))
+            .collect();
+        let ours = |unit: &str| {
+            files.contains(unit)
+                || unit.split_once('@').is_some_and(|(stem, rest)| {
+                    rest.split_once('.')
+                        .is_some_and(|(_, suffix)| files.contains(&format!("{stem}@.{suffix}")))
+                })
+        };
+        let listed = sd.list_units(&[format!("{}*.socket", self.name())]).await?;
+        let mut failed = Vec::new();
+        for row in listed {
+            if row.active_state == ActiveState::Failed && ours(&row.name) {
+                let result = sd.socket_result(&row.name).await?;
+                failed.push((row.name, result));
+            }
+        }
+        if failed.is_empty() {
+            return Ok(failed);
+        }
+        // Per-instance sockets (`NAME@N.socket`) have `ReusePort=`: they bind again beside the
+        // old one. A shared one cannot while any instance runs.
+        let running = running_instances(sd, self.name()).await?;
+        if let Some((socket, result)) = failed.iter().find(|(s, _)| !s.contains('@')) {
+            if !running.is_empty() {
+                let holders: Vec<String> =
+                    running.iter().map(|&i| self.names.instance(i)).collect();
+                return Err(ControlError::SocketWedged {
+                    verb,
+                    app: self.name().to_string(),
+                    socket: socket.clone(),
+                    result: result.clone(),
+                    holders: holders.join(", "),
+                }
+                .into());
+            }
+        }
+        for (socket, _) in &failed {
+            sd.reset_failed_unit(socket).await?;
+        }
+        Ok(failed)
+    }
+
+    /// Stops every instance and the sockets, then starts the app again: the only way back
+    /// for a shared socket that failed while instances held it ([`ControlError::SocketWedged`]).
+    /// Returns the state of every wanted instance afterwards, like [`Self::start`].
+    pub async fn restart_stopped(&self, sd: &Systemd) -> anyhow::Result<Vec<(u32, ServiceState)>> {
+        let record = self.record(Action::Restart);
+        let result = async {
+            self.stop_all(sd).await?;
+            self.recover_sockets(sd, "restart").await?;
+            Ok::<_, anyhow::Error>(self.start_target(sd).await?)
+        }
+        .await;
+        match &result {
+            Ok(states) => record.started(states),
+            Err(e) => record.failed(e),
+        }
+        result
+    }
+
     /// Stops the target and every loaded instance with its sockets; returns how many
     /// instances were up.
     pub async fn stop(&self, sd: &Systemd) -> anyhow::Result<usize> {
@@ -394,27 +522,193 @@ impl App {
         summary
     }
 
-    /// Reloads systemd if any wanted instance's unit files changed on disk since systemd
-    /// read them (e.g. `generate --no-reload`): restarting would bring back the old
-    /// version. Returns whether it did.
-    pub async fn reload_systemd_if_stale(&self, sd: &Systemd) -> Result<bool, DbusError> {
+    /// The graceful `max_memory_restart` check: restarts the running instances whose memory
+    /// is above `limit` bytes, one at a time, through the rollout of `sysmgr reload` (systemd's
+    /// normal stop: `KillSignal=`, then `TimeoutStopSec=` to drain, and the next one only once
+    /// the successor is ready). The figure is `MemoryCurrent`, or without memory accounting
+    /// the summed resident set ([`memory`]). Returns the instances found above the limit
+    /// with their figures, and the rollout when there were any.
+    pub async fn restart_over_memory(
+        &self,
+        sd: &Systemd,
+        limit: u64,
+        on_event: &mut dyn FnMut(&Event<'_>),
+    ) -> Result<(Vec<(u32, u64)>, Option<Summary>), DbusError> {
         let states = instance_states(sd, self.name(), self.instances()).await?;
-        if states.iter().any(|s| s.need_daemon_reload) {
-            sd.reload().await?;
-            return Ok(true);
+        let over: Vec<(u32, u64)> = self
+            .instances()
+            .iter()
+            .zip(&states)
+            .filter(|(_, s)| s.is_running())
+            .filter_map(|(&i, s)| {
+                let bytes = s
+                    .memory_bytes
+                    .or_else(|| memory::resident_bytes(&s.control_group, s.main_pid))?;
+                (bytes > limit).then_some((i, bytes))
+            })
+            .collect();
+        if over.is_empty() {
+            return Ok((over, None));
         }
-        Ok(false)
+        let instances: Vec<u32> = over.iter().map(|(i, _)| *i).collect();
+        let summary = self
+            .recorded_rollout(
+                Action::MemoryRestart,
+                sd,
+                &instances,
+                &Options::default(),
+                on_event,
+            )
+            .await;
+        Ok((over, Some(summary)))
     }
 
-    /// The rolling reload of every wanted instance.
+    /// Brings the app's timers in line with its unit files: while the target is active,
+    /// starts the installed ones (a `reload FILE` that added `cron_restart`), and stops any
+    /// that runs without its file (one that removed it). Returns the timers started and
+    /// stopped.
+    pub async fn sync_timers(&self, sd: &Systemd) -> anyhow::Result<(Vec<String>, Vec<String>)> {
+        let files: Vec<String> = self
+            .dir
+            .app_files(self.name())?
+            .iter()
+            .filter_map(|p| p.file_name().map(|f| f.to_string_lossy().into_owned()))
+            .collect();
+        let target_up = sd.active_state(&self.names.target()).await?.is_up();
+        let (mut start, mut stop) = (Vec::new(), Vec::new());
+        for timer in [self.names.cron_timer(), self.names.memory_timer()] {
+            let up = sd.active_state(&timer).await?.is_up();
+            let installed = files.contains(&timer);
+            if installed && target_up && !up {
+                start.push(timer);
+            } else if !installed && up {
+                stop.push(timer);
+            }
+        }
+        if !start.is_empty() {
+            let mut watch = sd.watch_jobs().await?;
+            let mut jobs = Vec::new();
+            for unit in &start {
+                jobs.push(sd.start_unit(unit, JobMode::Replace).await?);
+            }
+            watch.wait_all(&jobs).await?;
+        }
+        stop_units(sd, &stop).await?;
+        Ok((start, stop))
+    }
+
+    /// Reloads systemd if the unit files of any wanted instance, of its sockets or of the
+    /// target changed on disk since systemd read them (`generate --no-reload`, or a
+    /// `reload FILE` killed between writing them and reloading systemd): restarting would
+    /// bring back the old version. Returns whether it did.
+    pub async fn reload_systemd_if_stale(&self, sd: &Systemd) -> Result<bool, DbusError> {
+        let states = instance_states(sd, self.name(), self.instances()).await?;
+        let mut others: BTreeSet<&str> = states
+            .iter()
+            .flat_map(|s| s.triggered_by.iter().map(String::as_str))
+            .collect();
+        let target = self.names.target();
+        others.insert(&target);
+        let mut stale = states.iter().any(|s| s.need_daemon_reload);
+        for unit in others {
+            if stale {
+                break;
+            }
+            stale = sd.need_daemon_reload(unit).await?;
+        }
+        if stale {
+            sd.reload().await?;
+        }
+        Ok(stale)
+    }
+
+    /// The rolling reload of every wanted instance. A rollout that completes forgets the
+    /// last good generation `reload FILE` kept (the new units proved themselves); one that
+    /// halts puts it back, reloads systemd and starts the failed instance again on it, so
+    /// that every instance runs, and restarts into, the version that worked.
     pub async fn reload(
         &self,
         sd: &Systemd,
         opts: &Options,
         on_event: &mut dyn FnMut(&Event<'_>),
-    ) -> Summary {
-        self.recorded_rollout(Action::Reload, sd, self.instances(), opts, on_event)
+    ) -> Reloaded {
+        let summary = self
+            .recorded_rollout(Action::Reload, sd, self.instances(), opts, on_event)
+            .await;
+        let put_back = if summary.completed() {
+            // Best effort: kept files left behind are only put back by a later halt.
+            let _ = self.dir.forget_last_good(self.name());
+            None
+        } else {
+            let failed = summary.failed().map(|f| (f.instance, f.unit.clone()));
+            self.put_back_last_good(sd, failed, opts.grace).await
+        };
+        Reloaded { summary, put_back }
+    }
+
+    /// For an app whose units `reload FILE` wrote but which it did not roll, because an app
+    /// before it halted: its kept generation back in place, systemd reloaded. Its instances
+    /// never left the previous version.
+    pub async fn put_back_unreloaded(&self, sd: &Systemd) -> Option<PutBack> {
+        self.put_back_last_good(sd, None, Options::default().grace)
             .await
+    }
+
+    /// After a halt: the kept generation back in place, systemd reloaded, the `failed`
+    /// instance (number and unit) started on it.
+    async fn put_back_last_good(
+        &self,
+        sd: &Systemd,
+        failed: Option<(u32, String)>,
+        grace: std::time::Duration,
+    ) -> Option<PutBack> {
+        let wanted = match self.dir.last_good(self.name()) {
+            Ok(None) => return None,
+            Ok(Some(kept)) => kept.links,
+            Err(e) => return Some(PutBack::Failed(e.to_string())),
+        };
+        let record = self.record(Action::Generate);
+        let files: Vec<PathBuf> = match self.dir.restore_last_good(self.name()) {
+            Ok(None) => return None,
+            Ok(Some(report)) => report.written.into_iter().chain(report.removed).collect(),
+            Err(e) => {
+                let why = e.to_string();
+                record.failed(
+                    &anyhow::Error::new(e)
+                        .context("cannot put back the previous version's unit files"),
+                );
+                return Some(PutBack::Failed(why));
+            }
+        };
+        let named: Vec<String> = files.iter().map(|f| format!("`{}`", f.display())).collect();
+        record.generated(
+            wanted.len(),
+            format!(
+                "put back the previous version's unit files after a halted reload: {}",
+                named.join(", ")
+            ),
+        );
+        let reloaded = sd.reload().await.map_err(|e| e.to_string());
+        let restarted = match (&reloaded, failed) {
+            (Ok(()), Some((instance, unit)))
+                if wanted.contains(&self.names.instance_link(instance)) =>
+            {
+                let started = start_verified(sd, &unit, grace).await;
+                if started.is_err() {
+                    // As after the halt: a unit that cannot start must not loop.
+                    let _ = sd
+                        .run_job(JobKind::Stop, &unit, JobMode::Replace, None)
+                        .await;
+                }
+                Some((unit, started))
+            }
+            _ => None,
+        };
+        Some(PutBack::Done {
+            files,
+            reloaded,
+            restarted,
+        })
     }
 
     /// Stops the instances of `running` beyond the app's count (with their own sockets);
@@ -610,6 +904,12 @@ impl App {
         for unit in loaded_instances(sd, name).await? {
             sd.reset_failed_unit(&unit.name).await?;
         }
+        // So do the timers' services, e.g. a cron reload that halted.
+        for unit in [self.names.cron_service(), self.names.memory_service()] {
+            if sd.active_state(&unit).await? == ActiveState::Failed {
+                sd.reset_failed_unit(&unit).await?;
+            }
+        }
         sd.disable_unit_files(&[self.names.target()]).await?;
         let removed = self.dir.remove_app(name)?;
         sd.reload().await?;
@@ -618,6 +918,46 @@ impl App {
             removed,
             dir: self.dir.path().to_path_buf(),
         })
+    }
+}
+
+/// Starts `unit` and waits for it to run, at most its stop and start timeouts plus `grace`
+/// (as the rollout would); its main PID, or why it does not run.
+async fn start_verified(
+    sd: &Systemd,
+    unit: &str,
+    grace: std::time::Duration,
+) -> Result<u32, String> {
+    let before = sd.service_state(unit).await.map_err(|e| e.to_string())?;
+    sd.reset_failed_unit(unit)
+        .await
+        .map_err(|e| e.to_string())?;
+    let limit = match (before.timeout_stop, before.timeout_start) {
+        (Some(stop), Some(start)) => Some(stop + start + grace),
+        _ => None,
+    };
+    match sd
+        .run_job(JobKind::Start, unit, JobMode::Replace, limit)
+        .await
+    {
+        Err(e) => return Err(e.to_string()),
+        Ok(JobEnd::Removed(JobResult::Done) | JobEnd::Unobserved) => {}
+        Ok(JobEnd::Removed(other)) => return Err(format!("the start job ended with `{other}`")),
+        Ok(JobEnd::GaveUp(after)) => {
+            return Err(format!(
+                "systemd had not finished the start job after {}",
+                reload::engine::human(after)
+            ))
+        }
+    }
+    let after = sd.service_state(unit).await.map_err(|e| e.to_string())?;
+    if after.is_running() {
+        Ok(after.main_pid)
+    } else {
+        Err(format!(
+            "it is `{}/{}`, systemd's result: `{}`",
+            after.active_state, after.sub_state, after.result
+        ))
     }
 }
 
@@ -723,6 +1063,7 @@ impl crate::Classify for ControlError {
         match self {
             Self::NotGenerated { .. } => crate::ErrorClass::Invalid,
             Self::NotRunning { .. }
+            | Self::SocketWedged { .. }
             | Self::Halted { .. }
             | Self::StopFailed { .. }
             | Self::ScaleFailed { .. } => crate::ErrorClass::Failed,

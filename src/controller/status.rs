@@ -1,20 +1,25 @@
 //! The state of installed apps, as `sysmgr status` and `sysmgr list` show it (and as their
-//! `--json` prints it): one `ListUnitsByPatterns` for all apps, then two `GetAll` per
-//! instance, all concurrent (the client bounds how many calls are in flight), and the state of
-//! every socket that triggers an instance. Read without the lock: looking changes nothing.
+//! `--json` prints it). Read without the lock: looking changes nothing.
+//!
+//! Few round trips, and only what is shown: one `ListUnitsByPatterns` for all apps gives the
+//! state of every loaded unit of theirs (instances, targets, sockets); then, per instance,
+//! the six properties shown, one `Get` each ([`ServiceFigures`]), all concurrently (the client
+//! bounds how many calls are in flight). The sockets that start an instance come from the
+//! app's unit files ([`InstalledApp::sockets_of`]). A unit the manager has not loaded is
+//! missing from the list; only its state is then read on its own.
 //!
 //! An app is `degraded` when any of its instances or sockets is `failed`, whatever its
-//! target says: a crash-looping instance 1 fails the shared socket while the other instances
-//! still serve, and the target stays `active`.
+//! target says: an instance the crash-loop brake stopped, or a socket systemd failed (its
+//! trigger limit), leaves the other instances serving and the target `active`.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
 use crate::install::InstalledApp;
-use crate::names::UnitNames;
-use crate::systemd::dbus::{ActiveState, DbusError, ServiceState, Systemd};
+use crate::names::{parse_instance, UnitNames};
+use crate::systemd::dbus::{ActiveState, DbusError, ServiceFigures, Systemd, UnitListing};
 
 /// [`AppStatus::state`] of an app with a failed instance or socket.
 pub const DEGRADED: &str = "degraded";
@@ -89,7 +94,7 @@ pub struct InstanceStatus {
 }
 
 impl InstanceStatus {
-    fn new(instance: u32, wanted: bool, s: ServiceState, now_usec: u64) -> Self {
+    fn new(instance: u32, wanted: bool, s: ServiceFigures, now_usec: u64) -> Self {
         let running = s.is_running();
         Self {
             instance,
@@ -114,40 +119,49 @@ impl InstanceStatus {
 pub async fn collect(sd: &Systemd, apps: &[InstalledApp]) -> Result<Vec<AppStatus>, DbusError> {
     let patterns: Vec<String> = apps
         .iter()
-        .map(|a| format!("{}@*.service", a.name))
+        .map(|a| UnitNames::new(&a.name).units_pattern())
         .collect();
-    let loaded = if patterns.is_empty() {
-        Vec::new()
+    let listed: HashMap<String, UnitListing> = if patterns.is_empty() {
+        HashMap::new()
     } else {
-        sd.list_units(&patterns).await?
+        sd.list_units(&patterns)
+            .await?
+            .into_iter()
+            .map(|u| (u.name.clone(), u))
+            .collect()
     };
+    // The instances that run, by app: those beyond the wanted ones are shown too.
+    let mut up: HashMap<&str, Vec<u32>> = HashMap::new();
+    for unit in listed.values().filter(|u| u.active_state.is_up()) {
+        if let Some((app, n)) = parse_instance(&unit.name) {
+            up.entry(app).or_default().push(n);
+        }
+    }
     let now_usec = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default()
         .as_micros() as u64;
+    let listed = &listed;
     let per_app = apps.iter().map(|app| {
+        let names = UnitNames::new(&app.name);
         let wanted: BTreeSet<u32> = app.instances.iter().copied().collect();
         let mut all = wanted.clone();
-        all.extend(
-            loaded
-                .iter()
-                .filter(|u| u.active_state.is_up())
-                .filter_map(|u| super::instance_of(&app.name, &u.name)),
-        );
+        all.extend(up.get(app.name.as_str()).into_iter().flatten().copied());
         let all: Vec<u32> = all.into_iter().collect();
+        let socket_units: BTreeSet<String> = all.iter().flat_map(|&i| app.sockets_of(i)).collect();
         async move {
-            let target = UnitNames::new(&app.name).target();
-            let (target, states) = futures_util::future::try_join(
-                sd.active_state(&target),
-                super::instance_states(sd, &app.name, &all),
-            )
-            .await?;
-            let socket_units: BTreeSet<String> = states
-                .iter()
-                .flat_map(|s| s.triggered_by.iter().cloned())
-                .collect();
-            let socket_states = futures_util::future::try_join_all(
-                socket_units.iter().map(|unit| sd.active_state(unit)),
+            let target = names.target();
+            let (target, states, socket_states) = futures_util::future::try_join3(
+                active_state(sd, listed, &target),
+                futures_util::future::try_join_all(all.iter().map(|&i| {
+                    let unit = names.instance(i);
+                    async move { sd.service_figures(&unit, listed.get(&unit)).await }
+                })),
+                futures_util::future::try_join_all(
+                    socket_units
+                        .iter()
+                        .map(|unit| active_state(sd, listed, unit)),
+                ),
             )
             .await?;
             let failed = states
@@ -182,4 +196,16 @@ pub async fn collect(sd: &Systemd, apps: &[InstalledApp]) -> Result<Vec<AppStatu
         }
     });
     futures_util::future::try_join_all(per_app).await
+}
+
+/// The `ActiveState` of `unit`: from the manager's list, or read if it is not loaded.
+async fn active_state(
+    sd: &Systemd,
+    listed: &HashMap<String, UnitListing>,
+    unit: &str,
+) -> Result<ActiveState, DbusError> {
+    match listed.get(unit) {
+        Some(row) => Ok(row.active_state.clone()),
+        None => sd.active_state(unit).await,
+    }
 }

@@ -7,7 +7,7 @@ use crate::install::UnitDir;
 use crate::names::UnitNames;
 use crate::reload::surge::SurgeUnits;
 use crate::reload::{JobOutcome, Units};
-use crate::systemd::dbus::{DbusError, JobMode, JobResult, ServiceState, Systemd};
+use crate::systemd::dbus::{DbusError, JobResult, ServiceState, Systemd};
 
 /// [`SurgeUnits`] over systemd and the app's unit directory.
 #[derive(Debug)]
@@ -41,6 +41,10 @@ impl Units for SurgeSlots<'_> {
         Units::restart(self.sd, unit, wait).await
     }
 
+    async fn start(&self, unit: &str, wait: Option<Duration>) -> Result<JobOutcome, DbusError> {
+        Units::start(self.sd, unit, wait).await
+    }
+
     async fn stop(&self, unit: &str) -> Result<JobResult, DbusError> {
         Units::stop(self.sd, unit).await
     }
@@ -51,19 +55,6 @@ impl Units for SurgeSlots<'_> {
 }
 
 impl SurgeUnits for SurgeSlots<'_> {
-    async fn start(&self, unit: &str, wait: Option<Duration>) -> Result<JobOutcome, DbusError> {
-        // The stream is open before the job exists, so its JobRemoved cannot be missed.
-        let mut watch = self.sd.watch_jobs().await?;
-        let job = self.sd.start_unit(unit, JobMode::Replace).await?;
-        match wait {
-            Some(limit) => match tokio::time::timeout(limit, watch.wait(&job)).await {
-                Ok(removed) => Ok(JobOutcome::Finished(removed?.result)),
-                Err(_) => Ok(JobOutcome::GaveUp(limit)),
-            },
-            None => Ok(JobOutcome::Finished(watch.wait(&job).await?.result)),
-        }
-    }
-
     async fn switch(&self, slot: u32, from: &str, to: &str) -> Result<(), String> {
         let generation = |unit: &str| {
             self.names

@@ -109,7 +109,7 @@ impl Row {
         };
         match (self.get("action"), self.get("outcome")) {
             (_, "failed") if !self.get("error").is_empty() => self.get("error").to_string(),
-            ("reload" | "restart", "halted") => join(vec![
+            ("reload" | "restart" | "memory-restart", "halted") => join(vec![
                 format!("halted at {}", failed()),
                 pids("replaced"),
                 match self.get("skipped") {
@@ -117,7 +117,7 @@ impl Row {
                     skipped => format!("not restarted {skipped}"),
                 },
             ]),
-            ("reload" | "restart", _) => pids("replaced"),
+            ("reload" | "restart" | "memory-restart", _) => pids("replaced"),
             ("start", "failed") => {
                 join(vec![format!("not running: {}", failed()), pids("running")])
             }

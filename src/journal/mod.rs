@@ -135,6 +135,8 @@ pub enum Action {
     Generate,
     /// `sysmgr reload`.
     Reload,
+    /// The graceful `max_memory_restart` check restarting instances above the limit.
+    MemoryRestart,
 }
 
 impl Action {
@@ -148,6 +150,7 @@ impl Action {
             Self::Delete => "delete",
             Self::Generate => "generate",
             Self::Reload => "reload",
+            Self::MemoryRestart => "memory-restart",
         }
     }
 }

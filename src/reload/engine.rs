@@ -8,7 +8,9 @@
 //!    job. The controller's own wait is `TimeoutStopUSec + TimeoutStartUSec` plus a grace, so
 //!    it never gives up before systemd does. Then the unit must be active with a new
 //!    invocation and a new main PID.
-//! 2. *settle*: the new process must still be the active one after `min_ready`.
+//! 2. *settle*: the new process must still be the active one after `min_ready`; then, when
+//!    the unit has a health check ([`super::health`]), it must answer it on its own socket
+//!    within the check's timeout (the *probe*).
 //!
 //! A failure in either phase halts the rollout: nothing new begins, the phases in flight
 //! finish, and the instances never begun keep serving the previous version. The
@@ -23,6 +25,7 @@ use futures_util::future::LocalBoxFuture;
 use futures_util::stream::{FuturesUnordered, StreamExt as _};
 use futures_util::FutureExt as _;
 
+use super::health::{self, Unhealthy};
 use super::plan::{Phase, Planner, Step};
 use super::units::{JobOutcome, Units};
 use crate::names::UnitNames;
@@ -75,6 +78,11 @@ pub enum FailureReason {
         /// The window.
         within: Duration,
     },
+    /// The new process stayed up but did not pass its health check.
+    Unhealthy(Box<Unhealthy>),
+    /// The connection to systemd was lost while the job ran (`daemon-reexec`), so how the
+    /// job ended was not seen; afterwards the unit showed this.
+    Unobserved(Box<FailureReason>),
     /// A call to systemd failed.
     Systemd(DbusError),
     /// The new process could not be made its slot's unit (surge rollout).
@@ -103,6 +111,14 @@ impl fmt::Display for FailureReason {
             Self::ExitedEarly { within } => {
                 write!(f, "the new process did not stay up for {}", human(*within))
             }
+            Self::Unhealthy(u) => write!(f, "{u}"),
+            Self::Unobserved(after) => write!(
+                f,
+                "the connection to systemd was lost while the restart job ran, and then {}",
+                after
+                    .to_string()
+                    .trim_start_matches("the restart job was done but ")
+            ),
             Self::Systemd(e) => write!(f, "{e}"),
             Self::Switch(why) => write!(f, "the new unit could not replace the old one: {why}"),
         }
@@ -139,7 +155,7 @@ pub struct InstanceReport {
     /// From `RestartUnit` to systemd's `JobRemoved`: stopping the old process, starting the
     /// new one and (for `Type=notify`) its `READY=1`.
     pub job: Duration,
-    /// The min-ready window spent watching the new process.
+    /// The min-ready window spent watching the new process, and its health check.
     pub settle: Duration,
     /// From the first call about this instance to its verdict.
     pub total: Duration,
@@ -437,8 +453,9 @@ async fn restart_phase<U: Units>(
     } else {
         0
     };
-    // Manual restarts count against StartLimitBurst; a rollout must never be the reason an
-    // instance refuses to start, nor be blocked by an earlier failed one.
+    // Every start counts in the crash-loop brake's streak (`max_restarts` starts in a row,
+    // kept by `sysmgr exec`); a rollout must never be the reason an instance refuses to
+    // start, nor be blocked by an earlier failed one.
     // Its sockets too: a failed socket would fail the restart as a dependency.
     for u in std::iter::once(&unit).chain(&before.triggered_by) {
         if let Err(e) = units.reset_failed(u).await {
@@ -460,13 +477,21 @@ async fn restart_phase<U: Units>(
             Err(e) => Err(FailureReason::Systemd(e)),
             Ok(after) => verify_restarted(&before, after).map(Box::new),
         },
+        // A job whose end was not seen (systemd re-executed meanwhile) is judged by the
+        // unit's state alone, which must show a new process.
+        Ok(JobOutcome::Unobserved) => match units.state(&unit).await {
+            Err(e) => Err(FailureReason::Systemd(e)),
+            Ok(after) => verify_restarted(&before, after)
+                .map(Box::new)
+                .map_err(|reason| FailureReason::Unobserved(Box::new(reason))),
+        },
         Ok(JobOutcome::Finished(other)) => Err(FailureReason::Job(other)),
     };
     (old_pid, job, result)
 }
 
 /// After a `done` job: the unit must be active, with a new invocation and main process.
-fn verify_restarted(
+pub(super) fn verify_restarted(
     before: &ServiceState,
     after: ServiceState,
 ) -> Result<ServiceState, FailureReason> {
@@ -485,8 +510,9 @@ fn verify_restarted(
     Ok(after)
 }
 
-/// Phase 2: the new process must still be the active one after `min_ready`.
-async fn settle_phase<U: Units>(
+/// Phase 2: the new process must still be the active one after `min_ready`, and then pass
+/// its health check if the unit has one.
+pub(super) async fn settle_phase<U: Units>(
     units: &U,
     unit: String,
     after: ServiceState,
@@ -498,18 +524,30 @@ async fn settle_phase<U: Units>(
     }
     let result = match units.state(&unit).await {
         Err(e) => Err(FailureReason::Systemd(e)),
-        Ok(now) if now.is_running() && now.invocation_id == after.invocation_id => Ok(()),
+        Ok(now) if now.is_running() && now.invocation_id == after.invocation_id => {
+            probe(units, &now).await
+        }
         Ok(_) => Err(FailureReason::ExitedEarly { within: min_ready }),
     };
     (started.elapsed(), result)
 }
 
+/// The health gate: the unit's check, asked of the new process on its own socket.
+async fn probe<U: Units>(units: &U, now: &ServiceState) -> Result<(), FailureReason> {
+    match health::Check::of(now) {
+        None => Ok(()),
+        Some(check) => health::wait_healthy(&check, units)
+            .await
+            .map(drop)
+            .map_err(|u| FailureReason::Unhealthy(Box::new(u))),
+    }
+}
+
 /// Gathers what systemd knows about a failed instance, then stops it.
 ///
-/// Stopping ends the `Restart=` loop of a new version that cannot start: left alone it would
-/// trip the start limit, and a socket whose `Service=` hits the start limit is failed by
-/// systemd, which closes the listening socket the other instances share. The next reload
-/// starts the instance again.
+/// Stopping ends the `Restart=` loop of a new version that cannot start, which would
+/// otherwise go on until the crash-loop brake fails the instance. The next reload starts the
+/// instance again.
 pub(super) async fn describe_failure<U: Units>(
     units: &U,
     unit: &str,

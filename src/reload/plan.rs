@@ -21,7 +21,8 @@ pub enum Step {
     Waiting,
     /// The restart job is enqueued; waiting for systemd to finish it.
     Restarting,
-    /// The job is done and a new process runs; watching it stay up for the min-ready window.
+    /// The job is done and a new process runs; watching it stay up for the min-ready window,
+    /// then asking its health check, if the app has one.
     Settling,
     /// The new process is up and stayed up.
     Ready,
@@ -123,7 +124,7 @@ impl Planner {
         self.transition(instance, Step::Restarting, Step::Settling);
     }
 
-    /// Transition `Settling -> Ready`: the new process stayed up.
+    /// Transition `Settling -> Ready`: the new process stayed up (and is healthy).
     pub fn ready(&mut self, instance: u32) {
         self.transition(instance, Step::Settling, Step::Ready);
     }

@@ -34,10 +34,10 @@ use futures_util::future::LocalBoxFuture;
 use futures_util::stream::{FuturesUnordered, StreamExt as _};
 use futures_util::FutureExt as _;
 
-use super::engine::{describe_failure, Failure, FailureReason, Options};
+use super::engine::{describe_failure, settle_phase, verify_restarted, Failure, FailureReason, Options};
 use super::units::{JobOutcome, Units};
 use crate::names::UnitNames;
-use crate::systemd::dbus::{ActiveState, DbusError, JobResult, ServiceState};
+use crate::systemd::dbus::{ActiveState, DbusError, JobResult};
 
 /// The generation a surge step starts for a slot whose unit is generation `current`: the
 /// other of the two colours 0 and 1.
@@ -193,9 +193,6 @@ impl SurgePlanner {
 /// What the surge rollout needs beyond [`Units`].
 #[allow(async_fn_in_trait)]
 pub trait SurgeUnits: Units {
-    /// Starts `unit` and waits for the job to end, at most `wait` (`None`: as long as
-    /// systemd takes).
-    async fn start(&self, unit: &str, wait: Option<Duration>) -> Result<JobOutcome, DbusError>;
     /// Makes `to` the unit of `slot` in place of `from` wherever the app's instances are
     /// persisted (the wants links), so the next start and every command see `to`. All or
     /// nothing: on an error, `from` is still the slot's unit.
@@ -464,46 +461,39 @@ async fn surge_step_in<U: SurgeUnits>(
     } else {
         0
     };
-    // The new unit may be failed from an earlier attempt; its sockets are the old one's.
+    // The new unit may be failed from an earlier attempt (and its brake's streak counts
+    // every start); its sockets are the old one's, already checked by the old unit running.
     units
         .reset_failed(new)
         .await
         .map_err(FailureReason::Systemd)?;
+    let idle = units.state(new).await.map_err(FailureReason::Systemd)?;
     let wait = before.timeout_start.map(|start| start + opts.grace);
     let job_started = Instant::now();
     let outcome = units.start(new, wait).await;
     measured.start = job_started.elapsed();
-    let after: ServiceState = match outcome.map_err(FailureReason::Systemd)? {
+    let after = match outcome.map_err(FailureReason::Systemd)? {
         JobOutcome::GaveUp(after) => return Err(FailureReason::GaveUp(after)),
         JobOutcome::Finished(JobResult::Done) => {
-            let after = units.state(new).await.map_err(FailureReason::Systemd)?;
-            if !after.is_running() || after.main_pid == 0 {
-                return Err(FailureReason::NotRunning {
-                    active_state: after.active_state,
-                    sub_state: after.sub_state,
-                });
-            }
-            after
+            verify_restarted(&idle, units.state(new).await.map_err(FailureReason::Systemd)?)?
+        }
+        // Not seen to end (systemd re-executed meanwhile): the unit's state must show a new
+        // process.
+        JobOutcome::Unobserved => {
+            verify_restarted(&idle, units.state(new).await.map_err(FailureReason::Systemd)?)
+                .map_err(|reason| FailureReason::Unobserved(Box::new(reason)))?
         }
         JobOutcome::Finished(other) => return Err(FailureReason::Job(other)),
     };
-    let settle_started = Instant::now();
-    if !opts.min_ready.is_zero() {
-        tokio::time::sleep(opts.min_ready).await;
-    }
-    let settled = units.state(new).await;
-    measured.settle = settle_started.elapsed();
-    let now = settled.map_err(FailureReason::Systemd)?;
-    if !now.is_running() || now.invocation_id != after.invocation_id {
-        return Err(FailureReason::ExitedEarly {
-            within: opts.min_ready,
-        });
-    }
+    let main_pid = after.main_pid;
+    let (settle, settled) = settle_phase(units, new.to_string(), after, opts.min_ready).await;
+    measured.settle = settle;
+    settled?;
     units
         .switch(slot, old, new)
         .await
         .map_err(FailureReason::Switch)?;
-    Ok(after.main_pid)
+    Ok(main_pid)
 }
 
 /// Stops `old` and waits for its drain; clears its failed state if systemd had to kill it,
@@ -523,7 +513,7 @@ mod tests {
     use super::*;
     use std::cell::RefCell;
 
-    use crate::systemd::dbus::SubState;
+    use crate::systemd::dbus::{ServiceState, SubState};
 
     /// Units that start at once with a new PID, stop after `drain`, and a switch that fails
     /// for `bad_switch`. Logs every call, and the most new processes surging at once.
@@ -565,6 +555,18 @@ mod tests {
         async fn restart(&self, _: &str, _: Option<Duration>) -> Result<JobOutcome, DbusError> {
             unreachable!("a surge never restarts")
         }
+        async fn start(&self, unit: &str, _: Option<Duration>) -> Result<JobOutcome, DbusError> {
+            self.log.borrow_mut().push(format!("start {unit}"));
+            *self.surging.borrow_mut() += 1;
+            let now = *self.surging.borrow();
+            let max = (*self.max_surging.borrow()).max(now);
+            *self.max_surging.borrow_mut() = max;
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            *self.next_pid.borrow_mut() += 1;
+            let pid = *self.next_pid.borrow();
+            self.running.borrow_mut().insert(unit.to_string(), pid);
+            Ok(JobOutcome::Finished(JobResult::Done))
+        }
         async fn stop(&self, unit: &str) -> Result<JobResult, DbusError> {
             self.log.borrow_mut().push(format!("stop {unit}"));
             tokio::time::sleep(self.drain).await;
@@ -578,18 +580,6 @@ mod tests {
     }
 
     impl SurgeUnits for Fake {
-        async fn start(&self, unit: &str, _: Option<Duration>) -> Result<JobOutcome, DbusError> {
-            self.log.borrow_mut().push(format!("start {unit}"));
-            *self.surging.borrow_mut() += 1;
-            let now = *self.surging.borrow();
-            let max = (*self.max_surging.borrow()).max(now);
-            *self.max_surging.borrow_mut() = max;
-            tokio::time::sleep(Duration::from_millis(5)).await;
-            *self.next_pid.borrow_mut() += 1;
-            let pid = *self.next_pid.borrow();
-            self.running.borrow_mut().insert(unit.to_string(), pid);
-            Ok(JobOutcome::Finished(JobResult::Done))
-        }
         async fn switch(&self, slot: u32, from: &str, to: &str) -> Result<(), String> {
             *self.surging.borrow_mut() -= 1;
             if self.bad_switch == Some(slot) {

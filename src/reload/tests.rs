@@ -24,6 +24,18 @@ enum Script {
     Unchanged,
     /// systemd never finishes the job within the wait.
     Hangs,
+    /// The connection was lost while the job ran: its end is not seen. `true`: the unit
+    /// restarted meanwhile; `false`: it did not (it is failed).
+    Unobserved(bool),
+    /// A new process that stays up, with a health check command that passes.
+    Healthy,
+    /// A new process that stays up, with a health check command that always fails.
+    Unhealthy,
+}
+
+/// The fake's check unit of an instance unit, and back.
+fn check_unit(instance_unit: &str) -> String {
+    instance_unit.replacen('@', "-sysmgr-check@", 1)
 }
 
 #[derive(Debug, Clone)]
@@ -81,6 +93,15 @@ impl Fake {
 
 impl Units for Fake {
     async fn state(&self, unit: &str) -> Result<ServiceState, DbusError> {
+        if unit.contains("-sysmgr-check@") {
+            // A check that ran and exited 1.
+            return Ok(ServiceState {
+                unit: unit.to_string(),
+                result: ServiceResult::ExitCode,
+                exec_main_status: 1,
+                ..Default::default()
+            });
+        }
         let mut units = self.units.borrow_mut();
         let Some(u) = units.get_mut(unit) else {
             return Err(DbusError::Call {
@@ -117,6 +138,14 @@ impl Units for Fake {
                 ServiceResult::ExitCode
             },
             exec_main_status: if u.active { 0 } else { 1 },
+            environment: if matches!(u.script, Script::Healthy | Script::Unhealthy) {
+                vec![
+                    format!("SYSMGR_HEALTH_UNIT={}", check_unit(unit)),
+                    "SYSMGR_HEALTH_TIMEOUT_MS=500".into(),
+                ]
+            } else {
+                Vec::new()
+            },
             ..Default::default()
         })
     }
@@ -142,7 +171,7 @@ impl Units for Fake {
         let u = units.get_mut(unit).expect("restarting a known unit");
         u.reads_since_restart = 0;
         let outcome = match u.script {
-            Script::Good | Script::DiesAfterReady => {
+            Script::Good | Script::DiesAfterReady | Script::Healthy | Script::Unhealthy => {
                 *self.next_pid.borrow_mut() += 1;
                 u.pid = *self.next_pid.borrow();
                 u.invocation += 1;
@@ -156,9 +185,31 @@ impl Units for Fake {
                 JobOutcome::Finished(JobResult::Failed)
             }
             Script::Unchanged => JobOutcome::Finished(JobResult::Done),
+            Script::Unobserved(restarted) => {
+                *self.next_pid.borrow_mut() += 1;
+                u.pid = if restarted {
+                    *self.next_pid.borrow()
+                } else {
+                    0
+                };
+                u.invocation += 1;
+                u.active = restarted;
+                JobOutcome::Unobserved
+            }
             Script::Hangs => JobOutcome::GaveUp(wait.unwrap_or_default()),
         };
         Ok(outcome)
+    }
+
+    async fn start(&self, unit: &str, _wait: Option<Duration>) -> Result<JobOutcome, DbusError> {
+        self.log.borrow_mut().push(format!("start {unit}"));
+        let instance = unit.replacen("-sysmgr-check@", "@", 1);
+        let script = self.units.borrow()[&instance].script;
+        Ok(JobOutcome::Finished(if script == Script::Unhealthy {
+            JobResult::Failed
+        } else {
+            JobResult::Done
+        }))
     }
 
     async fn stop(&self, unit: &str) -> Result<JobResult, DbusError> {
@@ -392,4 +443,77 @@ fn durations_read_like_people_write_them() {
     assert_eq!(engine::human(Duration::from_millis(412)), "412 ms");
     assert_eq!(engine::human(Duration::from_millis(1234)), "1.2 s");
     assert_eq!(engine::human(Duration::from_secs(95)), "95 s");
+}
+
+#[tokio::test]
+async fn an_unhealthy_new_process_halts_the_rollout_and_is_stopped() {
+    let fake = Fake::new(
+        "web",
+        3,
+        &[
+            (1, Script::Healthy),
+            (2, Script::Unhealthy),
+            (3, Script::Healthy),
+        ],
+    );
+    let (summary, events) = run(&fake, 3, &opts(1)).await;
+    assert!(!summary.completed());
+    let log = fake.log();
+    // Instance 1's check passed at once; instance 2's was run again until its timeout.
+    assert_eq!(
+        log[..6],
+        [
+            "reset-failed web@1.service",
+            "restart web@1.service",
+            "reset-failed web-sysmgr-check@1.service",
+            "start web-sysmgr-check@1.service",
+            "reset-failed web@2.service",
+            "restart web@2.service",
+        ]
+    );
+    let runs = log
+        .iter()
+        .filter(|l| *l == "start web-sysmgr-check@2.service")
+        .count();
+    assert!((2..=4).contains(&runs), "500 ms, every 200 ms: {log:?}");
+    assert_eq!(log.last().unwrap(), "stop web@2.service");
+    assert!(
+        !log.iter().any(|l| l.contains("@3.")),
+        "3 keeps the old version"
+    );
+    assert_eq!(events.last().unwrap(), "finished 2 Failed");
+    let failure = summary.failed().unwrap().failure.as_ref().unwrap();
+    let FailureReason::Unhealthy(u) = &failure.reason else {
+        panic!("{:?}", failure.reason)
+    };
+    assert_eq!(u.attempts as usize, runs);
+    let text = failure.reason.to_string();
+    assert!(
+        text.starts_with(
+            "the new process is not healthy: its check `web-sysmgr-check@2.service` exited with status 1 (asked "
+        ) && text.ends_with("; its last output: `web-sysmgr-check@2.service: last 3 lines`"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn a_job_whose_end_was_not_seen_is_judged_by_the_units_state() {
+    // systemd re-executed while instance 1 restarted (it did) and instance 2 (it failed).
+    let fake = Fake::new(
+        "web",
+        3,
+        &[
+            (1, Script::Unobserved(true)),
+            (2, Script::Unobserved(false)),
+        ],
+    );
+    let (summary, _) = run(&fake, 3, &opts(1)).await;
+    assert_eq!(summary.instances[0].step, Step::Ready);
+    assert_eq!(summary.instances[1].step, Step::Failed);
+    assert_eq!(summary.instances[2].step, Step::Skipped);
+    let failure = summary.instances[1].failure.as_ref().unwrap();
+    assert_eq!(
+        failure.reason.to_string(),
+        "the connection to systemd was lost while the restart job ran, and then the unit is `failed/failed`"
+    );
 }

@@ -1,6 +1,6 @@
 //! What the rollout needs from a service manager, as a small trait.
 //!
-//! The engine only restarts units, reads their state, clears failed state and reads a few
+//! The engine only restarts units (and starts a health check's oneshot), reads their state, clears failed state and reads a few
 //! log lines. [`Systemd`] (the zbus client) is the implementation sysmgr ships; the engine's
 //! unit tests use a scripted fake, and the integration tests run the real one against a real
 //! systemd.
@@ -8,7 +8,7 @@
 use std::process::Command;
 use std::time::Duration;
 
-use crate::systemd::dbus::{DbusError, JobMode, JobResult, ServiceState, Systemd};
+use crate::systemd::dbus::{DbusError, JobEnd, JobKind, JobMode, JobResult, ServiceState, Systemd};
 use crate::systemd::Manager;
 
 /// How a restart job ended, as far as the controller saw.
@@ -18,6 +18,9 @@ pub enum JobOutcome {
     Finished(JobResult),
     /// systemd had not finished the job when the controller's own wait ran out.
     GaveUp(Duration),
+    /// The job is gone, but how it ended was not seen: the connection to systemd was lost
+    /// while it ran (`daemon-reexec`). The unit's state tells whether it restarted.
+    Unobserved,
 }
 
 /// The operations the rollout performs on units.
@@ -27,11 +30,14 @@ pub enum JobOutcome {
 pub trait Units {
     /// The unit's state now.
     async fn state(&self, unit: &str) -> Result<ServiceState, DbusError>;
-    /// Clears the unit's failed state and start-rate counter.
+    /// Clears the unit's failed state and start-rate counter (the crash-loop brake's streak).
     async fn reset_failed(&self, unit: &str) -> Result<(), DbusError>;
     /// Restarts the unit and waits for the job to end, at most `wait` (`None`: as long as
     /// systemd takes).
     async fn restart(&self, unit: &str, wait: Option<Duration>) -> Result<JobOutcome, DbusError>;
+    /// Starts the unit and waits for the job to end, at most `wait` (`None`: as long as
+    /// systemd takes; a oneshot: until its command exits, `Type=notify`: until `READY=1`).
+    async fn start(&self, unit: &str, wait: Option<Duration>) -> Result<JobOutcome, DbusError>;
     /// Stops the unit and waits for the job to end.
     async fn stop(&self, unit: &str) -> Result<JobResult, DbusError>;
     /// The last `lines` lines the unit logged, oldest first; empty if unavailable.
@@ -44,30 +50,65 @@ impl Units for Systemd {
     }
 
     async fn reset_failed(&self, unit: &str) -> Result<(), DbusError> {
-        self.reset_failed_unit(unit).await
+        self.reset_failed_unit(unit).await?;
+        forget_streak(self.manager(), unit);
+        Ok(())
     }
 
     async fn restart(&self, unit: &str, wait: Option<Duration>) -> Result<JobOutcome, DbusError> {
-        // The stream is open before the job exists, so its JobRemoved cannot be missed.
-        let mut watch = self.watch_jobs().await?;
-        let job = self.restart_unit(unit, JobMode::Replace).await?;
-        match wait {
-            Some(limit) => match tokio::time::timeout(limit, watch.wait(&job)).await {
-                Ok(removed) => Ok(JobOutcome::Finished(removed?.result)),
-                Err(_) => Ok(JobOutcome::GaveUp(limit)),
-            },
-            None => Ok(JobOutcome::Finished(watch.wait(&job).await?.result)),
-        }
+        job(self, JobKind::Restart, unit, wait).await
+    }
+
+    async fn start(&self, unit: &str, wait: Option<Duration>) -> Result<JobOutcome, DbusError> {
+        job(self, JobKind::Start, unit, wait).await
     }
 
     async fn stop(&self, unit: &str) -> Result<JobResult, DbusError> {
-        let mut watch = self.watch_jobs().await?;
-        let job = self.stop_unit(unit, JobMode::Replace).await?;
-        Ok(watch.wait(&job).await?.result)
+        match self
+            .run_job(JobKind::Stop, unit, JobMode::Replace, None)
+            .await?
+        {
+            JobEnd::Removed(result) => Ok(result),
+            // Not seen: the unit's state says whether it stopped.
+            JobEnd::Unobserved | JobEnd::GaveUp(_) => {
+                let state = self.service_state(unit).await?;
+                Ok(if state.active_state.is_up() {
+                    JobResult::Failed
+                } else {
+                    JobResult::Done
+                })
+            }
+        }
     }
 
     async fn journal(&self, unit: &str, lines: usize) -> Vec<String> {
         journal_tail(self.manager(), unit, lines)
+    }
+}
+
+/// Runs a start or restart job and follows it to its end (by signal, and by polling when
+/// the connection is lost), at most `wait`.
+async fn job(
+    sd: &Systemd,
+    kind: JobKind,
+    unit: &str,
+    wait: Option<Duration>,
+) -> Result<JobOutcome, DbusError> {
+    Ok(
+        match sd.run_job(kind, unit, JobMode::Replace, wait).await? {
+            JobEnd::Removed(result) => JobOutcome::Finished(result),
+            JobEnd::GaveUp(after) => JobOutcome::GaveUp(after),
+            JobEnd::Unobserved => JobOutcome::Unobserved,
+        },
+    )
+}
+
+/// Forgets the crash-loop brake's streak of `unit` (`config::brake`), so that a restart the
+/// rollout asks for is not refused for the crashes before it. systemd keeps the file across
+/// restarts, manual ones too; there is none when the unit is stopped, or is not an instance.
+fn forget_streak(manager: Manager, unit: &str) {
+    if let Some(runtime_dir) = manager.runtime_dir() {
+        let _ = std::fs::remove_file(crate::config::brake::file(&runtime_dir, unit));
     }
 }
 

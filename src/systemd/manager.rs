@@ -52,6 +52,17 @@ pub fn user_config_dir() -> Option<PathBuf> {
     }
 }
 
+impl Manager {
+    /// The manager's runtime directory, what `%t` stands for in its units: `/run`, or
+    /// `$XDG_RUNTIME_DIR` for the user manager (`None` when that is unset or empty).
+    pub fn runtime_dir(self) -> Option<PathBuf> {
+        match self {
+            Self::System => Some(PathBuf::from("/run")),
+            Self::User => user_runtime_dir(),
+        }
+    }
+}
+
 /// `$XDG_RUNTIME_DIR`, where the user manager keeps its state; `None` when unset or empty.
 pub fn user_runtime_dir() -> Option<PathBuf> {
     std::env::var_os("XDG_RUNTIME_DIR")

@@ -183,6 +183,31 @@ systemd_words! {
 }
 
 systemd_words! {
+    /// A socket unit's `Result` of its last run: why systemd failed it.
+    pub enum SocketResult {
+        /// It did not fail.
+        #[default]
+        Success = "success",
+        /// Out of resources: most often, the address could not be bound (it is in use).
+        Resources = "resources",
+        /// A timeout passed.
+        Timeout = "timeout",
+        /// A command of its own (`ExecStartPre=`...) exited with a non-zero status.
+        ExitCode = "exit-code",
+        /// A command of its own was killed by a signal.
+        Signal = "signal",
+        /// A command of its own dumped core.
+        CoreDump = "core-dump",
+        /// The socket itself was started too often.
+        StartLimitHit = "start-limit-hit",
+        /// It was activated too often (`TriggerLimitBurst=`).
+        TriggerLimitHit = "trigger-limit-hit",
+        /// A service it activates hit its start limit.
+        ServiceStartLimitHit = "service-start-limit-hit",
+    }
+}
+
+systemd_words! {
     /// How a job ended, from the `JobRemoved` signal.
     pub enum JobResult {
         /// It did what was asked.
@@ -242,6 +267,9 @@ mod tests {
         });
         check(ServiceResult::KNOWN, ServiceResult::parse, |s| {
             matches!(s, ServiceResult::Unknown(_))
+        });
+        check(SocketResult::KNOWN, SocketResult::parse, |s| {
+            matches!(s, SocketResult::Unknown(_))
         });
         check(JobResult::KNOWN, JobResult::parse, |s| {
             matches!(s, JobResult::Unknown(_))

@@ -26,11 +26,23 @@ pub enum SyntaxError {
     /// The program path is not expanded like the arguments, so `$` would reach `argv[0]` changed.
     #[error("contains `$`, which systemd would expand in argv[0] but not in the program path")]
     DollarInProgram,
+    /// systemd refuses a unit line holding one of these as "not UTF-8 clean".
+    #[error("contains the noncharacter U+{:04X}, which systemd refuses in unit files", u32::from(*.0))]
+    Noncharacter(char),
     /// Environment variable names are restricted by systemd to shell-like identifiers.
     #[error(
         "is not a valid variable name; use letters, digits and `_`, not starting with a digit"
     )]
     EnvName,
+}
+
+/// Code points systemd's `utf8_is_valid` refuses although they are valid UTF-8: the
+/// noncharacters U+FDD0..U+FDEF and U+nFFFE, U+nFFFF (`unichar_is_valid`). A unit line
+/// holding one is ignored ("String is not UTF-8 clean"), which fails the unit's load for
+/// `ExecStart=` and drops an `Environment=` assignment; escapes do not get them through.
+pub fn is_noncharacter(c: char) -> bool {
+    let c = u32::from(c);
+    (0xFDD0..=0xFDEF).contains(&c) || c & 0xFFFE == 0xFFFE
 }
 
 /// Characters systemd interprets as prefixes of the first `ExecStart=` word.
@@ -67,6 +79,9 @@ pub fn exec_line(argv: &[String]) -> Result<String, (usize, SyntaxError)> {
         if word.contains('\0') {
             return Err((i, SyntaxError::Nul));
         }
+        if let Some(c) = word.chars().find(|&c| is_noncharacter(c)) {
+            return Err((i, SyntaxError::Noncharacter(c)));
+        }
         if i == 0 {
             if let Some(c) = word.chars().next().filter(|c| EXEC_PREFIXES.contains(c)) {
                 return Err((0, SyntaxError::ExecPrefix(c)));
@@ -100,10 +115,11 @@ pub fn check_env_name(name: &str) -> Result<(), SyntaxError> {
 pub fn check_env_value(value: &str) -> Result<(), SyntaxError> {
     match value
         .chars()
-        .find(|&c| c.is_ascii_control() && c != '\t' && c != '\n')
+        .find(|&c| (c.is_ascii_control() && c != '\t' && c != '\n') || is_noncharacter(c))
     {
         None => Ok(()),
         Some('\0') => Err(SyntaxError::Nul),
+        Some(c) if is_noncharacter(c) => Err(SyntaxError::Noncharacter(c)),
         Some(c) => Err(SyntaxError::ControlInEnv(c)),
     }
 }
@@ -118,11 +134,16 @@ pub fn env_assignment(name: &str, value: &str) -> Result<String, SyntaxError> {
     Ok(out)
 }
 
-/// Escapes free text (a `Description=`) for a single-line unit setting: `%` doubled, and
-/// control characters replaced by spaces, since a description is for people.
+/// Escapes free text (a `Description=`) for a single-line unit setting: `%` doubled, control
+/// characters replaced by spaces and noncharacters by U+FFFD, since a description is for
+/// people.
 pub fn free_text(s: &str) -> String {
     s.chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
+        .map(|c| match c {
+            c if c.is_control() => ' ',
+            c if is_noncharacter(c) => char::REPLACEMENT_CHARACTER,
+            c => c,
+        })
         .collect::<String>()
         .replace('%', "%%")
 }
@@ -307,6 +328,20 @@ mod tests {
         assert_eq!(refused(&["@x"]), (0, SyntaxError::ExecPrefix('@')));
         assert_eq!(refused(&["/bin/$x"]), (0, SyntaxError::DollarInProgram));
         assert_eq!(refused(&["node", "a\0b"]), (1, SyntaxError::Nul));
+        assert_eq!(
+            refused(&["node", "a\u{10FFFF}"]),
+            (1, SyntaxError::Noncharacter('\u{10FFFF}'))
+        );
+        assert_eq!(
+            refused(&["/bin/\u{FDD0}"]),
+            (0, SyntaxError::Noncharacter('\u{FDD0}'))
+        );
+        assert_eq!(
+            check_env_value("\u{FFFE}"),
+            Err(SyntaxError::Noncharacter('\u{FFFE}'))
+        );
+        assert!(check_env_value("\u{FEFF}\u{FFFD}\u{10FFFD}").is_ok());
+        assert_eq!(free_text("a\u{FFFF}%"), "a\u{FFFD}%%");
     }
 
     #[test]

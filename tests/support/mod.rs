@@ -107,6 +107,7 @@ pub fn sandbox() -> sysmgr_sandbox::Sandbox {
     sysmgr_sandbox::Sandbox::boot(sysmgr_sandbox::Options {
         binds,
         dir_prefix: "sysmgr-test".into(),
+        ..Default::default()
     })
     .expect("a private systemd boots (needs root, systemd and dbus: scripts/setup)")
 }

@@ -467,6 +467,7 @@ fn run(args: &DemoArgs) -> anyhow::Result<ExitCode> {
         let sb = Sandbox::boot(sysmgr_sandbox::Options {
             binds,
             dir_prefix: "sysmgr-demo".into(),
+            ..Default::default()
         })?;
         println!("   booted in {:.2} s", started.elapsed().as_secs_f64());
         Host::Sandbox(sb)

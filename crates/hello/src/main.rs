@@ -7,7 +7,8 @@
 //!
 //! - `/` answers `instance {SYSMGR_INSTANCE or -} pid {PID}\n`;
 //! - `/slow?ms=N` answers `slow {N}ms instance {i} pid {p}\n` after N ms (at most 60000);
-//! - `/health` answers `ok\n`; anything else is 404.
+//! - `/health` answers `ok\n` (or, with `--health-status CODE`, that status: a version that is
+//!   ready but unhealthy, for the tests of `health_check`); anything else is 404.
 //!
 //! It logs one line to stderr (the journal) when it is ready and one when its drain ends.
 
@@ -18,7 +19,7 @@ use std::time::Duration;
 
 /// The whole usage text; `--help` prints it.
 const USAGE: &str = "\
-usage: sysmgr-hello [--listen ADDR] [--ready-delay MS] [--threads N]
+usage: sysmgr-hello [--listen ADDR] [--ready-delay MS] [--health-status CODE] [--threads N]
 
 The reference worker of sysmgr. Under systemd it takes its listening sockets
 from socket activation (LISTEN_FDS) and sends READY=1 when it serves; on
@@ -27,7 +28,7 @@ SIGINT or SIGTERM it drains (in-flight requests finish, keep-alive clients get
 
   GET /             instance {SYSMGR_INSTANCE} pid {PID}
   GET /slow?ms=N    the same after N ms (N <= 60000)
-  GET /health       ok
+  GET /health       ok (status 200, or --health-status)
 
 options:
   --listen ADDR       address to bind when not socket-activated, e.g.
@@ -36,6 +37,9 @@ options:
                       127.0.0.1:3000. Ignored under socket activation.
   --ready-delay MS    wait MS milliseconds before READY=1, as an app warming
                       up would (tests of PM2's wait_ready)
+  --health-status CODE
+                      answer /health with this HTTP status (100 to 599) instead
+                      of 200, as an unhealthy version would (tests of health_check)
   --threads N         tokio worker threads (default 2, see docs/workers.md)
   -h, --help          print this help
   -V, --version       print the version
@@ -60,6 +64,8 @@ pub struct Args {
     pub ready_delay: Duration,
     /// `--threads`.
     pub threads: usize,
+    /// `--health-status`: the status of `/health`.
+    pub health_status: u16,
 }
 
 /// Everything that can stop sysmgr-hello, mapped to an exit code in `main`.
@@ -93,6 +99,7 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Option<Args>, He
         listen: None,
         ready_delay: Duration::ZERO,
         threads: DEFAULT_THREADS,
+        health_status: 200,
     };
     let mut args = args.into_iter();
     while let Some(arg) = args.next() {
@@ -122,6 +129,18 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Option<Args>, He
                     HelloError::Usage(format!("`--ready-delay` takes milliseconds, found `{v}`"))
                 })?;
                 parsed.ready_delay = Duration::from_millis(ms);
+            }
+            "--health-status" => {
+                let v = value("--health-status")?;
+                parsed.health_status = v
+                    .parse()
+                    .ok()
+                    .filter(|&n| (100..=599).contains(&n))
+                    .ok_or_else(|| {
+                        HelloError::Usage(format!(
+                            "`--health-status` takes an HTTP status from 100 to 599, found `{v}`"
+                        ))
+                    })?;
             }
             "--threads" => {
                 let v = value("--threads")?;
@@ -194,7 +213,8 @@ mod tests {
             Args {
                 listen: Some("[::1]:8080".into()),
                 ready_delay: Duration::from_millis(250),
-                threads: 2
+                threads: 2,
+                health_status: 200,
             }
         );
         assert_eq!(parse(&[]).unwrap().unwrap().threads, DEFAULT_THREADS);
@@ -212,6 +232,10 @@ mod tests {
                 "`--ready-delay` takes milliseconds, found `soon`",
             ),
             (&["--listen"][..], "`--listen` needs a value"),
+            (
+                &["--health-status", "99"][..],
+                "`--health-status` takes an HTTP status from 100 to 599, found `99`",
+            ),
             (&["--port", "1"][..], "unknown argument `--port`"),
         ] {
             match parse(args) {

@@ -19,6 +19,9 @@ use crate::{Args, HelloError};
 /// `/slow` waits at most this long, whatever `ms` says.
 const MAX_SLOW_MS: u64 = 60_000;
 
+/// `/grow` allocates at most this many MiB per request.
+const MAX_GROW_MB: u64 = 512;
+
 /// Who this process is, in every answer.
 #[derive(Clone, Copy)]
 struct Identity {
@@ -26,6 +29,8 @@ struct Identity {
     pid: u32,
     /// `instance {i} pid {p}\n`, the body of `/`.
     root: &'static [u8],
+    /// The status of `/health` (`--health-status`).
+    health: StatusCode,
 }
 
 pub fn run(env: WorkerEnv, mut listeners: Listeners, args: &Args) -> Result<(), HelloError> {
@@ -35,6 +40,7 @@ pub fn run(env: WorkerEnv, mut listeners: Listeners, args: &Args) -> Result<(), 
         instance,
         pid,
         root: format!("instance {instance} pid {pid}\n").leak().as_bytes(),
+        health: StatusCode::from_u16(args.health_status).unwrap_or(StatusCode::OK),
     };
     let activated = env.is_socket_activated();
     let listeners = listeners.take_all()?;
@@ -114,7 +120,13 @@ fn text(status: StatusCode, body: Bytes) -> Response<Full<Bytes>> {
 async fn handle(id: Identity, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
     Ok(match req.uri().path() {
         "/" => text(StatusCode::OK, Bytes::from_static(id.root)),
-        "/health" => text(StatusCode::OK, Bytes::from_static(b"ok\n")),
+        "/health" if id.health == StatusCode::OK => {
+            text(StatusCode::OK, Bytes::from_static(b"ok\n"))
+        }
+        "/health" => text(
+            id.health,
+            Bytes::from_static(b"unhealthy (--health-status)\n"),
+        ),
         "/slow" => match slow_ms(req.uri().query()) {
             Some(ms) => {
                 tokio::time::sleep(Duration::from_millis(ms)).await;
@@ -126,8 +138,31 @@ async fn handle(id: Identity, req: Request<Incoming>) -> Result<Response<Full<By
                 Bytes::from_static(b"`/slow` needs `ms=N`, N a number of milliseconds\n"),
             ),
         },
+        // Memory that stays with the process until it exits (tests of `max_memory_restart`).
+        "/grow" => match query_number(req.uri().query(), "mb") {
+            Some(mb) => {
+                let mb = mb.min(MAX_GROW_MB);
+                // Filled with ones, so every page is resident, not just reserved.
+                let kept: &'static [u8] = vec![1u8; (mb as usize) << 20].leak();
+                std::hint::black_box(kept);
+                let body = format!("grew {mb} MiB instance {} pid {}\n", id.instance, id.pid);
+                text(StatusCode::OK, Bytes::from(body))
+            }
+            None => text(
+                StatusCode::BAD_REQUEST,
+                Bytes::from_static(b"`/grow` needs `mb=N`, N a number of MiB\n"),
+            ),
+        },
         _ => text(StatusCode::NOT_FOUND, Bytes::from_static(b"not found\n")),
     })
+}
+
+/// `NAME=N` from the query.
+fn query_number(query: Option<&str>, name: &str) -> Option<u64> {
+    query?
+        .split('&')
+        .find_map(|pair| pair.strip_prefix(name)?.strip_prefix('='))
+        .and_then(|v| v.parse::<u64>().ok())
 }
 
 /// `ms=N` from the query, capped at [`MAX_SLOW_MS`].

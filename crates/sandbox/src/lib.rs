@@ -10,8 +10,10 @@
 //! `boot.sh` beside this file, embedded in the library, so nothing outside the crate is needed
 //! at run time.
 //!
-//! The network namespace is the host's: socket units listen on the host's loopback, so a
-//! load generator on the host reaches the workers directly. The sandbox's system bus is at
+//! The network namespace is the host's by default: socket units listen on the host's
+//! loopback, so a load generator on the host reaches the workers directly. With
+//! [`Options::own_network`] a sandbox is a machine of its own on a network the test builds
+//! (`tests/deploy.rs`: veth pairs into a bridge, sshd on each host). The sandbox's system bus is at
 //! [`Sandbox::bus_address`]; commands run inside through `nsenter` ([`Sandbox::command`]).
 //! Dropping the [`Sandbox`] kills its PID 1, which takes every process of the namespace with
 //! it, and removes its directory and cgroup.
@@ -114,6 +116,10 @@ pub struct Options {
     /// Prefix of the sandbox's directory and cgroup names (`PREFIX-PID-N`), to tell
     /// sandboxes apart on disk; empty means `sysmgr-sandbox`.
     pub dir_prefix: String,
+    /// A network namespace of its own (only `lo`, down until systemd brings it up) instead of
+    /// the host's: a machine of a multi-host test, wired by the test itself (a veth into
+    /// a bridge, [`Sandbox::netns`]). [`Sandbox::command`] then enters it too.
+    pub own_network: bool,
 }
 
 /// A running private systemd. Dropping it tears it down, also when a test panics.
@@ -127,6 +133,8 @@ pub struct Sandbox {
     dir: PathBuf,
     /// The sandbox's own cgroup2 directory on the host, when it has one.
     cgroup: Option<PathBuf>,
+    /// Booted with [`Options::own_network`].
+    own_network: bool,
 }
 
 /// A program found on `PATH`.
@@ -298,7 +306,12 @@ fn remove_cgroup(dir: &Path) {
 
 /// Prepares the sandbox's directory and cgroup and starts the boot script in new
 /// namespaces; returns `unshare` and the cgroup.
-fn start(name: &str, dir: &Path, binds: &[PathBuf]) -> Result<(Child, Option<PathBuf>), Error> {
+fn start(
+    name: &str,
+    dir: &Path,
+    binds: &[PathBuf],
+    own_network: bool,
+) -> Result<(Child, Option<PathBuf>), Error> {
     fs::create_dir_all(dir.join("merged"))
         .map_err(io_error(format!("create `{}`", dir.display())))?;
     // The script's own output (a failed mount) and systemd's console (PID 1 writes to
@@ -332,6 +345,9 @@ fn start(name: &str, dir: &Path, binds: &[PathBuf]) -> Result<(Child, Option<Pat
     cmd.args(["--pid", "--mount", "--uts", "--ipc"]);
     if cgroup.is_some() {
         cmd.arg("--cgroup");
+    }
+    if own_network {
+        cmd.arg("--net");
     }
     cmd.args(["--fork", "--kill-child", "--propagation", "private"])
         .args(["sh", "-c", BOOT_SCRIPT, "boot.sh"])
@@ -391,7 +407,7 @@ impl Sandbox {
         sweep_leftovers(&base_dir());
         // Left over by a killed process that had our PID (so the sweep kept it).
         let _ = fs::remove_dir_all(&dir);
-        let (unshare, cgroup) = match start(&name, &dir, &options.binds) {
+        let (unshare, cgroup) = match start(&name, &dir, &options.binds, options.own_network) {
             Ok(started) => started,
             Err(e) => {
                 let _ = fs::remove_dir_all(&dir);
@@ -404,6 +420,7 @@ impl Sandbox {
             unshare,
             dir,
             cgroup,
+            own_network: options.own_network,
         };
         let deadline = Instant::now() + BOOT_TIMEOUT;
         sandbox.pid = sandbox.wait_for_pid1(deadline)?;
@@ -526,6 +543,12 @@ impl Sandbox {
         )
     }
 
+    /// The sandbox's network namespace (`/proc/PID/ns/net`): its own with
+    /// [`Options::own_network`], for `ip link set ... netns` and `nsenter --net=`.
+    pub fn netns(&self) -> PathBuf {
+        PathBuf::from(format!("/proc/{}/ns/net", self.pid))
+    }
+
     /// `/etc/systemd/system` of the sandbox, seen from the host.
     pub fn unit_dir(&self) -> PathBuf {
         self.root().join("etc/systemd/system")
@@ -542,7 +565,9 @@ impl Sandbox {
         let mut cmd = Command::new("nsenter");
         cmd.arg("-t")
             .arg(self.pid.to_string())
-            .args(["-m", "-p", "-r", "-w", "--"])
+            .args(["-m", "-p", "-r", "-w"])
+            .args(if self.own_network { &["-n"][..] } else { &[] })
+            .arg("--")
             .arg(program)
             .stdin(Stdio::null());
         cmd

@@ -50,7 +50,7 @@ pub mod http;
 mod tokio_net;
 
 pub use env::{EnvError, WorkerEnv};
-pub use listen::{ListenError, Listener, Listeners, Origin, DEFAULT_NAME};
+pub use listen::{ListenError, Listener, Listeners, Origin, DEFAULT_NAME, HEALTH_NAME};
 pub use notify::{Notifier, NotifyError};
 pub use shutdown::DrainTiming;
 #[cfg(feature = "tokio")]

@@ -48,6 +48,11 @@ const UNKNOWN_NAME: &str = "unknown";
 /// their socket by default, so the program asks for the same name in both cases.
 pub const DEFAULT_NAME: &str = "http";
 
+/// The name of the instance's own health socket, passed when the app has `health_check =
+/// "/path"`: `sysmgr reload` asks the new process for that path there, so serve the same HTTP
+/// on it as on the app's sockets ([`Listeners::take_health`]).
+pub const HEALTH_NAME: &str = "sysmgr-health";
+
 /// Set once the activated fds have been wrapped: a second [`Listeners::from_env`] in the same
 /// process would otherwise own (and later close) the same fds twice.
 static ACTIVATED_FDS_TAKEN: AtomicBool = AtomicBool::new(false);
@@ -312,6 +317,16 @@ impl Listeners {
     pub fn take(&mut self, name: &str) -> Result<Listener, ListenError> {
         let index = self.index_of(name)?;
         self.take_index(index)
+    }
+
+    /// Takes the instance's own health socket ([`HEALTH_NAME`]), if it was passed: serve the
+    /// app's HTTP on it too, as on the listener named `http`. [`take_all`](Self::take_all)
+    /// includes it.
+    pub fn take_health(&mut self) -> Result<Option<Listener>, ListenError> {
+        match self.index_of(HEALTH_NAME) {
+            Ok(index) => self.take_index(index).map(Some),
+            Err(_) => Ok(None),
+        }
     }
 
     /// The first not yet taken slot named `name`.
@@ -610,6 +625,21 @@ mod tests {
             "no listening socket named `http`; sockets passed: none left; check \
              `FileDescriptorName=` (the `socket.name` of the app)"
         );
+    }
+
+    #[test]
+    fn the_health_socket_is_taken_when_passed_and_none_otherwise() {
+        let dir = tempfile::tempdir().unwrap();
+        let sock = dir.path().join("health-1.sock");
+        let spec = format!("127.0.0.1:0, {HEALTH_NAME}={}", sock.display());
+        let mut l = Listeners::bind(&spec).unwrap();
+        let health = l.take_health().unwrap().expect("passed");
+        assert_eq!(health.name(), "sysmgr-health");
+        assert_eq!(health.local_addr().unwrap(), sock.display().to_string());
+        assert!(l.take_health().unwrap().is_none(), "taken once");
+        assert_eq!(l.take("http").unwrap().name(), "http");
+        let mut l = Listeners::bind("127.0.0.1:0").unwrap();
+        assert!(l.take_health().unwrap().is_none());
     }
 
     #[test]

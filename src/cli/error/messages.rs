@@ -10,6 +10,7 @@ use crate::cli::{exit, exit_code};
 use crate::config::ecosystem::EcosystemError;
 use crate::config::{Diagnostic, Diagnostics, LoadError, Severity};
 use crate::controller::ControlError;
+use crate::deploy::DeployError;
 use crate::install::InstallError;
 use crate::lock::LockError;
 use crate::systemd::dbus::DbusError;
@@ -55,6 +56,15 @@ fn rows() -> Vec<(anyhow::Error, &'static str, u8)> {
         (e(CliError::FromGenerator { app: "web".into(), app_file: Some("/etc/sysmgr/web.toml".into()) }), "`web` comes from `/etc/sysmgr/web.toml` through sysmgr's systemd generator; remove that file and run `systemctl daemon-reload` (or `sysmgr stop web` to stop it)", INVALID),
         (e(CliError::FromGenerator { app: "web".into(), app_file: None }), "`web` comes from its app file through sysmgr's systemd generator; remove that file and run `systemctl daemon-reload` (or `sysmgr stop web` to stop it)", INVALID),
         (e(CliError::Journalctl { status: std::os::unix::process::ExitStatusExt::from_raw(1 << 8), stderr: "Failed to open journal".into() }), "`journalctl` failed (exit status: 1): Failed to open journal", FAILED),
+        (e(CliError::NoSource { app: "web".into() }), "`web`'s units do not record its app file; give the file instead of the name", INVALID),
+        (e(CliError::NoTcpListen { app: "web".into() }), "`web` listens on no TCP port (only unix sockets, or none); nginx needs `listen = [\"3000\"]` or an address with a port", INVALID),
+        // deploy
+        (e(DeployError::NoEnv { file: "app.toml".into(), env: "prod".into(), known: vec![] }), "app.toml has no `[deploy.prod]`; add one (docs/deploy.md), or import an ecosystem file's `deploy` section with `sysmgr import`", INVALID),
+        (e(DeployError::NoEnv { file: "app.toml".into(), env: "prod".into(), known: vec!["staging".into(), "production".into()] }), "app.toml has no `[deploy.prod]`; it has `staging`, `production`", INVALID),
+        (e(DeployError::Local { status: "exit status: 2".into(), output: "make: *** [check] Error 1".into() }), "`pre-deploy-local` failed on this machine (exit status: 2); no host was touched: make: *** [check] Error 1", FAILED),
+        (e(DeployError::NoSsh(enoent())), "cannot run `ssh` (install openssh-client): No such file or directory (os error 2)", FAILED),
+        (e(DeployError::Failed { env: "prod".into(), failed: 1, total: 3 }), "deploy prod: 1 of 3 host(s) failed; each host's state is above", FAILED),
+        (e(DeployError::NoRelease { env: "prod".into(), host: "root@web1".into(), message: "has no current release: deploy one with `update` first".into() }), "revert prod: host root@web1 has no current release: deploy one with `update` first; nothing was switched", INVALID),
         // config
         (e(LoadError::Read { path: "nope.toml".into(), source: enoent() }), "cannot read `nope.toml`: No such file or directory (os error 2)", INVALID),
         (e(LoadError::Invalid(Diagnostics(vec![diagnostic(Severity::Error, Some("instances"), "is `-2`; use a count")]))), "app.toml:3:7: error: `instances` is `-2`; use a count", INVALID),
@@ -64,13 +74,15 @@ fn rows() -> Vec<(anyhow::Error, &'static str, u8)> {
         (e(EcosystemError::Json { file: "ecosystem.json".into(), line: 2, column: 5, message: "expected value".into() }), "ecosystem.json:2:5: error: is not valid JSON: expected value", INVALID),
         (e(EcosystemError::Shape { file: "ecosystem.config.js".into(), found: "a string".into() }), "ecosystem.config.js: exports a string, not an object with an `apps` array; write `module.exports = { apps: [{ name: 'app', script: './app.js' }] }`", INVALID),
         (e(EcosystemError::App { file: "ecosystem.config.js".into(), app: "web".into(), index: 1, message: "`script` is missing".into() }), "ecosystem.config.js: app `web` (apps[1]): `script` is missing", INVALID),
+        (e(EcosystemError::Deploy { file: "ecosystem.config.js".into(), env: "prod".into(), message: "`repo` is missing".into() }), "ecosystem.config.js: deploy `prod`: `repo` is missing", INVALID),
         // controller
         (e(ControlError::NotGenerated { name: "web".into(), dir: "/etc/systemd/system".into(), known: String::new() }), "app `web` is not generated: `/etc/systemd/system` holds no units of sysmgr's for it; start it from its app file with `sysmgr start FILE` (or write its units with `sysmgr generate FILE`)", INVALID),
         (e(ControlError::NotGenerated { name: "web".into(), dir: "/etc/systemd/system".into(), known: " (apps there: api, db)".into() }), "app `web` is not generated: `/etc/systemd/system` holds no units of sysmgr's for it (apps there: api, db); start it from its app file with `sysmgr start FILE` (or write its units with `sysmgr generate FILE`)", INVALID),
         (e(ControlError::NotRunning { app: "web".into(), failed: 1, total: 3, units: "web@2.service".into() }), "1 of 3 instances of `web` are not running: web@2.service; see `sysmgr logs web`", FAILED),
-        (e(ControlError::Halted { verb: "reload", app: "web".into(), unit: "web@2.service".into(), reason: "it exited".into() }), "reload of `web` halted: `web@2.service` failed (it exited); the instances not yet restarted still run the previous version; fix the app and run `sysmgr reload web` again", FAILED),
+        (e(ControlError::Halted { verb: "reload", app: "web".into(), unit: "web@2.service".into(), reason: "it exited".into(), next: "fix the app and run `sysmgr reload web` again".into() }), "reload of `web` halted: `web@2.service` failed (it exited); the instances not yet restarted still run the previous version; fix the app and run `sysmgr reload web` again", FAILED),
         (e(ControlError::ScaleFailed { app: "web".into(), from: 2, to: 4, changed: "nothing was changed".into() }), "cannot scale `web` from 2 to 4; nothing was changed", FAILED),
         (anyhow::Error::new(ControlError::NotRunning { app: "web".into(), failed: 1, total: 2, units: "web@4.service (`exit-code`)".into() }).context(ControlError::ScaleFailed { app: "web".into(), from: 2, to: 4, changed: "changed: the count on disk is 4 (`web.target.wants/`), started `web@3.service`, stopped none; once the cause is fixed `sysmgr scale web 4` finishes it, `sysmgr scale web 2` goes back".into() }), "cannot scale `web` from 2 to 4; changed: the count on disk is 4 (`web.target.wants/`), started `web@3.service`, stopped none; once the cause is fixed `sysmgr scale web 4` finishes it, `sysmgr scale web 2` goes back", FAILED),
+        (e(ControlError::SocketWedged { verb: "reload", app: "web".into(), socket: "web.socket".into(), result: crate::systemd::dbus::SocketResult::TriggerLimitHit, holders: "web@1.service, web@2.service".into() }), "cannot reload `web` without stopping it: its socket `web.socket` failed (systemd's result: `trigger-limit-hit`) and systemd closed it, while web@1.service, web@2.service still serve on the listening socket they inherited; systemd cannot listen on that address again until they stop; `sysmgr restart web` stops every instance and starts the app again (connections are refused for that moment)", FAILED),
         (e(ControlError::StopFailed { unit: "web@1.service".into(), result: "timeout".into() }), "systemd could not stop `web@1.service`: the job ended with `timeout`", FAILED),
         // install
         (e(InstallError::Foreign { path: "units/web.target".into() }), "`units/web.target` exists and was not generated by sysmgr; move it away or rename the app", FAILED),

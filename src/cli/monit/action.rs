@@ -184,7 +184,7 @@ fn perform(action: &Action, manager: Manager, say: &dyn Fn(String)) -> anyhow::R
                 let summary = app
                     .restart_instance(&sd, *instance, &mut progress(say))
                     .await;
-                reload::halt_error("restart", &summary)?;
+                reload::halt_error("restart", &summary, &reload::Halt::default())?;
                 let unit = UnitNames::new(name).instance(*instance);
                 Ok(match summary.instances.first() {
                     Some(r) => format!(

@@ -8,7 +8,7 @@
 //! becomes an empty string or a zero.
 
 use serde::Deserialize;
-use zbus::{as_variant, OwnedObjectPath, Type};
+use zbus::{as_variant, OwnedObjectPath, OwnedVariant, Type};
 
 /// `org.freedesktop.systemd1.Manager`, the methods sysmgr calls and the signal it watches.
 #[zbus::proxy(
@@ -68,7 +68,8 @@ pub(crate) trait SystemdManager {
     ) -> zbus::Result<()>;
 }
 
-/// `org.freedesktop.DBus.Properties` on a unit object, one `GetAll` per interface sysmgr reads.
+/// `org.freedesktop.DBus.Properties` on a unit object: one `GetAll` per interface sysmgr reads
+/// whole, and `Get` for single properties (see [`super::ServiceFigures`] for why).
 #[zbus::proxy(
     interface = "org.freedesktop.DBus.Properties",
     default_service = "org.freedesktop.systemd1",
@@ -82,12 +83,58 @@ pub(crate) trait UnitProperties {
     /// `GetAll("org.freedesktop.systemd1.Service")`.
     #[zbus(name = "GetAll")]
     fn get_all_service(&self, interface: &str) -> zbus::Result<ServiceProps>;
+
+    /// `GetAll("org.freedesktop.systemd1.Socket")`.
+    #[zbus(name = "GetAll")]
+    fn get_all_socket(&self, interface: &str) -> zbus::Result<SocketProps>;
+
+    /// `GetAll("org.freedesktop.systemd1.Timer")`.
+    #[zbus(name = "GetAll")]
+    fn get_all_timer(&self, interface: &str) -> zbus::Result<TimerProps>;
+
+    /// `GetAll("org.freedesktop.systemd1.Service")`, for its `ExecStart`.
+    #[zbus(name = "GetAll")]
+    fn get_all_service_exec(&self, interface: &str) -> zbus::Result<ServiceExecProps>;
+
+    /// `Get(interface, property)`: one property, its type checked by the caller.
+    fn get(&self, interface: &str, property: &str) -> zbus::Result<OwnedVariant>;
 }
+
+/// A service's `ExecStart` property.
+#[derive(Debug, Clone, Deserialize, Type)]
+#[zbus(signature = "a{sv}")]
+#[serde(rename_all = "PascalCase")]
+pub(crate) struct ServiceExecProps {
+    #[serde(with = "as_variant")]
+    pub exec_start: Vec<ExecCommand>,
+}
+
+/// The interface [`UnitPropertiesProxy::get_all_timer`] must be given.
+pub(crate) const TIMER_IFACE: &str = "org.freedesktop.systemd1.Timer";
+
+/// The `org.freedesktop.systemd1.Timer` properties sysmgr reads.
+#[derive(Debug, Clone, Deserialize, Type)]
+#[zbus(signature = "a{sv}")]
+#[serde(rename_all = "PascalCase")]
+pub(crate) struct TimerProps {
+    #[serde(rename = "NextElapseUSecRealtime", with = "as_variant")]
+    pub next_elapse_usec_realtime: u64,
+    #[serde(rename = "LastTriggerUSec", with = "as_variant")]
+    pub last_trigger_usec: u64,
+    /// `(base, expression, next elapse)`: `("OnCalendar", "*-*-* 03:00:00", ...)`.
+    #[serde(with = "as_variant")]
+    pub timers_calendar: Vec<(String, String, u64)>,
+}
+
+/// One `ExecStart` entry: path, argv, ignore failure, then timestamps and status.
+pub(crate) type ExecCommand = (String, Vec<String>, bool, u64, u64, u64, u64, u32, i32, i32);
 
 /// The interface [`UnitPropertiesProxy::get_all_unit`] must be given.
 pub(crate) const UNIT_IFACE: &str = "org.freedesktop.systemd1.Unit";
 /// The interface [`UnitPropertiesProxy::get_all_service`] must be given.
 pub(crate) const SERVICE_IFACE: &str = "org.freedesktop.systemd1.Service";
+/// The interface [`UnitPropertiesProxy::get_all_socket`] must be given.
+pub(crate) const SOCKET_IFACE: &str = "org.freedesktop.systemd1.Socket";
 
 /// One change `EnableUnitFiles`/`DisableUnitFiles` made: `(type, file, destination)`.
 // The wire struct has every field systemd sends; sysmgr only counts the changes.
@@ -164,4 +211,15 @@ pub(crate) struct ServiceProps {
     pub result: String,
     #[serde(with = "as_variant")]
     pub exec_main_status: i32,
+    #[serde(with = "as_variant")]
+    pub environment: Vec<String>,
+}
+
+/// The `org.freedesktop.systemd1.Socket` properties sysmgr reads, by their D-Bus names.
+#[derive(Debug, Clone, Deserialize, Type)]
+#[zbus(signature = "a{sv}")]
+#[serde(rename_all = "PascalCase")]
+pub(crate) struct SocketProps {
+    #[serde(with = "as_variant")]
+    pub result: String,
 }
