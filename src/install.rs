@@ -26,7 +26,7 @@ use std::num::NonZeroU32;
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
 
-use crate::names::{template_instance, Link, UnitNames};
+use crate::names::{template_instance, Generations, Link, UnitNames};
 use crate::render::{Rendered, UnitFile, HEADER_MARK};
 use crate::systemd::manager::{user_config_dir, Manager};
 
@@ -106,8 +106,11 @@ pub struct InstalledApp {
     pub name: String,
     /// The app file its units were generated from, as the header records it.
     pub source: Option<PathBuf>,
-    /// The instance numbers linked into `NAME.target.wants/`, sorted.
+    /// The instance numbers (slots) linked into `NAME.target.wants/`, sorted.
     pub instances: Vec<u32>,
+    /// The generation each of them is linked at (a surge reload alternates a slot between
+    /// `NAME@N.service` and `NAME@N:1.service`).
+    pub generations: Generations,
     /// Its socket unit files, sorted: `NAME.socket`, shared by every instance, or the
     /// template `NAME@.socket`, one socket per instance (and the same with a `NAME-FDNAME`
     /// stem for each further group of sockets). [`Self::sockets_of`] names the units.
@@ -119,6 +122,17 @@ pub struct InstalledApp {
 }
 
 impl InstalledApp {
+    /// The first per-instance socket template of the app (`NAME@.socket`), if it has one;
+    /// the health-check socket each instance has for `health_check` does not count (it is
+    /// not where requests come in).
+    pub fn per_instance_socket(&self) -> Option<&str> {
+        let health = UnitNames::new(&self.name).health_socket_file();
+        self.socket_files
+            .iter()
+            .map(String::as_str)
+            .find(|f| f.contains("@.") && *f != health)
+    }
+
     /// The socket units that start instance `n`, as its unit file names them (`Sockets=`;
     /// systemd's `TriggeredBy`): each shared socket, and instance `n` of each template.
     pub fn sockets_of(&self, n: u32) -> impl Iterator<Item = String> + '_ {
@@ -155,6 +169,61 @@ pub fn write_scale(manager: Manager, app: &str, n: NonZeroU32) -> Result<(), Ins
     write_atomically(&path, format!("{n}\n").as_bytes()).map_err(io_err("write", &path))
 }
 
+/// The file that keeps the slots' generations of an app made by the generator: systemd
+/// empties the generator's directory before every run, so the links a surge reload moved
+/// would be made again at generation 0 by the next `daemon-reload`; the generator reads
+/// this file to link each slot at the generation that runs. Runtime state (below
+/// `/run/sysmgr`, or `$XDG_RUNTIME_DIR/sysmgr`): after a boot every slot starts at
+/// generation 0 again.
+pub fn generations_file(manager: Manager, app: &str) -> Option<PathBuf> {
+    Some(
+        manager
+            .runtime_dir()?
+            .join("sysmgr")
+            .join("generations")
+            .join(app),
+    )
+}
+
+/// The generations [`generations_file`] records (none: every slot at generation 0).
+pub fn read_generations(manager: Manager, app: &str) -> Generations {
+    let mut generations = Generations::default();
+    let text = generations_file(manager, app)
+        .and_then(|path| fs::read_to_string(path).ok())
+        .unwrap_or_default();
+    for line in text.lines() {
+        if let Some((slot, generation)) = crate::names::split_instance(line.trim()) {
+            generations.set(slot, generation);
+        }
+    }
+    generations
+}
+
+/// Records `generations` for the generator (atomically); removes the file when every slot
+/// is at generation 0.
+pub fn write_generations(
+    manager: Manager,
+    app: &str,
+    generations: &Generations,
+) -> Result<(), InstallError> {
+    let Some(path) = generations_file(manager, app) else {
+        return Ok(());
+    };
+    let text: String = generations
+        .later()
+        .map(|(slot, generation)| format!("{}\n", crate::names::instance_string(slot, generation)))
+        .collect();
+    if text.is_empty() {
+        return match fs::remove_file(&path) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(io_err("remove", &path)(e)),
+            _ => Ok(()),
+        };
+    }
+    let dir = path.parent().expect("a file in a directory");
+    fs::create_dir_all(dir).map_err(io_err("create", dir))?;
+    write_atomically(&path, text.as_bytes()).map_err(io_err("write", &path))
+}
+
 /// Writes `bytes` to `path` through a temporary file renamed over it: a reader sees the old
 /// file or the new one, never a part.
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
@@ -173,11 +242,31 @@ pub struct UnitDir {
 }
 
 /// What the directory holds now for one app: its files (name -> contents) and wants links
-/// (path -> the instance it starts).
+/// (path -> the slot and generation it starts).
 #[derive(Debug, Default)]
 struct Existing {
     files: BTreeMap<String, String>,
-    links: BTreeMap<String, u32>,
+    links: BTreeMap<String, (u32, u32)>,
+}
+
+impl Existing {
+    /// The generation each linked slot runs.
+    fn generations(&self) -> Generations {
+        let mut generations = Generations::default();
+        for &(slot, generation) in self.links.values() {
+            generations.set(slot, generation);
+        }
+        generations
+    }
+}
+
+/// `links` of `app` (the renderer's, generation 0), each for the generation its slot is
+/// linked at now in `existing`: a surge reload moved some slots to their next generation
+/// (`NAME@N:1.service`), and writing the units or the count again must not move them back
+/// while that generation runs.
+fn at_generations(app: &str, links: &[Link], existing: Option<&Existing>) -> Vec<Link> {
+    let generations = existing.map(Existing::generations).unwrap_or_default();
+    UnitNames::new(app).links_at(links, &generations)
 }
 
 /// The app a unit file belongs to, from its header, if sysmgr wrote it.
@@ -281,8 +370,8 @@ impl UnitDir {
                 let name = entry.file_name().to_string_lossy().into_owned();
                 let path = format!("{}/{name}", names.wants_dir());
                 if let Ok(target) = fs::read_link(entry.path()) {
-                    if let Some(n) = names.linked_instance(&path, &target.to_string_lossy()) {
-                        existing.links.insert(path, n);
+                    if let Some(slot) = names.linked_slot(&path, &target.to_string_lossy()) {
+                        existing.links.insert(path, slot);
                     }
                 }
             }
@@ -374,7 +463,7 @@ impl UnitDir {
                 let path = tmp.join(name);
                 write_synced(&path, contents.as_bytes()).map_err(io_err("write", &path))?;
             }
-            let mut wants: Vec<u32> = existing.links.values().copied().collect();
+            let mut wants: Vec<u32> = existing.links.values().map(|&(slot, _)| slot).collect();
             wants.sort_unstable();
             let text: String = wants.iter().map(|i| format!("{i}\n")).collect();
             let path = tmp.join(WANTS_FILE);
@@ -472,7 +561,8 @@ impl UnitDir {
                     staged.push(stage_file(&dest, &file.contents, previous)?);
                     report.written.push(dest);
                 }
-                self.stage_links(&app.links, &mut report, &mut staged)?;
+                let links = at_generations(&app.app, &app.links, mine);
+                self.stage_links(&links, &mut report, &mut staged)?;
                 if let Some(mine) = mine {
                     for name in mine.files.keys() {
                         if !app.files.iter().any(|f| &f.name == name) {
@@ -480,7 +570,7 @@ impl UnitDir {
                         }
                     }
                     for path in mine.links.keys() {
-                        if !app.links.iter().any(|l| &l.path == path) {
+                        if !links.iter().any(|l| &l.path == path) {
                             stale.push(self.path.join(path));
                         }
                     }
@@ -555,7 +645,7 @@ impl UnitDir {
     /// the others are removed.
     pub fn set_instances(&self, app: &str, n: NonZeroU32) -> Result<WriteReport, InstallError> {
         let existing = self.scan()?.remove(app).unwrap_or_default();
-        let links = UnitNames::new(app).instance_links(n);
+        let links = at_generations(app, &UnitNames::new(app).instance_links(n), Some(&existing));
         let mut report = WriteReport::default();
         let mut staged = Vec::new();
         let result = self
@@ -605,6 +695,34 @@ impl UnitDir {
         }
     }
 
+    /// Every slot and generation `NAME.target.wants/` links, sorted: one per slot, or two
+    /// for a slot whose surge switch was interrupted between its two steps.
+    pub fn slot_links(&self, app: &str) -> Result<Vec<(u32, u32)>, InstallError> {
+        let mut links: Vec<(u32, u32)> = self
+            .scan()?
+            .remove(app)
+            .map(|existing| existing.links.into_values().collect())
+            .unwrap_or_default();
+        links.sort_unstable();
+        Ok(links)
+    }
+
+    /// Removes the wants link of generation `generation` of `slot`, if there is one.
+    pub fn remove_slot_link(
+        &self,
+        app: &str,
+        slot: u32,
+        generation: u32,
+    ) -> Result<(), InstallError> {
+        let path = self
+            .path
+            .join(UnitNames::new(app).slot_link(slot, generation).path);
+        match fs::remove_file(&path) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(io_err("remove", &path)(e)),
+            _ => Ok(()),
+        }
+    }
+
     /// Removes every sysmgr file and wants link of `app`; returns what was removed.
     pub fn remove_app(&self, app: &str) -> Result<Vec<PathBuf>, InstallError> {
         let Some(existing) = self.scan()?.remove(app) else {
@@ -643,11 +761,9 @@ fn differs(existing: Option<&Existing>, app: &Rendered) -> bool {
             .files
             .iter()
             .any(|f| existing.files.get(&f.name) != Some(&f.contents));
-    let links_differ = existing.links.len() != app.links.len()
-        || app
-            .links
-            .iter()
-            .any(|l| !existing.links.contains_key(&l.path));
+    let links = at_generations(&app.app, &app.links, Some(existing));
+    let links_differ = existing.links.len() != links.len()
+        || links.iter().any(|l| !existing.links.contains_key(&l.path));
     files_differ || links_differ
 }
 
@@ -660,8 +776,9 @@ fn write_synced(path: &Path, bytes: &[u8]) -> io::Result<()> {
 
 fn installed(name: String, existing: &Existing) -> InstalledApp {
     let names = UnitNames::new(&name);
-    let mut instances: Vec<u32> = existing.links.values().copied().collect();
+    let mut instances: Vec<u32> = existing.links.values().map(|&(slot, _)| slot).collect();
     instances.sort_unstable();
+    let generations = existing.generations();
     let source = existing
         .files
         .get(&names.target())
@@ -677,6 +794,7 @@ fn installed(name: String, existing: &Existing) -> InstalledApp {
         name,
         source,
         instances,
+        generations,
         socket_files,
         from_generator: false,
     }

@@ -1,29 +1,53 @@
-//! The surge rollout's view of an installed app: systemd for the units, the unit directory
-//! for the slot's wants link ([`crate::reload::surge`]).
+//! The surge rollout's view of an installed app: systemd for the units, the app's wants
+//! links for which generation is each slot's ([`crate::reload::surge`]).
 
+use std::cell::RefCell;
 use std::time::Duration;
 
 use crate::install::UnitDir;
-use crate::names::UnitNames;
+use crate::names::{Generations, UnitNames};
 use crate::reload::surge::SurgeUnits;
 use crate::reload::{JobOutcome, Units};
 use crate::systemd::dbus::{DbusError, JobResult, ServiceState, Systemd};
+use crate::systemd::Manager;
 
-/// [`SurgeUnits`] over systemd and the app's unit directory.
+/// [`SurgeUnits`] over systemd and the app's wants links.
+///
+/// The links are in `dir`: the unit directory `sysmgr generate` wrote, or for an app made
+/// by sysmgr's generator, the generator's directory, which systemd empties before every
+/// run; for those the generations are also recorded where the generator reads them
+/// ([`crate::install::write_generations`]), so the next `daemon-reload` links the same.
 #[derive(Debug)]
 pub struct SurgeSlots<'a> {
     sd: &'a Systemd,
     dir: &'a UnitDir,
     names: UnitNames,
+    /// `Some` for an app made by the generator: its manager, and the generations recorded.
+    generator: Option<(Manager, RefCell<Generations>)>,
 }
 
 impl<'a> SurgeSlots<'a> {
-    /// The slots of `app`, whose wants links are in `dir`.
+    /// The slots of `app`, whose wants links are in `dir` (written by `sysmgr generate`).
     pub fn new(sd: &'a Systemd, dir: &'a UnitDir, app: &str) -> Self {
         Self {
             sd,
             dir,
             names: UnitNames::new(app),
+            generator: None,
+        }
+    }
+
+    /// The slots of `app` made by sysmgr's generator into `dir`, now at `generations`.
+    pub fn from_generator(
+        sd: &'a Systemd,
+        dir: &'a UnitDir,
+        app: &str,
+        manager: Manager,
+        generations: Generations,
+    ) -> Self {
+        Self {
+            generator: Some((manager, RefCell::new(generations))),
+            ..Self::new(sd, dir, app)
         }
     }
 }
@@ -63,8 +87,21 @@ impl SurgeUnits for SurgeSlots<'_> {
                 .map(|(_, g)| g)
                 .ok_or_else(|| format!("bug: `{unit}` is not a unit of slot {slot}"))
         };
+        let (from, to) = (generation(from)?, generation(to)?);
+        let app = self.names.app();
         self.dir
-            .switch_slot(self.names.app(), slot, generation(from)?, generation(to)?)
-            .map_err(|e| e.to_string())
+            .switch_slot(app, slot, from, to)
+            .map_err(|e| e.to_string())?;
+        if let Some((manager, generations)) = &self.generator {
+            let mut next = generations.borrow().clone();
+            next.set(slot, to);
+            if let Err(e) = crate::install::write_generations(*manager, app, &next) {
+                // All or nothing: the link goes back too.
+                let _ = self.dir.switch_slot(app, slot, to, from);
+                return Err(e.to_string());
+            }
+            *generations.borrow_mut() = next;
+        }
+        Ok(())
     }
 }

@@ -295,18 +295,25 @@ impl Record {
     pub fn rollout_event(&self, event: &Event<'_>) {
         match event {
             Event::Begin {
-                total, parallel, ..
+                total,
+                parallel,
+                surge,
+                ..
             } => Entry {
                 instances: Some(*total as u64),
                 parallel: Some(*parallel as u64),
                 ..self.entry(
                     "begin",
                     "",
-                    format!("{total} instances, {parallel} at a time"),
+                    if *surge {
+                        format!("{total} instances, surge {parallel}: each new process serves before its old one drains")
+                    } else {
+                        format!("{total} instances, {parallel} at a time")
+                    },
                 )
             }
             .emit(),
-            Event::Restarting { .. } => {}
+            Event::Restarting { .. } | Event::Drained { .. } => {}
             Event::Finished { report, .. } => instance_entry(self, report).emit(),
         }
     }

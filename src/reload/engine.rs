@@ -28,7 +28,7 @@ use futures_util::FutureExt as _;
 use super::health::{self, Unhealthy};
 use super::plan::{Phase, Planner, Step};
 use super::units::{JobOutcome, Units};
-use crate::names::UnitNames;
+use crate::names::{Generations, UnitNames};
 use crate::systemd::dbus::{
     ActiveState, DbusError, JobResult, ServiceResult, ServiceState, SubState,
 };
@@ -215,8 +215,10 @@ pub enum Event<'a> {
         app: &'a str,
         /// How many instances.
         total: usize,
-        /// How many at a time.
+        /// How many at a time (for a surge rollout, new processes beside old ones).
         parallel: usize,
+        /// A surge rollout: each new process serves before its old one is stopped.
+        surge: bool,
     },
     /// An instance's restart begins.
     Restarting {
@@ -235,6 +237,18 @@ pub enum Event<'a> {
         total: usize,
         /// What happened.
         report: &'a InstanceReport,
+    },
+    /// A surge rollout's old process finished draining (in the background, after its new
+    /// one was ready).
+    Drained {
+        /// The old unit.
+        unit: &'a str,
+        /// Its main PID before the stop.
+        pid: u32,
+        /// From the stop to the job's end.
+        took: Duration,
+        /// How the stop job ended (`None`: a call to systemd failed).
+        result: Option<JobResult>,
     },
 }
 
@@ -266,12 +280,13 @@ enum Done {
     },
 }
 
-/// Rolls through `instances` of `app`: restarts them `opts.parallel` at a time, halting at the
+/// Rolls through `instances` of `app` (each as the unit of its generation in `generations`): restarts them `opts.parallel` at a time, halting at the
 /// first failure. Never fails as a whole: failures are in the [`Summary`].
 pub async fn rollout<U: Units>(
     units: &U,
     app: &str,
     instances: &[u32],
+    generations: &Generations,
     opts: &Options,
     progress: &mut dyn FnMut(&Event<'_>),
 ) -> Summary {
@@ -286,7 +301,7 @@ pub async fn rollout<U: Units>(
             (
                 i,
                 Track {
-                    unit: names.instance(i),
+                    unit: names.unit_of(i, generations),
                     index: n + 1,
                     begun: None,
                     old_pid: 0,
@@ -303,6 +318,7 @@ pub async fn rollout<U: Units>(
         app,
         total,
         parallel: opts.parallel.get(),
+        surge: false,
     });
     let mut pending: FuturesUnordered<LocalBoxFuture<'_, Done>> = FuturesUnordered::new();
     loop {

@@ -34,9 +34,13 @@ use futures_util::future::LocalBoxFuture;
 use futures_util::stream::{FuturesUnordered, StreamExt as _};
 use futures_util::FutureExt as _;
 
-use super::engine::{describe_failure, settle_phase, verify_restarted, Failure, FailureReason, Options};
+use super::engine::{
+    describe_failure, settle_phase, verify_restarted, Failure, FailureReason, InstanceReport,
+    Options, Summary,
+};
+use super::plan::Step;
 use super::units::{JobOutcome, Units};
-use crate::names::UnitNames;
+use crate::names::{Generations, UnitNames};
 use crate::systemd::dbus::{ActiveState, DbusError, JobResult};
 
 /// The generation a surge step starts for a slot whose unit is generation `current`: the
@@ -244,7 +248,55 @@ pub struct SurgeSummary {
     pub wall: Duration,
 }
 
+impl SlotReport {
+    /// The slot as the in-place rollout reports an instance, so the closing line, the
+    /// journal and `monit` read both the same way: the new unit for a slot that moved or
+    /// failed, the old one for a slot never begun.
+    pub fn as_instance_report(&self) -> InstanceReport {
+        let step = match self.step {
+            SurgeStep::Draining | SurgeStep::Done => Step::Ready,
+            SurgeStep::Failed => Step::Failed,
+            SurgeStep::Waiting | SurgeStep::Surging | SurgeStep::Skipped => Step::Skipped,
+        };
+        InstanceReport {
+            instance: self.slot,
+            unit: if step == Step::Skipped {
+                self.old_unit.clone()
+            } else {
+                self.new_unit.clone()
+            },
+            step,
+            old_pid: self.old_pid,
+            new_pid: self.new_pid,
+            job: self.start,
+            settle: self.settle,
+            total: self.surge,
+            failure: self.failure.clone(),
+        }
+    }
+}
+
 impl SurgeSummary {
+    /// The rollout as the in-place one reports it ([`SlotReport::as_instance_report`]); its
+    /// wall time includes the last drain.
+    pub fn as_summary(&self) -> Summary {
+        Summary {
+            app: self.app.clone(),
+            parallel: self.surge,
+            instances: self
+                .slots
+                .iter()
+                .map(SlotReport::as_instance_report)
+                .collect(),
+            wall: self.wall,
+        }
+    }
+
+    /// The longest drain of an old process.
+    pub fn longest_drain(&self) -> Duration {
+        self.slots.iter().map(|s| s.drain).max().unwrap_or_default()
+    }
+
     /// True when every slot is done.
     pub fn completed(&self) -> bool {
         self.slots.iter().all(|s| s.step == SurgeStep::Done)
@@ -300,14 +352,13 @@ struct Measured {
     settle: Duration,
 }
 
-/// Rolls `slots` of `app` over by surge: `current[slot]` is the generation running now (a
-/// slot missing there runs generation 0). Never fails as a whole: failures are in the
+/// Rolls `slots` of `app` over by surge: `current` has the generation each slot runs now. Never fails as a whole: failures are in the
 /// [`SurgeSummary`].
 pub async fn surge_rollout<U: SurgeUnits>(
     units: &U,
     app: &str,
     slots: &[u32],
-    current: &BTreeMap<u32, u32>,
+    current: &Generations,
     surge: NonZeroUsize,
     opts: &Options,
     progress: &mut dyn FnMut(&SurgeEvent<'_>),
@@ -318,7 +369,7 @@ pub async fn surge_rollout<U: SurgeUnits>(
     let mut reports: BTreeMap<u32, (SlotReport, Option<Instant>)> = slots
         .iter()
         .map(|&slot| {
-            let old = current.get(&slot).copied().unwrap_or(0);
+            let old = current.of(slot);
             let report = SlotReport {
                 slot,
                 old_unit: names.slot_unit(slot, old),
@@ -619,7 +670,7 @@ mod tests {
             f,
             "web",
             &slots,
-            &BTreeMap::new(),
+            &Generations::default(),
             NonZeroUsize::new(surge).unwrap(),
             &opts,
             &mut |_| {},

@@ -7,6 +7,7 @@ use std::num::NonZeroUsize;
 use std::time::Duration;
 
 use super::*;
+use crate::names::Generations;
 use crate::systemd::dbus::{
     ActiveState, DbusError, JobResult, LoadState, ServiceResult, ServiceState, SubState,
 };
@@ -243,7 +244,7 @@ fn opts(parallel: usize) -> Options {
 async fn run(fake: &Fake, n: u32, o: &Options) -> (Summary, Vec<String>) {
     let instances: Vec<u32> = (1..=n).collect();
     let mut events = Vec::new();
-    let summary = rollout(fake, "web", &instances, o, &mut |e| {
+    let summary = rollout(fake, "web", &instances, &Generations::default(), o, &mut |e| {
         events.push(match e {
             Event::Begin {
                 total, parallel, ..
@@ -252,6 +253,7 @@ async fn run(fake: &Fake, n: u32, o: &Options) -> (Summary, Vec<String>) {
             Event::Finished { index, report, .. } => {
                 format!("finished {index} {:?}", report.step)
             }
+            Event::Drained { unit, .. } => format!("drained {unit}"),
         });
     })
     .await;
@@ -429,7 +431,7 @@ async fn with_k_in_flight_a_failure_still_lets_the_others_finish() {
 async fn a_systemd_error_is_a_failure_of_that_instance() {
     let fake = Fake::new("web", 1, &[]);
     // Instance 2 does not exist in the fake: reading its state fails.
-    let summary = rollout(&fake, "web", &[1, 2], &opts(1), &mut |_| {}).await;
+    let summary = rollout(&fake, "web", &[1, 2], &Generations::default(), &opts(1), &mut |_| {}).await;
     let failed = summary.failed().unwrap();
     assert_eq!(failed.instance, 2);
     assert!(matches!(
