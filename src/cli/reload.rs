@@ -202,7 +202,8 @@ fn list(instances: &[u32]) -> String {
 /// Progress lines on stderr: one per instance as it finishes.
 pub(crate) fn printer(verb: &'static str) -> impl FnMut(&Event<'_>) {
     let mut app = String::new();
-    move |event| match event {
+    move |event| {
+        match event {
         Event::Begin {
             app: name,
             total,
@@ -282,6 +283,7 @@ pub(crate) fn printer(verb: &'static str) -> impl FnMut(&Event<'_>) {
             }
             _ => {}
         },
+    }
     }
 }
 

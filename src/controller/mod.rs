@@ -1085,11 +1085,12 @@ impl App {
         if !to_start.is_empty() {
             let mut watch = sd.watch_jobs().await?;
             for window in start_units.chunks(JOB_WINDOW) {
-                let jobs = futures_util::future::try_join_all(window.iter().map(|unit| async move {
-                    sd.reset_failed_unit(unit).await?;
-                    sd.start_unit(unit, JobMode::Replace).await
-                }))
-                .await?;
+                let jobs =
+                    futures_util::future::try_join_all(window.iter().map(|unit| async move {
+                        sd.reset_failed_unit(unit).await?;
+                        sd.start_unit(unit, JobMode::Replace).await
+                    }))
+                    .await?;
                 watch.wait_all(&jobs).await?;
             }
             let states = unit_states(sd, &start_units).await?;

@@ -158,8 +158,10 @@ pub async fn collect(sd: &Systemd, apps: &[InstalledApp]) -> Result<Vec<AppStatu
             }
         }
         let all: Vec<(u32, String, bool)> = all.into_iter().collect();
-        let socket_units: BTreeSet<String> =
-            all.iter().flat_map(|&(i, _, _)| app.sockets_of(i)).collect();
+        let socket_units: BTreeSet<String> = all
+            .iter()
+            .flat_map(|&(i, _, _)| app.sockets_of(i))
+            .collect();
         async move {
             let target = names.target();
             let (target, states, socket_states) = futures_util::future::try_join3(

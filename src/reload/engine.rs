@@ -30,7 +30,7 @@ use super::plan::{Phase, Planner, Step};
 use super::units::{JobOutcome, Units};
 use crate::names::{Generations, UnitNames};
 use crate::systemd::dbus::{
-    ActiveState, DbusError, JobResult, ServiceResult, ServiceState, SubState,
+    ActiveState, DbusError, JobKind, JobResult, ServiceResult, ServiceState, SubState,
 };
 
 /// How a rollout runs.
@@ -60,19 +60,22 @@ impl Default for Options {
 /// Why an instance's restart failed.
 #[derive(Debug, Clone)]
 pub enum FailureReason {
-    /// The restart job ended with a result other than `done`.
-    Job(JobResult),
+    /// The job (restart, or a surge's start of the new process) ended with a result other
+    /// than `done`.
+    Job(JobKind, JobResult),
     /// systemd had not finished the job after its own timeouts plus the grace.
-    GaveUp(Duration),
+    GaveUp(JobKind, Duration),
     /// The job was done but the unit is not active.
     NotRunning {
+        /// The job.
+        job: JobKind,
         /// `ActiveState` after the job.
         active_state: ActiveState,
         /// `SubState` after the job.
         sub_state: SubState,
     },
     /// The job was done but the same process still runs.
-    NotRestarted,
+    NotRestarted(JobKind),
     /// The new process stopped being the active one within the min-ready window.
     ExitedEarly {
         /// The window.
@@ -82,7 +85,7 @@ pub enum FailureReason {
     Unhealthy(Box<Unhealthy>),
     /// The connection to systemd was lost while the job ran (`daemon-reexec`), so how the
     /// job ended was not seen; afterwards the unit showed this.
-    Unobserved(Box<FailureReason>),
+    Unobserved(JobKind, Box<FailureReason>),
     /// A call to systemd failed.
     Systemd(DbusError),
     /// The new process could not be made its slot's unit (surge rollout).
@@ -92,32 +95,33 @@ pub enum FailureReason {
 impl fmt::Display for FailureReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::Job(result) => write!(f, "the restart job ended with `{result}`"),
-            Self::GaveUp(after) => write!(
+            Self::Job(job, result) => write!(f, "the {job} job ended with `{result}`"),
+            Self::GaveUp(job, after) => write!(
                 f,
-                "systemd had not finished the restart job after {}",
+                "systemd had not finished the {job} job after {}",
                 human(*after)
             ),
             Self::NotRunning {
+                job,
                 active_state,
                 sub_state,
             } => write!(
                 f,
-                "the restart job was done but the unit is `{active_state}/{sub_state}`"
+                "the {job} job was done but the unit is `{active_state}/{sub_state}`"
             ),
-            Self::NotRestarted => {
-                write!(f, "the restart job was done but the old process still runs")
+            Self::NotRestarted(job) => {
+                write!(f, "the {job} job was done but the old process still runs")
             }
             Self::ExitedEarly { within } => {
                 write!(f, "the new process did not stay up for {}", human(*within))
             }
             Self::Unhealthy(u) => write!(f, "{u}"),
-            Self::Unobserved(after) => write!(
+            Self::Unobserved(job, after) => write!(
                 f,
-                "the connection to systemd was lost while the restart job ran, and then {}",
+                "the connection to systemd was lost while the {job} job ran, and then {}",
                 after
                     .to_string()
-                    .trim_start_matches("the restart job was done but ")
+                    .trim_start_matches(&format!("the {job} job was done but "))
             ),
             Self::Systemd(e) => write!(f, "{e}"),
             Self::Switch(why) => write!(f, "the new unit could not replace the old one: {why}"),
@@ -488,31 +492,33 @@ async fn restart_phase<U: Units>(
     let job = job_started.elapsed();
     let result = match outcome {
         Err(e) => Err(FailureReason::Systemd(e)),
-        Ok(JobOutcome::GaveUp(after)) => Err(FailureReason::GaveUp(after)),
+        Ok(JobOutcome::GaveUp(after)) => Err(FailureReason::GaveUp(JobKind::Restart, after)),
         Ok(JobOutcome::Finished(JobResult::Done)) => match units.state(&unit).await {
             Err(e) => Err(FailureReason::Systemd(e)),
-            Ok(after) => verify_restarted(&before, after).map(Box::new),
+            Ok(after) => verify_restarted(JobKind::Restart, &before, after).map(Box::new),
         },
         // A job whose end was not seen (systemd re-executed meanwhile) is judged by the
         // unit's state alone, which must show a new process.
         Ok(JobOutcome::Unobserved) => match units.state(&unit).await {
             Err(e) => Err(FailureReason::Systemd(e)),
-            Ok(after) => verify_restarted(&before, after)
+            Ok(after) => verify_restarted(JobKind::Restart, &before, after)
                 .map(Box::new)
-                .map_err(|reason| FailureReason::Unobserved(Box::new(reason))),
+                .map_err(|reason| FailureReason::Unobserved(JobKind::Restart, Box::new(reason))),
         },
-        Ok(JobOutcome::Finished(other)) => Err(FailureReason::Job(other)),
+        Ok(JobOutcome::Finished(other)) => Err(FailureReason::Job(JobKind::Restart, other)),
     };
     (old_pid, job, result)
 }
 
 /// After a `done` job: the unit must be active, with a new invocation and main process.
 pub(super) fn verify_restarted(
+    job: JobKind,
     before: &ServiceState,
     after: ServiceState,
 ) -> Result<ServiceState, FailureReason> {
     if !after.is_running() {
         return Err(FailureReason::NotRunning {
+            job,
             active_state: after.active_state,
             sub_state: after.sub_state,
         });
@@ -521,7 +527,7 @@ pub(super) fn verify_restarted(
         !before.invocation_id.is_empty() && before.invocation_id == after.invocation_id;
     let same_pid = before.is_running() && before.main_pid != 0 && before.main_pid == after.main_pid;
     if same_invocation || same_pid {
-        return Err(FailureReason::NotRestarted);
+        return Err(FailureReason::NotRestarted(job));
     }
     Ok(after)
 }

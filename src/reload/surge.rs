@@ -41,7 +41,7 @@ use super::engine::{
 use super::plan::Step;
 use super::units::{JobOutcome, Units};
 use crate::names::{Generations, UnitNames};
-use crate::systemd::dbus::{ActiveState, DbusError, JobResult};
+use crate::systemd::dbus::{ActiveState, DbusError, JobKind, JobResult};
 
 /// The generation a surge step starts for a slot whose unit is generation `current`: the
 /// other of the two colours 0 and 1.
@@ -524,17 +524,21 @@ async fn surge_step_in<U: SurgeUnits>(
     let outcome = units.start(new, wait).await;
     measured.start = job_started.elapsed();
     let after = match outcome.map_err(FailureReason::Systemd)? {
-        JobOutcome::GaveUp(after) => return Err(FailureReason::GaveUp(after)),
-        JobOutcome::Finished(JobResult::Done) => {
-            verify_restarted(&idle, units.state(new).await.map_err(FailureReason::Systemd)?)?
-        }
+        JobOutcome::GaveUp(after) => return Err(FailureReason::GaveUp(JobKind::Start, after)),
+        JobOutcome::Finished(JobResult::Done) => verify_restarted(
+            JobKind::Start,
+            &idle,
+            units.state(new).await.map_err(FailureReason::Systemd)?,
+        )?,
         // Not seen to end (systemd re-executed meanwhile): the unit's state must show a new
         // process.
-        JobOutcome::Unobserved => {
-            verify_restarted(&idle, units.state(new).await.map_err(FailureReason::Systemd)?)
-                .map_err(|reason| FailureReason::Unobserved(Box::new(reason)))?
-        }
-        JobOutcome::Finished(other) => return Err(FailureReason::Job(other)),
+        JobOutcome::Unobserved => verify_restarted(
+            JobKind::Start,
+            &idle,
+            units.state(new).await.map_err(FailureReason::Systemd)?,
+        )
+        .map_err(|reason| FailureReason::Unobserved(JobKind::Start, Box::new(reason)))?,
+        JobOutcome::Finished(other) => return Err(FailureReason::Job(JobKind::Start, other)),
     };
     let main_pid = after.main_pid;
     let (settle, settled) = settle_phase(units, new.to_string(), after, opts.min_ready).await;

@@ -1169,8 +1169,15 @@ pub enum JobKind {
     Restart,
 }
 
+impl std::fmt::Display for JobKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.verb())
+    }
+}
+
 impl JobKind {
-    fn verb(self) -> &'static str {
+    /// `start`, `stop` or `restart`.
+    pub fn verb(self) -> &'static str {
         match self {
             Self::Start => "start",
             Self::Stop => "stop",
