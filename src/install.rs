@@ -260,13 +260,28 @@ impl Existing {
     }
 }
 
-/// `links` of `app` (the renderer's, generation 0), each for the generation its slot is
-/// linked at now in `existing`: a surge reload moved some slots to their next generation
-/// (`NAME@N:1.service`), and writing the units or the count again must not move them back
-/// while that generation runs.
+/// `links` of `app`, each for the generation its slot is linked at now in `existing` (a
+/// slot not linked there keeps the link given): a surge reload moved some slots to their
+/// next generation (`NAME@N:1.service`), and writing the units or the count again must not
+/// move them back while that generation runs.
 fn at_generations(app: &str, links: &[Link], existing: Option<&Existing>) -> Vec<Link> {
-    let generations = existing.map(Existing::generations).unwrap_or_default();
-    UnitNames::new(app).links_at(links, &generations)
+    let Some(existing) = existing else {
+        return links.to_vec();
+    };
+    let names = UnitNames::new(app);
+    let linked: BTreeMap<u32, u32> = existing.links.values().copied().collect();
+    links
+        .iter()
+        .map(|link| {
+            match names
+                .linked_slot(&link.path, &link.target)
+                .and_then(|(slot, _)| linked.get(&slot).map(|&g| (slot, g)))
+            {
+                Some((slot, generation)) => names.slot_link(slot, generation),
+                None => link.clone(),
+            }
+        })
+        .collect()
 }
 
 /// The app a unit file belongs to, from its header, if sysmgr wrote it.

@@ -230,7 +230,7 @@ fn surge_once(sb: &sysmgr_sandbox::Sandbox, port: u16, from: &str, to: &str) {
     for n in 1..=4 {
         let (old, new) = (unit(n, from), unit(n, to));
         assert!(
-            r.stderr.contains(&format!(") of 4 ({new}) ready in ")),
+            r.stderr.contains(&format!(" of 4 ({new}) ready in ")),
             "{}",
             r.stderr
         );
@@ -324,17 +324,17 @@ fn reload_surges_keeps_n_processes_accepting_and_takes_one_drain_not_n() {
     surge_once(&sb, port, "", ":1");
 
     // Every command knows the slots at their new generation.
-    let r = sysmgr_in(&sb, &["status", "web"]);
+    let r = sysmgr_in(&sb, &["status", "web", "--json"]);
     assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
-    assert!(r.stdout.contains("web@2:1.service"), "{}", r.stdout);
-    assert_eq!(running(&sb, "web"), [1, 2, 3, 4]);
-    let r = sysmgr_in(&sb, &["list", "--json"]);
-    assert_eq!(r.code, 0, "{}", r.stderr);
     assert!(
-        r.stdout.contains("\"unit\":\"web@3:1.service\""),
+        r.stdout.contains("\"unit\": \"web@2:1.service\""),
         "{}",
         r.stdout
     );
+    assert_eq!(running(&sb, "web"), [1, 2, 3, 4]);
+    let r = sysmgr_in(&sb, &["list", "--json"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stdout.contains("web@3:1.service"), "{}", r.stdout);
     let r = sysmgr_in(&sb, &["logs", "web", "--instance", "2", "-n", "200"]);
     assert_eq!(r.code, 0, "{}", r.stderr);
     let tagged: Vec<&str> = r.stdout.lines().collect();
@@ -372,9 +372,16 @@ fn reload_surges_keeps_n_processes_accepting_and_takes_one_drain_not_n() {
             "web@4:1.service"
         ]
     );
-    let r = sysmgr_in(&sb, &["reload", "web"]);
-    assert_eq!(r.code, 0, "{}", r.stderr);
-    surge_once(&sb, port, ":1", "");
+    assert_eq!(target_wants(&sb, "web"), running_units(&sb, "web"));
+    // A slot scaled away and back starts again at generation 0.
+    for n in ["2", "4"] {
+        let r = sysmgr_in(&sb, &["scale", "web", n]);
+        assert_eq!(r.code, 0, "{}", r.stderr);
+    }
+    assert_eq!(
+        running_units(&sb, "web"),
+        (1..=4).map(|n| unit(n, "")).collect::<Vec<_>>()
+    );
     // A stop stops every generation; a start starts the wanted one.
     let r = sysmgr_in(&sb, &["stop", "web"]);
     assert_eq!(r.code, 0, "{}", r.stderr);
@@ -475,8 +482,12 @@ fn a_surge_killed_between_its_steps_is_settled_by_the_next_command() {
     sb.systemctl(&["start", "web@2:1.service"]).unwrap();
     link("web@2:1.service");
     assert_eq!(running_units(&sb, "web").len(), 4);
-    let r = sysmgr_in(&sb, &["status", "web"]);
-    assert!(r.stdout.contains("web@1:1.service"), "{}", r.stdout);
+    let r = sysmgr_in(&sb, &["status", "web", "--json"]);
+    assert!(
+        r.stdout.contains("\"unit\": \"web@1:1.service\""),
+        "{}",
+        r.stdout
+    );
     let r = sysmgr_in(&sb, &["start", "web"]);
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert!(
