@@ -261,8 +261,12 @@ pub fn render(spec: &AppSpec, instances: NonZeroU32, manager: Manager, flavor: F
             probe: HealthProbe::Command(argv),
             timeout,
         }) => {
-            let exec =
-                syntax::exec_line(argv).expect("the check's command was checked by the config");
+            // Through `sysmgr exec`, like the app: its output gets the app's two journal
+            // streams, and a surge's later generation (`%i` = `N:1`) is told its slot alone.
+            let mut with_exec = vec![spec.runtime.sysmgr().display().to_string(), "exec".into()];
+            with_exec.extend(argv.iter().cloned());
+            let exec = syntax::exec_line(&with_exec)
+                .expect("the check's command was checked by the config");
             let command = format!(
                 "ExecStart={exec}\n# The health timeout: a check still running then is stopped.\nTimeoutStartSec={timeout}"
             );

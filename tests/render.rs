@@ -290,7 +290,7 @@ fn a_health_check_gives_each_instance_a_socket_of_its_own() {
         "Environment",
         &[
             "\"SYSMGR_HEALTH_PATH=/health?q=100%%25\" \"SYSMGR_HEALTH_TIMEOUT_MS=2000\" \"SYSMGR_HEALTH_SOCKET=%t/sysmgr/web/health-%i.sock\"",
-            "\"SYSMGR_APP=web\" \"SYSMGR_INSTANCE=%i\" \"NODE_APP_INSTANCE=%i\"",
+            "\"SYSMGR_APP=web\" \"SYSMGR_INSTANCE=%i\" \"SYSMGR_INSTANCE_VAR=NODE_APP_INSTANCE\" \"NODE_APP_INSTANCE=%i\"",
             "\"SYSMGR_KILL_SIGNAL=SIGINT\" \"SYSMGR_KILL_TIMEOUT_MS=1600\"",
             "\"SYSMGR_MAX_RESTARTS=16\" \"SYSMGR_RESTARTS_DIR=%t/sysmgr-restarts/%n\"",
         ],
@@ -326,7 +326,7 @@ fn a_health_check_command_is_a_oneshot_with_the_apps_user_and_environment() {
         check,
         "Service",
         "ExecStart",
-        &["\"/usr/bin/check\" \"100%%\" \"$$HOME\""],
+        &["\"/usr/bin/sysmgr\" \"exec\" \"/usr/bin/check\" \"100%%\" \"$$HOME\""],
     );
     assert_key(&r, check, "Service", "TimeoutStartSec", &["3s"]);
     assert_key(&r, check, "Service", "User", &["www"]);
@@ -350,7 +350,7 @@ fn a_health_check_command_is_a_oneshot_with_the_apps_user_and_environment() {
         "Environment",
         &[
             "\"SYSMGR_HEALTH_UNIT=web-sysmgr-check@%i.service\" \"SYSMGR_HEALTH_TIMEOUT_MS=3000\"",
-            "\"SYSMGR_APP=web\" \"SYSMGR_INSTANCE=%i\" \"NODE_APP_INSTANCE=%i\"",
+            "\"SYSMGR_APP=web\" \"SYSMGR_INSTANCE=%i\" \"SYSMGR_INSTANCE_VAR=NODE_APP_INSTANCE\" \"NODE_APP_INSTANCE=%i\"",
             "\"SYSMGR_KILL_SIGNAL=SIGINT\" \"SYSMGR_KILL_TIMEOUT_MS=1600\"",
             "\"DB=x\"",
             "\"SYSMGR_MAX_RESTARTS=16\" \"SYSMGR_RESTARTS_DIR=%t/sysmgr-restarts/%n\"",

@@ -41,7 +41,7 @@ use super::engine::{
 use super::plan::Step;
 use super::units::{JobOutcome, Units};
 use crate::names::{Generations, UnitNames};
-use crate::systemd::dbus::{ActiveState, DbusError, JobKind, JobResult};
+use crate::systemd::dbus::{DbusError, JobKind, JobResult};
 
 /// The generation a surge step starts for a slot whose unit is generation `current`: the
 /// other of the two colours 0 and 1.
@@ -551,13 +551,13 @@ async fn surge_step_in<U: SurgeUnits>(
     Ok(main_pid)
 }
 
-/// Stops `old` and waits for its drain; clears its failed state if systemd had to kill it,
-/// so no failed unit stays behind.
+/// Stops `old` and waits for its drain; then clears what it leaves (its failed state if
+/// systemd had to kill it, and the crash-loop brake's streak), so nothing stays behind.
 async fn drain<U: Units>(units: &U, old: String) -> (Duration, Result<JobResult, DbusError>) {
     let started = Instant::now();
     let result = units.stop(&old).await;
     let took = started.elapsed();
-    if matches!(units.state(&old).await, Ok(s) if s.active_state == ActiveState::Failed) {
+    if matches!(units.state(&old).await, Ok(s) if !s.active_state.is_up()) {
         let _ = units.reset_failed(&old).await;
     }
     (took, result)
@@ -568,7 +568,7 @@ mod tests {
     use super::*;
     use std::cell::RefCell;
 
-    use crate::systemd::dbus::{ServiceState, SubState};
+    use crate::systemd::dbus::{ActiveState, ServiceState, SubState};
 
     /// Units that start at once with a new PID, stop after `drain`, and a switch that fails
     /// for `bad_switch`. Logs every call, and the most new processes surging at once.
