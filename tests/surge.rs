@@ -554,13 +554,7 @@ fn per_instance_sockets_reload_in_place_and_refuse_surge() {
 fn the_generators_apps_keep_their_generations_across_daemon_reload() {
     let sb = sandbox();
     let port = free_port();
-    let gen_dir = sb.root().join("etc/systemd/system-generators");
-    std::fs::create_dir_all(&gen_dir).unwrap();
-    std::os::unix::fs::symlink(
-        crate::support::sysmgr_bin(),
-        gen_dir.join("sysmgr-generator"),
-    )
-    .unwrap();
+    crate::support::install_generator(&sb);
     write_in(&sb, "/etc/sysmgr/web.toml", &hello_app("web", 2, port, ""));
     sb.systemctl(&["daemon-reload"]).unwrap();
     sb.systemctl(&["start", "web.target"]).unwrap();

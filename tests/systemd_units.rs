@@ -205,13 +205,7 @@ fn regenerating_with_fewer_instances_reloads_systemd_and_drops_them() {
 fn the_generator_runs_inside_systemd_and_its_units_start() {
     let sb = sandbox();
     let probe = workspace_bin("sysmgr-probe");
-    let gen_dir = sb.root().join("etc/systemd/system-generators");
-    std::fs::create_dir_all(&gen_dir).unwrap();
-    std::os::unix::fs::symlink(
-        crate::support::sysmgr_bin(),
-        gen_dir.join("sysmgr-generator"),
-    )
-    .unwrap();
+    crate::support::install_generator(&sb);
     write_in(
         &sb,
         "/etc/sysmgr/gen.toml",
