@@ -43,6 +43,7 @@ use std::process::{Command, ExitCode};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
+use sysmgr::names::Generations;
 use sysmgr::reload::{InstanceReport, Options, Summary};
 use sysmgr::systemd::dbus::Systemd;
 use sysmgr::systemd::Manager;
@@ -644,11 +645,21 @@ impl Bench {
     /// `sysmgr reload NAME`'s engine, on a fresh connection as the command makes one.
     fn rollout(&self, app: &App) -> anyhow::Result<(Duration, Option<Summary>)> {
         let plan: Vec<u32> = (1..=app.instances).collect();
+        // Every slot at generation 0 (`NAME@N.service`): the apps here are only ever
+        // restarted in place, by this engine.
+        let generations = Generations::default();
         let summary = self.rt.block_on(async {
             let sd = Systemd::connect(Manager::System).await?;
             anyhow::Ok(
-                sysmgr::reload::rollout(&sd, &app.name, &plan, &Options::default(), &mut |_| {})
-                    .await,
+                sysmgr::reload::rollout(
+                    &sd,
+                    &app.name,
+                    &plan,
+                    &generations,
+                    &Options::default(),
+                    &mut |_| {},
+                )
+                .await,
             )
         })?;
         if !summary.completed() {
