@@ -26,7 +26,7 @@ use std::num::NonZeroU32;
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
 
-use crate::names::{template_instance, Link, UnitNames};
+use crate::names::{template_instance, Generations, Link, UnitNames};
 use crate::render::{Rendered, UnitFile, HEADER_MARK};
 use crate::systemd::manager::{user_config_dir, Manager};
 
@@ -106,8 +106,11 @@ pub struct InstalledApp {
     pub name: String,
     /// The app file its units were generated from, as the header records it.
     pub source: Option<PathBuf>,
-    /// The instance numbers linked into `NAME.target.wants/`, sorted.
+    /// The instance numbers (slots) linked into `NAME.target.wants/`, sorted.
     pub instances: Vec<u32>,
+    /// The generation each of them is linked at (a surge reload alternates a slot between
+    /// `NAME@N.service` and `NAME@N:1.service`).
+    pub generations: Generations,
     /// Its socket unit files, sorted: `NAME.socket`, shared by every instance, or the
     /// template `NAME@.socket`, one socket per instance (and the same with a `NAME-FDNAME`
     /// stem for each further group of sockets). [`Self::sockets_of`] names the units.
@@ -119,6 +122,17 @@ pub struct InstalledApp {
 }
 
 impl InstalledApp {
+    /// The first per-instance socket template of the app (`NAME@.socket`), if it has one;
+    /// the health-check socket each instance has for `health_check` does not count (it is
+    /// not where requests come in).
+    pub fn per_instance_socket(&self) -> Option<&str> {
+        let health = UnitNames::new(&self.name).health_socket_file();
+        self.socket_files
+            .iter()
+            .map(String::as_str)
+            .find(|f| f.contains("@.") && *f != health)
+    }
+
     /// The socket units that start instance `n`, as its unit file names them (`Sockets=`;
     /// systemd's `TriggeredBy`): each shared socket, and instance `n` of each template.
     pub fn sockets_of(&self, n: u32) -> impl Iterator<Item = String> + '_ {
@@ -155,6 +169,61 @@ pub fn write_scale(manager: Manager, app: &str, n: NonZeroU32) -> Result<(), Ins
     write_atomically(&path, format!("{n}\n").as_bytes()).map_err(io_err("write", &path))
 }
 
+/// The file that keeps the slots' generations of an app made by the generator: systemd
+/// empties the generator's directory before every run, so the links a surge reload moved
+/// would be made again at generation 0 by the next `daemon-reload`; the generator reads
+/// this file to link each slot at the generation that runs. Runtime state (below
+/// `/run/sysmgr`, or `$XDG_RUNTIME_DIR/sysmgr`): after a boot every slot starts at
+/// generation 0 again.
+pub fn generations_file(manager: Manager, app: &str) -> Option<PathBuf> {
+    Some(
+        manager
+            .runtime_dir()?
+            .join("sysmgr")
+            .join("generations")
+            .join(app),
+    )
+}
+
+/// The generations [`generations_file`] records (none: every slot at generation 0).
+pub fn read_generations(manager: Manager, app: &str) -> Generations {
+    let mut generations = Generations::default();
+    let text = generations_file(manager, app)
+        .and_then(|path| fs::read_to_string(path).ok())
+        .unwrap_or_default();
+    for line in text.lines() {
+        if let Some((slot, generation)) = crate::names::split_instance(line.trim()) {
+            generations.set(slot, generation);
+        }
+    }
+    generations
+}
+
+/// Records `generations` for the generator (atomically); removes the file when every slot
+/// is at generation 0.
+pub fn write_generations(
+    manager: Manager,
+    app: &str,
+    generations: &Generations,
+) -> Result<(), InstallError> {
+    let Some(path) = generations_file(manager, app) else {
+        return Ok(());
+    };
+    let text: String = generations
+        .later()
+        .map(|(slot, generation)| format!("{}\n", crate::names::instance_string(slot, generation)))
+        .collect();
+    if text.is_empty() {
+        return match fs::remove_file(&path) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(io_err("remove", &path)(e)),
+            _ => Ok(()),
+        };
+    }
+    let dir = path.parent().expect("a file in a directory");
+    fs::create_dir_all(dir).map_err(io_err("create", dir))?;
+    write_atomically(&path, text.as_bytes()).map_err(io_err("write", &path))
+}
+
 /// Writes `bytes` to `path` through a temporary file renamed over it: a reader sees the old
 /// file or the new one, never a part.
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
@@ -173,11 +242,46 @@ pub struct UnitDir {
 }
 
 /// What the directory holds now for one app: its files (name -> contents) and wants links
-/// (path -> the instance it starts).
+/// (path -> the slot and generation it starts).
 #[derive(Debug, Default)]
 struct Existing {
     files: BTreeMap<String, String>,
-    links: BTreeMap<String, u32>,
+    links: BTreeMap<String, (u32, u32)>,
+}
+
+impl Existing {
+    /// The generation each linked slot runs.
+    fn generations(&self) -> Generations {
+        let mut generations = Generations::default();
+        for &(slot, generation) in self.links.values() {
+            generations.set(slot, generation);
+        }
+        generations
+    }
+}
+
+/// `links` of `app`, each for the generation its slot is linked at now in `existing` (a
+/// slot not linked there keeps the link given): a surge reload moved some slots to their
+/// next generation (`NAME@N:1.service`), and writing the units or the count again must not
+/// move them back while that generation runs.
+fn at_generations(app: &str, links: &[Link], existing: Option<&Existing>) -> Vec<Link> {
+    let Some(existing) = existing else {
+        return links.to_vec();
+    };
+    let names = UnitNames::new(app);
+    let linked: BTreeMap<u32, u32> = existing.links.values().copied().collect();
+    links
+        .iter()
+        .map(|link| {
+            match names
+                .linked_slot(&link.path, &link.target)
+                .and_then(|(slot, _)| linked.get(&slot).map(|&g| (slot, g)))
+            {
+                Some((slot, generation)) => names.slot_link(slot, generation),
+                None => link.clone(),
+            }
+        })
+        .collect()
 }
 
 /// The app a unit file belongs to, from its header, if sysmgr wrote it.
@@ -281,8 +385,8 @@ impl UnitDir {
                 let name = entry.file_name().to_string_lossy().into_owned();
                 let path = format!("{}/{name}", names.wants_dir());
                 if let Ok(target) = fs::read_link(entry.path()) {
-                    if let Some(n) = names.linked_instance(&path, &target.to_string_lossy()) {
-                        existing.links.insert(path, n);
+                    if let Some(slot) = names.linked_slot(&path, &target.to_string_lossy()) {
+                        existing.links.insert(path, slot);
                     }
                 }
             }
@@ -374,7 +478,7 @@ impl UnitDir {
                 let path = tmp.join(name);
                 write_synced(&path, contents.as_bytes()).map_err(io_err("write", &path))?;
             }
-            let mut wants: Vec<u32> = existing.links.values().copied().collect();
+            let mut wants: Vec<u32> = existing.links.values().map(|&(slot, _)| slot).collect();
             wants.sort_unstable();
             let text: String = wants.iter().map(|i| format!("{i}\n")).collect();
             let path = tmp.join(WANTS_FILE);
@@ -472,7 +576,8 @@ impl UnitDir {
                     staged.push(stage_file(&dest, &file.contents, previous)?);
                     report.written.push(dest);
                 }
-                self.stage_links(&app.links, &mut report, &mut staged)?;
+                let links = at_generations(&app.app, &app.links, mine);
+                self.stage_links(&links, &mut report, &mut staged)?;
                 if let Some(mine) = mine {
                     for name in mine.files.keys() {
                         if !app.files.iter().any(|f| &f.name == name) {
@@ -480,7 +585,7 @@ impl UnitDir {
                         }
                     }
                     for path in mine.links.keys() {
-                        if !app.links.iter().any(|l| &l.path == path) {
+                        if !links.iter().any(|l| &l.path == path) {
                             stale.push(self.path.join(path));
                         }
                     }
@@ -555,7 +660,7 @@ impl UnitDir {
     /// the others are removed.
     pub fn set_instances(&self, app: &str, n: NonZeroU32) -> Result<WriteReport, InstallError> {
         let existing = self.scan()?.remove(app).unwrap_or_default();
-        let links = UnitNames::new(app).instance_links(n);
+        let links = at_generations(app, &UnitNames::new(app).instance_links(n), Some(&existing));
         let mut report = WriteReport::default();
         let mut staged = Vec::new();
         let result = self
@@ -573,6 +678,64 @@ impl UnitDir {
             }
         }
         Ok(report)
+    }
+
+    /// Makes generation `to` of `slot` the one `NAME.target` wants, in place of generation
+    /// `from` (a surge reload's switch, see `reload::surge`): the new link is renamed into
+    /// place first, then the old one removed, so the slot is never without a link; if the
+    /// removal fails the new link is taken back and `from` stays the slot's generation.
+    pub fn switch_slot(
+        &self,
+        app: &str,
+        slot: u32,
+        from: u32,
+        to: u32,
+    ) -> Result<(), InstallError> {
+        let names = UnitNames::new(app);
+        let new = names.slot_link(slot, to);
+        let dest = self.path.join(&new.path);
+        let mut staged = vec![stage_link(&dest, &new, None)?];
+        if let Err(e) = commit(&mut staged) {
+            unstage(&staged);
+            return Err(e);
+        }
+        let old = self.path.join(names.slot_link(slot, from).path);
+        match fs::remove_file(&old) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => {
+                let _ = fs::remove_file(&dest);
+                Err(io_err("remove", &old)(e))
+            }
+        }
+    }
+
+    /// Every slot and generation `NAME.target.wants/` links, sorted: one per slot, or two
+    /// for a slot whose surge switch was interrupted between its two steps.
+    pub fn slot_links(&self, app: &str) -> Result<Vec<(u32, u32)>, InstallError> {
+        let mut links: Vec<(u32, u32)> = self
+            .scan()?
+            .remove(app)
+            .map(|existing| existing.links.into_values().collect())
+            .unwrap_or_default();
+        links.sort_unstable();
+        Ok(links)
+    }
+
+    /// Removes the wants link of generation `generation` of `slot`, if there is one.
+    pub fn remove_slot_link(
+        &self,
+        app: &str,
+        slot: u32,
+        generation: u32,
+    ) -> Result<(), InstallError> {
+        let path = self
+            .path
+            .join(UnitNames::new(app).slot_link(slot, generation).path);
+        match fs::remove_file(&path) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(io_err("remove", &path)(e)),
+            _ => Ok(()),
+        }
     }
 
     /// Removes every sysmgr file and wants link of `app`; returns what was removed.
@@ -613,11 +776,9 @@ fn differs(existing: Option<&Existing>, app: &Rendered) -> bool {
             .files
             .iter()
             .any(|f| existing.files.get(&f.name) != Some(&f.contents));
-    let links_differ = existing.links.len() != app.links.len()
-        || app
-            .links
-            .iter()
-            .any(|l| !existing.links.contains_key(&l.path));
+    let links = at_generations(&app.app, &app.links, Some(existing));
+    let links_differ = existing.links.len() != links.len()
+        || links.iter().any(|l| !existing.links.contains_key(&l.path));
     files_differ || links_differ
 }
 
@@ -630,8 +791,9 @@ fn write_synced(path: &Path, bytes: &[u8]) -> io::Result<()> {
 
 fn installed(name: String, existing: &Existing) -> InstalledApp {
     let names = UnitNames::new(&name);
-    let mut instances: Vec<u32> = existing.links.values().copied().collect();
+    let mut instances: Vec<u32> = existing.links.values().map(|&(slot, _)| slot).collect();
     instances.sort_unstable();
+    let generations = existing.generations();
     let source = existing
         .files
         .get(&names.target())
@@ -647,6 +809,7 @@ fn installed(name: String, existing: &Existing) -> InstalledApp {
         name,
         source,
         instances,
+        generations,
         socket_files,
         from_generator: false,
     }
@@ -828,6 +991,33 @@ mod tests {
         assert_eq!(owner_of(text), Some("web"));
         assert_eq!(source_of(text), Some(PathBuf::from("/srv/a%b/web.toml")));
         assert_eq!(owner_of("[Unit]\n# sysmgr-app: web\n"), None);
+    }
+
+    #[test]
+    fn a_slot_switch_moves_its_link_and_leaves_the_others() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = UnitDir::new(tmp.path().to_path_buf());
+        let wants = tmp.path().join("web.target.wants");
+        fs::create_dir_all(&wants).unwrap();
+        for n in 1..=2 {
+            symlink("../web@.service", wants.join(format!("web@{n}.service"))).unwrap();
+        }
+        let listing = || {
+            let mut names: Vec<String> = fs::read_dir(&wants)
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
+            names.sort();
+            names
+        };
+        dir.switch_slot("web", 2, 0, 1).unwrap();
+        assert_eq!(listing(), ["web@1.service", "web@2:1.service"]);
+        assert_eq!(
+            fs::read_link(wants.join("web@2:1.service")).unwrap(),
+            PathBuf::from("../web@.service")
+        );
+        dir.switch_slot("web", 2, 1, 0).unwrap();
+        assert_eq!(listing(), ["web@1.service", "web@2.service"]);
     }
 
     #[test]

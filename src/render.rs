@@ -316,8 +316,12 @@ pub fn render(
             probe: HealthProbe::Command(argv),
             timeout,
         }) => {
-            let exec =
-                syntax::exec_line(argv).expect("the check's command was checked by the config");
+            // Through `sysmgr exec`, like the app: its output gets the app's two journal
+            // streams, and a surge's later generation (`%i` = `N:1`) is told its slot alone.
+            let mut args = vec!["exec".to_string()];
+            args.extend(argv.iter().cloned());
+            let exec = syntax::exec_program_line(spec.runtime.sysmgr(), &args)
+                .expect("sysmgr's path was checked above, and the check's command by the config");
             let command = format!(
                 "ExecStart={exec}\n# The health timeout: a check still running then is stopped.\nTimeoutStartSec={timeout}"
             );

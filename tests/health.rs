@@ -52,16 +52,16 @@ fn pids(sb: &Sandbox, name: &str) -> Vec<(u64, u64)> {
 /// their form); `output`: what the message says after them (a check command's output).
 fn assert_halted_unhealthy(name: &str, n: u64, stderr: &str, what: &str, output: &str) {
     let others: Vec<String> = (2..=n).map(|i| format!("{name}@{i}.service")).collect();
-    // `reload FILE` changed the units, so the halt puts the previous ones back and starts
-    // instance 1 again on them.
+    // `reload FILE` changed the units, so the halt puts the previous ones back; instance
+    // 1's new process (a surge: its next generation) is stopped, the old one kept serving.
     let put_back = format!(
         "reload {name}: halted; put back the previous version's unit files and reloaded systemd: "
     );
     let restarted = format!(
-        "`/etc/systemd/system/{name}@.service`; `{name}@1.service` runs the previous version again (pid "
+        "`/etc/systemd/system/{name}@.service`; `{name}@1:1.service` is stopped; its old process, `{name}@1.service`, kept serving and still runs the previous version"
     );
     let rest = format!(
-        "); not restarted, still running the previous version: {}\n",
+        "; not restarted, still running the previous version: {}\n",
         others.join(", ")
     );
     assert!(
@@ -71,7 +71,7 @@ fn assert_halted_unhealthy(name: &str, n: u64, stderr: &str, what: &str, output:
         "{stderr}"
     );
     let head = format!(
-        "sysmgr: error: reload of `{name}` halted: `{name}@1.service` failed (the new process is not healthy: {what} (asked "
+        "sysmgr: error: reload of `{name}` halted: `{name}@1:1.service` failed (the new process is not healthy: {what} (asked "
     );
     let tail = format!(
         "{output}; systemd's result: `success`); the instances not yet restarted still run the previous version; fix the app file and run `sysmgr reload /"
@@ -129,14 +129,14 @@ fn halt_then_pass(sb: &Sandbox, name: &str, file: &str, n: u64, port: u16, expec
     assert_eq!(r.code, 1, "{}", r.stderr);
     assert_halted_unhealthy(name, n, &r.stderr, expect.what, expect.output);
     let after = pids(sb, name);
-    for i in 2..=n {
+    for i in 1..=n {
         assert_eq!(
             after[i as usize - 1],
             before[i as usize - 1],
             "instance {i} was not touched"
         );
     }
-    // Instance 1 runs the previous version again.
+    // Instance 1 still runs the previous version.
     assert_eq!(running(sb, name), (1..=n).collect::<Vec<_>>());
     for _ in 0..20 {
         assert!(http_get(port, "/").is_some(), "the old version serves");
@@ -310,7 +310,7 @@ fn a_failing_health_check_command_halts_the_reload_and_a_passing_one_completes()
     let expect = Expect {
         bad: &bad,
         good: &good,
-        what: "its check `web-sysmgr-check@1.service` exited with status 1",
+        what: "its check `web-sysmgr-check@1:1.service` exited with status 1",
         output: "; its last output: `checking instance 1 of broken`",
         sockets: false,
     };

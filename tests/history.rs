@@ -95,14 +95,15 @@ fn a_reload_leaves_an_entry_per_replaced_instance_and_a_summary_that_history_pri
     );
     for (entry, i) in replaced.iter().zip(1u64..) {
         assert_eq!(text(entry, "SYSMGR_INSTANCE"), i.to_string());
-        assert_eq!(text(entry, "SYSMGR_UNIT"), format!("web@{i}.service"));
+        // A surge reload: each instance's next generation.
+        assert_eq!(text(entry, "SYSMGR_UNIT"), format!("web@{i}:1.service"));
         assert_eq!(text(entry, "SYSMGR_OUTCOME"), "ready");
         assert_eq!(text(entry, "SYSMGR_OLD_PID"), before[&i].to_string());
         assert_eq!(text(entry, "SYSMGR_NEW_PID"), after[&i].to_string());
         assert!(text(entry, "SYSMGR_DURATION_MS").parse::<u64>().is_ok());
         assert!(
             text(entry, "MESSAGE")
-                .starts_with(&format!("reload web: `web@{i}.service` replaced in ")),
+                .starts_with(&format!("reload web: `web@{i}:1.service` replaced in ")),
             "{entry:#}"
         );
     }
@@ -181,7 +182,7 @@ fn a_halted_reloads_entries_name_the_failed_instance_and_systemds_result() {
         "only the first instance was begun: {run:#?}"
     );
     let failed = failed[0];
-    assert_eq!(text(failed, "SYSMGR_UNIT"), "web@1.service");
+    assert_eq!(text(failed, "SYSMGR_UNIT"), "web@1:1.service");
     assert_eq!(text(failed, "SYSMGR_OUTCOME"), "failed");
     assert_eq!(text(failed, "SYSMGR_SERVICE_RESULT"), "exit-code");
     assert_eq!(text(failed, "SYSMGR_EXIT_STATUS"), "3");
@@ -189,12 +190,12 @@ fn a_halted_reloads_entries_name_the_failed_instance_and_systemds_result() {
 
     let summary = of_event(&run, "summary")[0];
     assert_eq!(text(summary, "SYSMGR_OUTCOME"), "halted");
-    assert_eq!(text(summary, "SYSMGR_FAILED_UNIT"), "web@1.service");
+    assert_eq!(text(summary, "SYSMGR_FAILED_UNIT"), "web@1:1.service");
     assert_eq!(text(summary, "SYSMGR_SERVICE_RESULT"), "exit-code");
     assert_eq!(text(summary, "SYSMGR_EXIT_STATUS"), "3");
     assert_eq!(
         text(summary, "SYSMGR_REASON"),
-        "the restart job ended with `failed`"
+        "the start job ended with `failed`"
     );
     assert_eq!(
         text(summary, "SYSMGR_SKIPPED"),
@@ -203,7 +204,7 @@ fn a_halted_reloads_entries_name_the_failed_instance_and_systemds_result() {
     assert_eq!(text(summary, "SYSMGR_PIDS"), "");
     assert_eq!(
         text(summary, "MESSAGE"),
-        "reload web: halted at `web@1.service`: the restart job ended with `failed`; systemd's result: `exit-code`; 0 replaced, 2 not restarted"
+        "reload web: halted at `web@1:1.service`: the start job ended with `failed`; systemd's result: `exit-code`; 0 replaced, 2 not restarted"
     );
 
     // The halt put the previous unit files back: its `generate` entry comes last.
@@ -216,7 +217,7 @@ fn a_halted_reloads_entries_name_the_failed_instance_and_systemds_result() {
     );
     assert!(
         r.stdout.contains(
-            "  halted at `web@1.service` (exit-code): the restart job ended with `failed`; not restarted web@2.service web@3.service\n"
+            "  halted at `web@1:1.service` (exit-code): the start job ended with `failed`; not restarted web@2.service web@3.service\n"
         ),
         "{}",
         r.stdout
@@ -230,6 +231,6 @@ fn a_halted_reloads_entries_name_the_failed_instance_and_systemds_result() {
         .rfind(|e| e["action"] == "reload")
         .unwrap();
     assert_eq!(last["outcome"], "halted", "{json:#}");
-    assert_eq!(last["failed_unit"], "web@1.service");
+    assert_eq!(last["failed_unit"], "web@1:1.service");
     assert_eq!(last["service_result"], "exit-code");
 }

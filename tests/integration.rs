@@ -22,6 +22,7 @@ mod reload_faults;
 mod render;
 mod sandbox;
 mod socket;
+mod surge;
 mod systemd_units;
 mod timers;
 mod user_manager;

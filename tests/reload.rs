@@ -86,8 +86,9 @@ fn reload_under_load_loses_no_request_and_replaces_every_process() {
     }
 }
 
-/// Each case: a new version that cannot become ready.
-fn broken_version_halts_after_the_first_instance(broken: &str, expect: &[&str]) {
+/// Each case: a new version that cannot become ready, reloaded by surge (the default) or in
+/// place (`--surge 0`).
+fn broken_version_halts_after_the_first_instance(broken: &str, surge: bool, expect: &[&str]) {
     let sb = sandbox();
     let port = free_port();
     let good = hello_app("web", 4, port, "listen_timeout = 2000\n");
@@ -97,7 +98,8 @@ fn broken_version_halts_after_the_first_instance(broken: &str, expect: &[&str]) 
     assert_ne!(bad, good);
     write_in(&sb, "/srv/web/app.toml", &bad);
 
-    let r = sysmgr_in(&sb, &["reload", "/srv/web/app.toml"]);
+    let mode: &[&str] = if surge { &[] } else { &["--surge", "0"] };
+    let r = sysmgr_in(&sb, &[&["reload", "/srv/web/app.toml"], mode].concat());
     assert_eq!(r.code, 1, "{}", r.stderr);
     for line in expect {
         assert!(
@@ -106,17 +108,23 @@ fn broken_version_halts_after_the_first_instance(broken: &str, expect: &[&str]) 
             r.stderr
         );
     }
-    // The previous version's units are back, and instance 1 runs on them again.
+    // The previous version's units are back, and instance 1 runs on them again (in place),
+    // or never stopped (surge).
+    let instance_1 = if surge {
+        "`web@1:1.service` is stopped; its old process, `web@1.service`, kept serving and still runs the previous version"
+    } else {
+        "`web@1.service` runs the previous version again (pid "
+    };
     assert!(
-        r.stderr.contains(
-            "reload web: halted; put back the previous version's unit files and reloaded systemd: `/etc/systemd/system/web@.service`; `web@1.service` runs the previous version again (pid "
-        ),
+        r.stderr.contains(&format!(
+            "reload web: halted; put back the previous version's unit files and reloaded systemd: `/etc/systemd/system/web@.service`; {instance_1}"
+        )),
         "{}",
         r.stderr
     );
     assert!(
         r.stderr.contains(
-            "); not restarted, still running the previous version: web@2.service, web@3.service, web@4.service\n"
+            "; not restarted, still running the previous version: web@2.service, web@3.service, web@4.service\n"
         ),
         "{}",
         r.stderr
@@ -124,9 +132,10 @@ fn broken_version_halts_after_the_first_instance(broken: &str, expect: &[&str]) 
     assert!(r.stderr.ends_with(
         "the instances not yet restarted still run the previous version; fix the app file and run `sysmgr reload /srv/web/app.toml` again\n"
     ), "{}", r.stderr);
-    // The other three still run the old processes and serve.
+    // The other three (with surge, all four) still run the old processes and serve.
     let after = pids(&sb, "web");
-    for i in [2, 3, 4] {
+    let untouched: &[u64] = if surge { &[1, 2, 3, 4] } else { &[2, 3, 4] };
+    for &i in untouched {
         assert_eq!(after[&i], before[&i], "instance {i} was not touched");
     }
     assert_eq!(running(&sb, "web"), [1, 2, 3, 4]);
@@ -147,6 +156,21 @@ fn broken_version_halts_after_the_first_instance(broken: &str, expect: &[&str]) 
 fn a_new_version_that_exits_at_once_halts_the_rollout_after_the_first_instance() {
     broken_version_halts_after_the_first_instance(
         "[\"/bin/sh\", \"-c\", \"echo broken build; exit 3\"]",
+        true,
+        &[
+            "reload web: instance 1 of 4 (web@1:1.service) failed after ",
+            ": the start job ended with `failed`; systemd's result: `exit-code`, exit status 3\n",
+            "  last journal lines of web@1:1.service:\n",
+            "    broken build\n",
+        ],
+    );
+}
+
+#[test]
+fn in_place_a_new_version_that_exits_at_once_halts_and_instance_1_runs_the_old_one_again() {
+    broken_version_halts_after_the_first_instance(
+        "[\"/bin/sh\", \"-c\", \"echo broken build; exit 3\"]",
+        false,
         &[
             "reload web: instance 1 of 4 (web@1.service) failed after ",
             ": the restart job ended with `failed`; systemd's result: `exit-code`, exit status 3\n",
@@ -160,9 +184,10 @@ fn a_new_version_that_exits_at_once_halts_the_rollout_after_the_first_instance()
 fn a_new_version_that_never_sends_ready_halts_after_listen_timeout() {
     broken_version_halts_after_the_first_instance(
         "[\"/bin/sleep\", \"infinity\"]",
+        true,
         &[
-            "reload web: instance 1 of 4 (web@1.service) failed after ",
-            ": the restart job ended with `failed`; systemd's result: `timeout`\n",
+            "reload web: instance 1 of 4 (web@1:1.service) failed after ",
+            ": the start job ended with `failed`; systemd's result: `timeout`\n",
         ],
     );
 }
@@ -180,7 +205,7 @@ fn kill_timeout_bounds_each_restart_of_a_worker_that_ignores_the_signal() {
     let sb = sandbox();
     let before = start(&sb, "stubborn", &stubborn_app("stubborn", 3, 1000));
     let started = Instant::now();
-    let r = sysmgr_in(&sb, &["reload", "stubborn"]);
+    let r = sysmgr_in(&sb, &["reload", "stubborn", "--surge", "0"]);
     let took = started.elapsed();
     assert_eq!(r.code, 0, "{}", r.stderr);
     // systemd's default stop timeout is 90 s per instance; a generous guard, not a benchmark.
@@ -211,13 +236,51 @@ fn kill_timeout_bounds_each_restart_of_a_worker_that_ignores_the_signal() {
     for i in 1..=3 {
         assert_ne!(after[&i], before[&i]);
     }
+
+    // By surge, the old processes' stops wait out kill_timeout too, but in the background:
+    // each is killed after 1 s, and the reload does not wait 3 of them in a row.
+    let started = Instant::now();
+    let r = sysmgr_in(&sb, &["reload", "stubborn"]);
+    let took = started.elapsed();
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let drains: Vec<&str> = r
+        .stderr
+        .lines()
+        .filter(|l| l.contains(") drained in ") || l.contains(") stopped after "))
+        .collect();
+    assert_eq!(drains.len(), 3, "{}", r.stderr);
+    for line in &drains {
+        assert!(
+            line.contains(" in 1.0 s")
+                || line.contains(" in 1.1 s")
+                || line.contains(" in 1.2 s")
+                || line.contains(" after 1."),
+            "{}",
+            r.stderr
+        );
+    }
+    assert!(
+        took < Duration::from_secs(30),
+        "took {took:?}:\n{}",
+        r.stderr
+    );
+    let failed = sb
+        .systemctl(&[
+            "list-units",
+            "--failed",
+            "--plain",
+            "--no-legend",
+            "stubborn*",
+        ])
+        .unwrap();
+    assert_eq!(failed, "", "no unit of the app is left failed by its kill");
 }
 
 #[test]
 fn a_second_reload_of_the_same_app_waits_or_refuses() {
     let sb = sandbox();
     start(&sb, "stubborn", &stubborn_app("stubborn", 2, 1500));
-    // The first reload takes about 2 x 1.8 s.
+    // The first reload takes about 2 x 0.4 s plus the last old process's 1.5 s kill_timeout.
     let mut first = sb
         .command(sysmgr_bin())
         .args(["reload", "stubborn"])
@@ -228,7 +291,10 @@ fn a_second_reload_of_the_same_app_waits_or_refuses() {
     let mut first_err = BufReader::new(first.stderr.take().unwrap());
     let mut line = String::new();
     first_err.read_line(&mut line).unwrap();
-    assert_eq!(line, "reload stubborn: 2 instances, 1 at a time\n");
+    assert_eq!(
+        line,
+        "reload stubborn: 2 instances, surge 1: each new process serves before its old one drains\n"
+    );
     let lock = sb.root().join("run/sysmgr/stubborn.lock");
     let holder: u32 = std::fs::read_to_string(&lock)
         .unwrap()
@@ -250,7 +316,7 @@ fn a_second_reload_of_the_same_app_waits_or_refuses() {
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert!(
         r.stderr.starts_with(&format!(
-            "sysmgr: another sysmgr (pid {holder}) is changing `stubborn`; waiting for it to finish (--no-wait fails instead)\nreload stubborn: 2 instances, 1 at a time\n"
+            "sysmgr: another sysmgr (pid {holder}) is changing `stubborn`; waiting for it to finish (--no-wait fails instead)\nreload stubborn: 2 instances, surge 1: each new process serves before its old one drains\n"
         )),
         "{}",
         r.stderr

@@ -54,7 +54,9 @@ const SYSTEM_BUS: (&str, &str) = (
 /// every instance runs afterwards, and the lock is free. `env`: how sysmgr reaches systemd
 /// (nothing: root's private socket, which re-executing closes; [`SYSTEM_BUS`]: the bus,
 /// where systemd leaves and comes back under a new name, without the job subscription).
-fn reload_survives(manager_op: &str, env: &[(&str, &str)]) {
+/// `surge`: the default surge reload (the job caught is instance 2's new generation's start),
+/// else in place (`--surge 0`, instance 2's restart).
+fn reload_survives(manager_op: &str, env: &[(&str, &str)], surge: bool) {
     let sb = sandbox();
     let port = free_port();
     // kill_timeout 3 s (hello_app), listen_timeout 5 s: the bound is 18 s.
@@ -79,23 +81,35 @@ fn reload_survives(manager_op: &str, env: &[(&str, &str)]) {
     let mut child = sb
         .command(sysmgr_bin())
         .envs(env.iter().copied())
-        .args(["reload", "web"])
+        .args(if surge {
+            &["reload", "web"][..]
+        } else {
+            &["reload", "web", "--surge", "0"][..]
+        })
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let mut err = BufReader::new(child.stderr.take().unwrap());
     let mut line = String::new();
     err.read_line(&mut line).unwrap();
-    assert_eq!(line, "reload web: 4 instances, 1 at a time\n");
-    // Instance 2's restart job, once it is queued.
+    let (first, unit) = if surge {
+        (
+            "reload web: 4 instances, surge 1: each new process serves before its old one drains\n",
+            "web@2:1.service",
+        )
+    } else {
+        ("reload web: 4 instances, 1 at a time\n", "web@2.service")
+    };
+    assert_eq!(line, first);
+    // Instance 2's job, once it is queued.
     let job = wait_for(20, || {
-        let job = job_of(&sb, "web@2.service");
+        let job = job_of(&sb, unit);
         (job != "0" && !job.is_empty()).then_some(job)
     })
-    .expect("instance 2's restart job is queued");
+    .expect("instance 2's job is queued");
     let fired = Instant::now();
     sb.systemctl(&[manager_op]).unwrap();
-    eprintln!("{manager_op} while job {job} of web@2.service was in flight");
+    eprintln!("{manager_op} while job {job} of {unit} was in flight");
     // Bounded: the child is killed below if it outlives the bound.
     let status = wait_for(bound.as_secs() + 20, || child.try_wait().unwrap());
     let took = fired.elapsed();
@@ -136,17 +150,22 @@ fn reload_survives(manager_op: &str, env: &[(&str, &str)]) {
 
 #[test]
 fn reload_survives_a_daemon_reexec_in_its_middle() {
-    reload_survives("daemon-reexec", &[]);
+    reload_survives("daemon-reexec", &[], true);
+}
+
+#[test]
+fn in_place_reload_survives_a_daemon_reexec_in_its_middle() {
+    reload_survives("daemon-reexec", &[], false);
 }
 
 #[test]
 fn reload_over_the_bus_survives_a_daemon_reexec_in_its_middle() {
-    reload_survives("daemon-reexec", &[SYSTEM_BUS]);
+    reload_survives("daemon-reexec", &[SYSTEM_BUS], true);
 }
 
 #[test]
 fn reload_survives_a_daemon_reload_in_its_middle() {
-    reload_survives("daemon-reload", &[]);
+    reload_survives("daemon-reload", &[], true);
 }
 
 /// `NAME=value` of `pid`'s environment inside the sandbox, and its argv.
@@ -207,18 +226,21 @@ fn a_halted_reload_puts_the_previous_units_back_so_a_crash_restarts_the_old_vers
         )
         .replace("v1", "v2");
     write_in(&sb, "/srv/web/app.toml", &bad);
+    let old1 = active_pid(&sb, "web@1.service", 0).unwrap();
     let r = sysmgr_in(&sb, &["reload", &file]);
     assert_eq!(r.code, 1, "{}", r.stderr);
-    let pid1 = active_pid(&sb, "web@1.service", 0).expect("instance 1 runs again");
+    // A surge: instance 1's old process never stopped.
+    let pid1 = active_pid(&sb, "web@1.service", 0).expect("instance 1 runs");
+    assert_eq!(pid1, old1);
     assert!(
-        r.stderr.contains(&format!(
-            "\nreload web: halted; put back the previous version's unit files and reloaded systemd: `/etc/systemd/system/web@.service`; `web@1.service` runs the previous version again (pid {pid1}); not restarted, still running the previous version: web@2.service, web@3.service, web@4.service\n"
-        )),
+        r.stderr.contains(
+            "\nreload web: halted; put back the previous version's unit files and reloaded systemd: `/etc/systemd/system/web@.service`; `web@1:1.service` is stopped; its old process, `web@1.service`, kept serving and still runs the previous version; not restarted, still running the previous version: web@2.service, web@3.service, web@4.service\n"
+        ),
         "{}",
         r.stderr
     );
     assert!(
-        r.stderr.ends_with("\nsysmgr: error: reload of `web` halted: `web@1.service` failed (the restart job ended with `failed`; systemd's result: `exit-code`); the instances not yet restarted still run the previous version; fix the app file and run `sysmgr reload /srv/web/app.toml` again\n"),
+        r.stderr.ends_with("\nsysmgr: error: reload of `web` halted: `web@1:1.service` failed (the start job ended with `failed`; systemd's result: `exit-code`); the instances not yet restarted still run the previous version; fix the app file and run `sysmgr reload /srv/web/app.toml` again\n"),
         "{}",
         r.stderr
     );
@@ -289,18 +311,19 @@ fn a_halted_reload_of_unchanged_units_has_nothing_to_put_back() {
     assert_eq!(r.code, 1, "{}", r.stderr);
     assert!(
         r.stderr.contains(
-            "\nreload web: halted; `web@1.service` is stopped; not restarted, still running the previous version: web@2.service, web@3.service\n"
+            "\nreload web: halted; `web@1:1.service` is stopped; its old process, `web@1.service`, kept serving and still runs the previous version; not restarted, still running the previous version: web@2.service, web@3.service\n"
         ),
         "{}",
         r.stderr
     );
     assert!(
-        r.stderr.ends_with("\nsysmgr: error: reload of `web` halted: `web@1.service` failed (the restart job ended with `failed`; systemd's result: `exit-code`); the instances not yet restarted still run the previous version; fix the app and run `sysmgr reload web` again\n"),
+        r.stderr.ends_with("\nsysmgr: error: reload of `web` halted: `web@1:1.service` failed (the start job ended with `failed`; systemd's result: `exit-code`); the instances not yet restarted still run the previous version; fix the app and run `sysmgr reload web` again\n"),
         "{}",
         r.stderr
     );
     assert_eq!(crate::support::tree(&sb.unit_dir()), units);
-    assert_eq!(running(&sb, "web"), [2, 3]);
+    // Instance 1's old process kept serving.
+    assert_eq!(running(&sb, "web"), [1, 2, 3]);
 }
 
 /// splitmix64: a seeded sequence of delays, so a failing run can be repeated.
@@ -441,6 +464,21 @@ fn reload_killed_at_random_points_is_finished_by_a_rerun_without_losing_a_reques
             r.stderr
         );
         assert_eq!(running(&sb, "web"), [1, 2, 3], "v{n}");
+        // One process per instance, one link each: nothing of an interrupted surge is left.
+        let up = sb
+            .systemctl(&[
+                "list-units",
+                "--state=running",
+                "--plain",
+                "--no-legend",
+                "web@*",
+            ])
+            .unwrap();
+        assert_eq!(up.lines().count(), 3, "v{n}: {up}");
+        let links = std::fs::read_dir(sb.unit_dir().join("web.target.wants"))
+            .unwrap()
+            .count();
+        assert_eq!(links, 3, "v{n}");
         assert_eq!(
             releases(&sb, "web"),
             [format!("v{n}"), format!("v{n}"), format!("v{n}")],

@@ -252,7 +252,7 @@ fn assert_health_check_adds(r: &Rendered, unit: &str, health_env: &str, app_env:
     assert_eq!(names, ["web@.service", "web.socket", unit, "web.target"]);
     let mut env = vec![
         health_env,
-        "\"SYSMGR_APP=web\" \"SYSMGR_INSTANCE=%i\" \"NODE_APP_INSTANCE=%i\"",
+        "\"SYSMGR_APP=web\" \"SYSMGR_INSTANCE=%i\" \"SYSMGR_INSTANCE_VAR=NODE_APP_INSTANCE\" \"NODE_APP_INSTANCE=%i\"",
         "\"SYSMGR_KILL_SIGNAL=SIGINT\" \"SYSMGR_KILL_TIMEOUT_MS=1600\"",
     ];
     env.extend(app_env);
@@ -323,7 +323,7 @@ fn a_health_check_command_is_a_oneshot_with_the_apps_user_and_environment() {
         check,
         "Service",
         "ExecStart",
-        &["\"/usr/bin/check\" \"100%%\" \"$$HOME\""],
+        &["\"/usr/bin/sysmgr\" \"exec\" \"/usr/bin/check\" \"100%%\" \"$$HOME\""],
     );
     assert_key(&r, check, "Service", "TimeoutStartSec", &["3s"]);
     assert_key(&r, check, "Service", "User", &["www"]);
@@ -405,7 +405,7 @@ fn pm2_settings_map_to_service_keys() {
         "Service",
         "Environment",
         &[
-            "\"SYSMGR_APP=web\" \"SYSMGR_INSTANCE=%i\" \"NODE_APP_INSTANCE=%i\"",
+            "\"SYSMGR_APP=web\" \"SYSMGR_INSTANCE=%i\" \"SYSMGR_INSTANCE_VAR=NODE_APP_INSTANCE\" \"NODE_APP_INSTANCE=%i\"",
             "\"SYSMGR_KILL_SIGNAL=SIGTERM\" \"SYSMGR_KILL_TIMEOUT_MS=3000\"",
             "\"SYSMGR_MAX_RESTARTS=4\" \"SYSMGR_RESTARTS_DIR=%t/sysmgr-restarts/%n\"",
         ],

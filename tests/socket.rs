@@ -168,7 +168,12 @@ fn a_crash_loop_stays_with_its_instance(victim: u32, recover: &str, extra: &str)
         &format!("crash loop of instance {victim}, then {recover}"),
         &report,
     );
-    // The brake starts counting afresh: the recovered instance gets its 16 starts again.
+    // The brake starts counting afresh: the recovered instance gets its 16 starts again. A
+    // reload moved it to its next generation (surge); a start restarted the same unit.
+    let unit = match recover {
+        "reload" => format!("web@{victim}:1.service"),
+        _ => unit,
+    };
     assert_eq!(crash_loop(&sb, &unit, 3), 3);
     assert_eq!(
         unit_state(&sb, &unit),
@@ -304,8 +309,23 @@ fn reload_forgets_the_streak_of_the_instances_it_restarts() {
         "{}",
         r.stderr
     );
+    // A surge reload: instance 1's next generation starts with a streak of its own, and the
+    // old one's is forgotten once it stopped.
     let streak = sb
-        .run(&["cat", "/run/sysmgr-restarts/web@1.service/starts"])
+        .run(&["cat", "/run/sysmgr-restarts/web@1:1.service/starts"])
+        .unwrap();
+    assert!(streak.starts_with("1 "), "{streak}");
+    assert!(!sb
+        .root()
+        .join("run/sysmgr-restarts/web@1.service/starts")
+        .exists());
+    assert_eq!(running(&sb, "web"), [1, 2]);
+    // In place, the same unit restarts: its streak starts again at 1.
+    assert_eq!(crash_loop(&sb, "web@1:1.service", 15), 15);
+    let r = sysmgr_in(&sb, &["reload", "web", "--surge", "0"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let streak = sb
+        .run(&["cat", "/run/sysmgr-restarts/web@1:1.service/starts"])
         .unwrap();
     assert!(streak.starts_with("1 "), "{streak}");
     assert_eq!(running(&sb, "web"), [1, 2]);

@@ -97,6 +97,7 @@ fn instances_start_with_exactly_the_declared_argv_environment_and_sockets() {
         declared.insert(os("SYSMGR_APP"), os("probe"));
         declared.insert(os("SYSMGR_INSTANCE"), os(&n.to_string()));
         declared.insert(os("NODE_APP_INSTANCE"), os(&n.to_string()));
+        declared.insert(os("SYSMGR_INSTANCE_VAR"), os("NODE_APP_INSTANCE"));
         declared.insert(os("SYSMGR_KILL_TIMEOUT_MS"), os("2000"));
         declared.insert(os("SYSMGR_KILL_SIGNAL"), os("SIGINT"));
         declared.insert(os("LISTEN_FDNAMES"), os("http"));
@@ -204,13 +205,7 @@ fn regenerating_with_fewer_instances_reloads_systemd_and_drops_them() {
 fn the_generator_runs_inside_systemd_and_its_units_start() {
     let sb = sandbox();
     let probe = workspace_bin("sysmgr-probe");
-    let gen_dir = sb.root().join("etc/systemd/system-generators");
-    std::fs::create_dir_all(&gen_dir).unwrap();
-    std::os::unix::fs::symlink(
-        crate::support::sysmgr_bin(),
-        gen_dir.join("sysmgr-generator"),
-    )
-    .unwrap();
+    crate::support::install_generator(&sb);
     write_in(
         &sb,
         "/etc/sysmgr/gen.toml",

@@ -25,11 +25,16 @@
 //! The parts: `hello`, sysmgr's socket modes with the reference worker; `node`, a Node app
 //! written for sysmgr under PM2's cluster mode and under sysmgr; `express`, PM2's own app
 //! (the articles' graceful Express app.js and ecosystem.config.js, unchanged) under both, and
-//! the cost of sysmgr's Node bridge itself ([`express`], [`bridge`]).
+//! the cost of sysmgr's Node bridge itself ([`express`], [`bridge`]); `surge`, not in the
+//! default list (it takes about 8 minutes), `sysmgr reload` (surge) against `sysmgr reload
+//! --surge 0` (in place) and `pm2 reload` under clients looping on slow requests, for each
+//! drain time of `SYSMGR_BENCH_DRAINS` (seconds, default `0,1.5,5`) ([`surge`]):
+//! `SYSMGR_BENCH_PARTS=surge cargo bench --bench reload`.
 
 mod bridge;
 mod express;
 mod pm2;
+mod surge;
 #[path = "../common/table.rs"]
 mod table;
 
@@ -40,6 +45,7 @@ use std::process::{Command, ExitCode};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
+use sysmgr::names::Generations;
 use sysmgr::reload::{InstanceReport, Options, Summary};
 use sysmgr::systemd::dbus::Systemd;
 use sysmgr::systemd::Manager;
@@ -72,6 +78,8 @@ struct Settings {
     rounds: usize,
     seconds: Duration,
     parts: Parts,
+    /// The drain times of the `surge` part (`SYSMGR_BENCH_DRAINS`).
+    drains: Vec<Duration>,
 }
 
 /// Which parts of the benchmark run.
@@ -80,6 +88,9 @@ struct Parts {
     hello: bool,
     node: bool,
     express: bool,
+    surge: bool,
+    /// `pm2 reload` beside sysmgr's in the `surge` part (unless `SYSMGR_BENCH_PM2=0`).
+    surge_pm2: bool,
 }
 
 impl Settings {
@@ -105,7 +116,10 @@ impl Settings {
                 hello: wanted("hello"),
                 node: pm2 && wanted("node"),
                 express: pm2 && wanted("express"),
+                surge: wanted("surge"),
+                surge_pm2: pm2,
             },
+            drains: surge::drains(var("SYSMGR_BENCH_DRAINS").as_deref()),
         }
     }
 }
@@ -166,7 +180,7 @@ fn run() -> anyhow::Result<()> {
         .expect("a file in a directory")
         .to_path_buf();
     let hello = bin_dir.join("sysmgr-hello");
-    if settings.parts.hello && !hello.exists() {
+    if (settings.parts.hello || settings.parts.surge) && !hello.exists() {
         bail!(
             "`{}` is missing; build it beside sysmgr first: `cargo build --release -p sysmgr -p sysmgr-hello` (with the same CARGO_TARGET_DIR)",
             hello.display()
@@ -225,6 +239,14 @@ fn run() -> anyhow::Result<()> {
         if let Err(e) = express::run(&bench, &repo, &mut out) {
             eprintln!("Express comparison skipped: {e:#}");
             writeln!(out, "\nExpress comparison skipped: {e:#}")?;
+        }
+    }
+
+    // 5. Surge against in-place reloads and `pm2 reload` under slow requests.
+    if bench.settings.parts.surge {
+        if let Err(e) = surge::run(&bench, &hello, &repo, &mut out) {
+            eprintln!("surge comparison stopped: {e:#}");
+            writeln!(out, "\nSurge comparison stopped: {e:#}")?;
         }
     }
 
@@ -640,11 +662,21 @@ impl Bench {
     /// `sysmgr reload NAME`'s engine, on a fresh connection as the command makes one.
     fn rollout(&self, app: &App) -> anyhow::Result<(Duration, Option<Summary>)> {
         let plan: Vec<u32> = (1..=app.instances).collect();
+        // Every slot at generation 0 (`NAME@N.service`): the apps here are only ever
+        // restarted in place, by this engine.
+        let generations = Generations::default();
         let summary = self.rt.block_on(async {
             let sd = Systemd::connect(Manager::System).await?;
             anyhow::Ok(
-                sysmgr::reload::rollout(&sd, &app.name, &plan, &Options::default(), &mut |_| {})
-                    .await,
+                sysmgr::reload::rollout(
+                    &sd,
+                    &app.name,
+                    &plan,
+                    &generations,
+                    &Options::default(),
+                    &mut |_| {},
+                )
+                .await,
             )
         })?;
         if !summary.completed() {

@@ -119,6 +119,19 @@ impl Pm2 {
     pub fn start(bin: &Path, app_js: &Path, instances: u32, port: u16) -> Result<Pm2, String> {
         // The same drain budget and readiness handshake as the sysmgr units: PM2's own
         // defaults (kill_timeout 1600 ms, SIGINT), `wait_ready` so a reload waits for `ready`.
+        Pm2::start_with_kill_timeout(bin, app_js, instances, port, 1600)
+    }
+
+    /// [`Pm2::start`] with PM2's `kill_timeout` (and the app's `SYSMGR_KILL_TIMEOUT_MS`, from
+    /// which it plans its drain) set to `kill_timeout_ms`: a drain longer than PM2's default
+    /// 1600 ms needs more.
+    pub fn start_with_kill_timeout(
+        bin: &Path,
+        app_js: &Path,
+        instances: u32,
+        port: u16,
+        kill_timeout_ms: u64,
+    ) -> Result<Pm2, String> {
         let ecosystem = serde_json::json!({
             "apps": [{
                 "name": "bench",
@@ -127,11 +140,11 @@ impl Pm2 {
                 "instances": instances,
                 "wait_ready": true,
                 "listen_timeout": 10000,
-                "kill_timeout": 1600,
+                "kill_timeout": kill_timeout_ms,
                 "autorestart": true,
                 "env": {
                     "SYSMGR_DEV_LISTEN": format!("127.0.0.1:{port}"),
-                    "SYSMGR_KILL_TIMEOUT_MS": "1600",
+                    "SYSMGR_KILL_TIMEOUT_MS": kill_timeout_ms.to_string(),
                 },
             }]
         });

@@ -43,7 +43,7 @@ pub fn run(args: &DescribeArgs, manager: Manager) -> anyhow::Result<ExitCode> {
         // The check as systemd loaded it: what the next reload asks.
         let health = match app.instances.first() {
             Some(&i) => {
-                let unit = crate::names::UnitNames::new(&name).instance(i);
+                let unit = crate::names::UnitNames::new(&name).unit_of(i, &app.generations);
                 sd.service_state(&unit)
                     .await
                     .ok()

@@ -56,6 +56,7 @@ pub fn run(args: &ExecArgs) -> anyhow::Result<ExitCode> {
         eprintln!("sysmgr exec: {refused}");
         return Ok(ExitCode::from(crate::config::brake::EXIT_STATUS));
     }
+    command.envs(slot_env(|k| std::env::var(k).ok()));
     // Only Node gets the bridge's notify fd: any other program speaks sd_notify itself and
     // inherits no fd it does not know.
     let node = std::path::Path::new(program)
@@ -79,6 +80,32 @@ pub fn run(args: &ExecArgs) -> anyhow::Result<ExitCode> {
     }
     let err = command.exec();
     Err(err).with_context(|| format!("cannot run `{}`", program.to_string_lossy()))
+}
+
+/// The variables that give the worker its slot alone when systemd's instance is a later
+/// generation of it (`%i` = `3:2`, see [`crate::names::split_instance`]): `SYSMGR_INSTANCE=3`,
+/// `SYSMGR_GENERATION=2`, and the app's `instance_var` (named by `SYSMGR_INSTANCE_VAR`) `3`
+/// where the unit set it to `%i` (for Node the bridge derives it from `SYSMGR_INSTANCE`). So
+/// the number a worker sees is the same whichever generation of its slot runs. Nothing for
+/// generation 0 (`%i` = `3`) or an instance string sysmgr does not build.
+fn slot_env(var: impl Fn(&str) -> Option<String>) -> Vec<(String, String)> {
+    let Some(raw) = var("SYSMGR_INSTANCE") else {
+        return Vec::new();
+    };
+    let Some((slot, generation)) = crate::names::split_instance(&raw).filter(|&(_, g)| g > 0)
+    else {
+        return Vec::new();
+    };
+    let mut env = vec![
+        ("SYSMGR_INSTANCE".to_string(), slot.to_string()),
+        ("SYSMGR_GENERATION".to_string(), generation.to_string()),
+    ];
+    if let Some(name) = var("SYSMGR_INSTANCE_VAR") {
+        if name != "SYSMGR_INSTANCE" && var(&name).as_deref() == Some(raw.as_str()) {
+            env.push((name, slot.to_string()));
+        }
+    }
+    env
 }
 
 /// A datagram socket connected to `address` (a path, or `@name` in the abstract namespace), as
@@ -305,5 +332,64 @@ mod journal {
         // SAFETY: fstat writes into the zeroed struct it is given, nothing else.
         let mut st: libc::stat = unsafe { std::mem::zeroed() };
         (unsafe { libc::fstat(fd, &mut st) } == 0).then_some((st.st_dev, st.st_ino))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::slot_env;
+
+    fn env_of(vars: &[(&str, &str)]) -> Vec<(String, String)> {
+        slot_env(|k| {
+            vars.iter()
+                .find(|(name, _)| *name == k)
+                .map(|(_, v)| v.to_string())
+        })
+    }
+
+    fn pairs(vars: &[(&str, &str)]) -> Vec<(String, String)> {
+        vars.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn a_later_generation_sees_its_slot_alone() {
+        assert_eq!(
+            env_of(&[
+                ("SYSMGR_INSTANCE", "3:2"),
+                ("SYSMGR_INSTANCE_VAR", "NODE_APP_INSTANCE"),
+                ("NODE_APP_INSTANCE", "3:2"),
+            ]),
+            pairs(&[
+                ("SYSMGR_INSTANCE", "3"),
+                ("SYSMGR_GENERATION", "2"),
+                ("NODE_APP_INSTANCE", "3"),
+            ])
+        );
+        // Node: the bridge sets the variable from SYSMGR_INSTANCE; it is not `%i` here.
+        assert_eq!(
+            env_of(&[
+                ("SYSMGR_INSTANCE", "3:2"),
+                ("SYSMGR_INSTANCE_VAR", "NODE_APP_INSTANCE"),
+            ]),
+            pairs(&[("SYSMGR_INSTANCE", "3"), ("SYSMGR_GENERATION", "2")])
+        );
+    }
+
+    #[test]
+    fn generation_zero_and_foreign_instances_are_left_alone() {
+        for instance in ["3", "3:0", "x", "3:2:1", ""] {
+            assert_eq!(
+                env_of(&[
+                    ("SYSMGR_INSTANCE", instance),
+                    ("SYSMGR_INSTANCE_VAR", "V"),
+                    ("V", instance),
+                ]),
+                Vec::new(),
+                "{instance}"
+            );
+        }
+        assert_eq!(env_of(&[]), Vec::new());
     }
 }

@@ -180,7 +180,7 @@ pub fn run(files: &[PathBuf], out: &Path, manager: Manager, log: &mut dyn FnMut(
         seen.insert(spec.name.to_string(), file.clone());
         let count = crate::install::read_scale(manager, spec.name.as_str())
             .unwrap_or_else(|| spec.instances.resolve(cores));
-        let rendered = match render::render(&spec, count, manager, Flavor::Generator) {
+        let mut rendered = match render::render(&spec, count, manager, Flavor::Generator) {
             Ok(rendered) => rendered,
             Err(e) => {
                 log(3, &skipped(&e, file));
@@ -188,6 +188,10 @@ pub fn run(files: &[PathBuf], out: &Path, manager: Manager, log: &mut dyn FnMut(
                 continue;
             }
         };
+        // Each slot linked at the generation that runs (a surge reload moves them).
+        let generations = crate::install::read_generations(manager, spec.name.as_str());
+        rendered.links = crate::names::UnitNames::new(spec.name.as_str())
+            .links_at(&rendered.links, &generations);
         if let Err(e) = dir.write(std::slice::from_ref(&rendered)) {
             log(
                 3,

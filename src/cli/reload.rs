@@ -1,4 +1,10 @@
-//! `sysmgr reload NAME|FILE [--parallel K]`: the zero-downtime rolling restart.
+//! `sysmgr reload NAME|FILE [--surge K] [--parallel K]`: the zero-downtime rolling restart.
+//!
+//! By default a surge reload ([`crate::reload::surge`]): each instance's new process starts
+//! beside the old one, which is stopped (and drains in the background) once the new one is
+//! ready, so the reload does not wait for drains and the app never has fewer processes
+//! accepting. `--surge 0`, and apps with per-instance sockets, restart each instance in
+//! place ([`crate::reload::rollout`]).
 //!
 //! With FILE, the units are regenerated and systemd reloaded first, so a changed command,
 //! environment or instance count takes effect (PM2's `reload` keeps the old environment
@@ -16,8 +22,9 @@ use clap::Args;
 use super::lifecycle::{self, LockArgs};
 use crate::controller::{ControlError, PutBack};
 use crate::reload::engine::human;
+use crate::reload::surge::SurgeSummary;
 use crate::reload::{self, Event, Options, Step, Summary};
-use crate::systemd::dbus::{ServiceResult, Systemd};
+use crate::systemd::dbus::{JobResult, ServiceResult, Systemd};
 use crate::systemd::Manager;
 
 #[derive(Debug, Args)]
@@ -27,9 +34,16 @@ pub struct ReloadArgs {
     /// reloaded in turn.
     #[arg(value_name = "NAME|FILE")]
     pub app: String,
-    /// How many instances restart at the same time.
+    /// How many instances restart at the same time (in a surge reload, how many new
+    /// processes start beside old ones, unless `--surge` says).
     #[arg(long, short = 'p', value_name = "K", default_value = "1")]
     pub parallel: NonZeroUsize,
+    /// Start each new process beside the old one, at most K at a time, and stop the old one
+    /// once the new one is ready (its drain runs in the background); 0 restarts each
+    /// instance in place. Default: surge, `--parallel` new processes at a time, for apps
+    /// with a shared socket; in place for per-instance sockets.
+    #[arg(long, value_name = "K")]
+    pub surge: Option<usize>,
     /// How long a new process must stay up after systemd reports it started, in ms.
     #[arg(long, value_name = "MS", default_value_t = 300)]
     pub min_ready: u64,
@@ -57,16 +71,20 @@ fn reload_apps(args: &ReloadArgs, manager: Manager, arg: &str) -> anyhow::Result
         min_ready: Duration::from_millis(args.min_ready),
         ..Options::default()
     };
+    let mut apps = apps;
     lifecycle::runtime()?.block_on(async {
         let sd = Systemd::connect(manager).await?;
         // One app after the other; a halt stops here, the apps after it keep their version,
         // and their previous unit files if the file changed them.
-        for (n, app) in apps.iter().enumerate() {
-            if let Err(e) = reload_one(&sd, app, &opts, &mut printer("reload"), &mut |line| {
+        for n in 0..apps.len() {
+            let mode = Mode::of(&apps[n], args.surge, args.parallel)?;
+            let app = &mut apps[n];
+            if let Err(e) = reload_one(&sd, app, mode, &opts, &mut printer("reload"), &mut |line| {
                 eprintln!("{line}");
             })
             .await
             {
+                let app = &apps[n];
                 for rest in &apps[n + 1..] {
                     if let Some(put_back) = rest.put_back_unreloaded(&sd).await {
                         eprintln!(
@@ -84,18 +102,57 @@ fn reload_apps(args: &ReloadArgs, manager: Manager, arg: &str) -> anyhow::Result
     })
 }
 
-/// Reloads one app opened under its lock: systemd first if its unit files changed, the
-/// rollout (its events to `on_event`), then the instances beyond the app's count are stopped.
-/// The lines a person reads (the closing line included) go to `say`; `sysmgr monit` shows
-/// them in its status line.
+/// How a reload moves each instance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Mode {
+    /// Restart in place: the old process drains, then the new one starts.
+    InPlace,
+    /// The new process first, at most this many beside old ones.
+    Surge(NonZeroUsize),
+}
+
+impl Mode {
+    /// The mode for `app`: `--surge` (`surge`) if given, else a surge of `parallel` for an
+    /// app whose sockets are shared and in place for per-instance sockets, which cannot
+    /// surge ([`ControlError::SurgeRefused`] when `--surge` asked for it).
+    pub(crate) fn of(
+        app: &crate::controller::App,
+        surge: Option<usize>,
+        parallel: NonZeroUsize,
+    ) -> anyhow::Result<Self> {
+        let per_instance = app.installed().per_instance_socket();
+        Ok(match (surge.map(NonZeroUsize::new), per_instance) {
+            (Some(None), _) | (None, Some(_)) => Self::InPlace,
+            (Some(Some(_)), Some(socket)) => {
+                return Err(ControlError::SurgeRefused {
+                    app: app.name().to_string(),
+                    socket: socket.to_string(),
+                }
+                .into());
+            }
+            (Some(Some(k)), None) => Self::Surge(k),
+            (None, None) => Self::Surge(parallel),
+        })
+    }
+}
+
+/// Reloads one app opened under its lock: settles what an interrupted surge left, systemd
+/// first if its unit files changed, the rollout (its events to `on_event`), then the
+/// instances beyond the app's count are stopped. The lines a person reads (the closing
+/// line included) go to `say`; `sysmgr monit` shows them in its status line.
 pub(crate) async fn reload_one(
     sd: &Systemd,
-    app: &crate::controller::App,
+    app: &mut crate::controller::App,
+    mode: Mode,
     opts: &Options,
     on_event: &mut dyn FnMut(&Event<'_>),
     say: &mut dyn FnMut(String),
 ) -> anyhow::Result<()> {
-    let name = app.name();
+    let name = app.name().to_string();
+    let name = name.as_str();
+    for line in app.settle_slots(sd).await? {
+        say(format!("reload {name}: {line}"));
+    }
     let running = app.running(sd).await?;
     super::start::say_sockets_cleared("reload", name, &app.recover_sockets(sd, "reload").await?);
     if app.reload_systemd_if_stale(sd).await? {
@@ -103,10 +160,14 @@ pub(crate) async fn reload_one(
             "reload {name}: the unit files changed on disk; reloaded systemd first"
         ));
     }
-    let reloaded = app.reload(sd, opts, on_event).await;
+    let reloaded = match mode {
+        Mode::InPlace => app.reload(sd, opts, on_event).await,
+        Mode::Surge(k) => app.surge_reload(sd, k, opts, on_event).await?,
+    };
     let halt = Halt {
         put_back: reloaded.put_back.as_ref(),
         source: app.installed().source.as_deref(),
+        surge: reloaded.surge.as_ref(),
     };
     say(closing_line("reload", &reloaded.summary, &running, &halt));
     halt_error("reload", &reloaded.summary, &halt)?;
@@ -141,19 +202,49 @@ fn list(instances: &[u32]) -> String {
 /// Progress lines on stderr: one per instance as it finishes.
 pub(crate) fn printer(verb: &'static str) -> impl FnMut(&Event<'_>) {
     let mut app = String::new();
-    move |event| match event {
+    move |event| {
+        match event {
         Event::Begin {
             app: name,
             total,
             parallel,
+            surge,
         } => {
             app = name.to_string();
-            eprintln!(
-                "{verb} {app}: {}, {parallel} at a time",
-                lifecycle::instances_word(*total)
-            );
+            if *surge {
+                eprintln!(
+                    "{verb} {app}: {}, surge {parallel}: each new process serves before its old one drains",
+                    lifecycle::instances_word(*total)
+                );
+            } else {
+                eprintln!(
+                    "{verb} {app}: {}, {parallel} at a time",
+                    lifecycle::instances_word(*total)
+                );
+            }
         }
         Event::Restarting { .. } => {}
+        Event::Drained {
+            unit,
+            pid,
+            took,
+            result,
+        } => match result {
+            Some(JobResult::Done) => eprintln!(
+                "{verb} {app}: {unit} (pid {}) drained in {}",
+                self::pid(*pid),
+                human(*took)
+            ),
+            Some(other) => eprintln!(
+                "{verb} {app}: {unit} (pid {}) stopped after {}: its stop job ended with `{other}`",
+                self::pid(*pid),
+                human(*took)
+            ),
+            None => eprintln!(
+                "{verb} {app}: {unit} (pid {}): its stop could not be followed; see `systemctl status {unit}`",
+                self::pid(*pid)
+            ),
+        },
         Event::Finished {
             index,
             total,
@@ -193,6 +284,7 @@ pub(crate) fn printer(verb: &'static str) -> impl FnMut(&Event<'_>) {
             _ => {}
         },
     }
+    }
 }
 
 fn pid(p: u32) -> String {
@@ -224,6 +316,8 @@ pub(crate) struct Halt<'a> {
     pub put_back: Option<&'a PutBack>,
     /// The app file named in the units' header.
     pub source: Option<&'a std::path::Path>,
+    /// A surge rollout's slots: where the old processes are.
+    pub surge: Option<&'a SurgeSummary>,
 }
 
 /// The closing line (on stderr), and the halt's error when the rollout halted. `running`: the instances that ran
@@ -253,8 +347,15 @@ pub(crate) fn closing_line(
             jobs.iter().min().copied().unwrap_or_default(),
             jobs.iter().max().copied().unwrap_or_default(),
         );
+        let drains = match halt.surge {
+            Some(surge) => format!(
+                "; the old processes drained in the background, longest {}",
+                human(surge.longest_drain())
+            ),
+            None => String::new(),
+        };
         return format!(
-            "{verb} {app}: {n} of {n} instances ready in {} (per instance {} to {}; controller overhead {})",
+            "{verb} {app}: {n} of {n} instances ready in {} (per instance {} to {}; controller overhead {}{drains})",
             human(summary.wall),
             human(min),
             human(max),
@@ -274,6 +375,15 @@ pub(crate) fn closing_line(
         "{verb} {app}: halted; {}",
         what_was_put_back(&failed.unit, halt.put_back)
     );
+    if let Some(slot) = halt
+        .surge
+        .and_then(|s| s.slots.iter().find(|r| r.slot == failed.instance))
+    {
+        line += &format!(
+            "; its old process, `{}`, kept serving and still runs the previous version",
+            slot.old_unit
+        );
+    }
     if !skipped.is_empty() {
         line += &format!(
             "; not restarted, still running the previous version: {}",

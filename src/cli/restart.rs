@@ -29,9 +29,12 @@ pub fn run(args: &RestartArgs, manager: Manager) -> anyhow::Result<ExitCode> {
 
 fn run_one(args: &RestartArgs, manager: Manager, name: &str) -> anyhow::Result<ExitCode> {
     // The instance list is read under the lock, so a concurrent scale cannot change it.
-    let app = lifecycle::open(manager, name, &args.lock)?;
+    let mut app = lifecycle::open(manager, name, &args.lock)?;
     lifecycle::runtime()?.block_on(async {
         let sd = Systemd::connect(manager).await?;
+        for line in app.settle_slots(&sd).await? {
+            eprintln!("restart {name}: {line}");
+        }
         match app.recover_sockets(&sd, "restart").await {
             Ok(cleared) => super::start::say_sockets_cleared("restart", name, &cleared),
             Err(e) => match e.downcast_ref::<ControlError>() {

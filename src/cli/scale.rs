@@ -96,12 +96,15 @@ pub fn run(args: &ScaleArgs, manager: Manager) -> anyhow::Result<ExitCode> {
 
 fn run_one(args: &ScaleArgs, manager: Manager, name: &str) -> anyhow::Result<()> {
     // Opened under the lock: the current count cannot change between reading and writing it.
-    let app = lifecycle::open(manager, name, &args.lock)?;
+    let mut app = lifecycle::open(manager, name, &args.lock)?;
     let current = app.instances().len() as u32;
     let new = args.count.apply(name, current)?;
     lifecycle::runtime()?.block_on(async {
         // Connected before anything is written: an unreachable systemd changes nothing.
         let sd = Systemd::connect(manager).await?;
+        for line in app.settle_slots(&sd).await? {
+            eprintln!("scale {name}: {line}");
+        }
         eprintln!("{}", scaled_line(name, &app.scale(&sd, new).await?));
         Ok(())
     })

@@ -31,10 +31,10 @@ pub struct StartArgs {
 }
 
 pub fn run(args: &StartArgs, manager: Manager) -> anyhow::Result<ExitCode> {
-    let apps = lifecycle::prepare(&args.app, &args.source, manager, &args.lock, false)?;
+    let mut apps = lifecycle::prepare(&args.app, &args.source, manager, &args.lock, false)?;
     lifecycle::runtime()?.block_on(async {
         let sd = Systemd::connect(manager).await?;
-        for app in &apps {
+        for app in &mut apps {
             start_one(&sd, app, !args.no_enable, manager).await?;
         }
         Ok(ExitCode::SUCCESS)
@@ -43,10 +43,13 @@ pub fn run(args: &StartArgs, manager: Manager) -> anyhow::Result<ExitCode> {
 
 async fn start_one(
     sd: &Systemd,
-    app: &crate::controller::App,
+    app: &mut crate::controller::App,
     enable: bool,
     manager: Manager,
 ) -> anyhow::Result<()> {
+    for line in app.settle_slots(sd).await? {
+        eprintln!("start {}: {line}", app.name());
+    }
     let name = app.name();
     if enable {
         if let Some(target) = app.enable(sd).await? {

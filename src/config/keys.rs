@@ -265,7 +265,7 @@ pub const KEYS: &[Key] = &[
         doc: Doc {
             kind: "string, default `NODE_APP_INSTANCE`",
             becomes: "`Environment=`",
-            notes: "the variable holding the instance number. Node apps: from 0, as PM2 counts (the bridge sets it to `SYSMGR_INSTANCE` - 1); other programs: systemd's `%i`, from 1. `SYSMGR_INSTANCE` (from 1) is always set too",
+            notes: "the variable holding the instance number. Node apps: from 0, as PM2 counts (the bridge sets it to `SYSMGR_INSTANCE` - 1); other programs: systemd's `%i`, from 1. `SYSMGR_INSTANCE` (from 1) is always set too, and `SYSMGR_INSTANCE_VAR` names this variable",
         },
         block: None,
         // Inside the template's `Environment=` line of who the instance is.
@@ -273,7 +273,11 @@ pub const KEYS: &[Key] = &[
             if s.runtime.is_node() {
                 format!("\"SYSMGR_INSTANCE_VAR={}\"", s.instance_var)
             } else {
-                format!("\"{}=%i\"", s.instance_var)
+                // Named too, so `sysmgr exec` can give it the slot alone (see names.rs).
+                format!(
+                    "\"SYSMGR_INSTANCE_VAR={0}\" \"{0}=%i\"",
+                    s.instance_var
+                )
             }
         }),
         values: |s, _| one(&s.instance_var),

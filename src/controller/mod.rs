@@ -15,22 +15,25 @@
 
 pub mod memory;
 pub mod status;
+pub mod surge;
 pub mod timers;
 
-use std::collections::BTreeSet;
-use std::num::NonZeroU32;
+use std::collections::{BTreeMap, BTreeSet};
+use std::num::{NonZeroU32, NonZeroUsize};
 use std::path::PathBuf;
 
 use crate::install::{InstalledApp, UnitDir};
 use crate::journal::{Action, Record};
 use crate::lock::AppLock;
 use crate::names::UnitNames;
-use crate::reload::{self, Event, Options, Summary};
+use crate::reload::surge::{surge_rollout, SurgeEvent, SurgeStep, SurgeSummary};
+use crate::reload::{self, Event, Options, Step, Summary};
 use crate::systemd::dbus::{
     ActiveState, DbusError, JobEnd, JobKind, JobMode, JobResult, ServiceState, SocketResult,
     Systemd, UnitListing,
 };
 use crate::systemd::Manager;
+use surge::SurgeSlots;
 
 /// How many jobs of its own sysmgr keeps queued in systemd at once. Over the bus, systemd
 /// watches the client behind every queued job with a match rule on its own bus connection,
@@ -107,6 +110,23 @@ pub enum ControlError {
         /// The running instances, listed.
         holders: String,
     },
+    /// A surge reload moved instances to their next generation, then systemd could not be
+    /// reloaded to read the moved wants links.
+    #[error("every new process of `{app}` serves, but systemd could not be reloaded to read the moved wants links ({cause}); run `systemctl daemon-reload`, or `sysmgr start {app}` may start the previous generation's units beside them")]
+    NotReloaded {
+        /// The app.
+        app: String,
+        /// Why.
+        cause: String,
+    },
+    /// `--surge` asked of an app with per-instance sockets.
+    #[error("cannot surge-reload `{app}`: `{socket}` gives each instance a listening socket of its own, so a new process beside the old one would listen apart, and stopping the old one would drop the connections queued on its socket; reload it in place with `--surge 0`")]
+    SurgeRefused {
+        /// The app.
+        app: String,
+        /// The per-instance socket template.
+        socket: String,
+    },
     /// A stop job did not end with `done`.
     #[error("systemd could not stop `{unit}`: the job ended with `{result}`")]
     StopFailed {
@@ -122,6 +142,8 @@ pub enum ControlError {
 pub struct Reloaded {
     /// The rollout.
     pub summary: Summary,
+    /// For a surge rollout, what it did slot by slot (the drains included).
+    pub surge: Option<SurgeSummary>,
     /// `None` when the rollout completed, or halted with no last good generation kept (the
     /// unit files did not change).
     pub put_back: Option<PutBack>,
@@ -310,6 +332,17 @@ impl App {
         &self.installed.instances
     }
 
+    /// The unit instance `slot` runs as: `NAME@N.service`, or `NAME@N:1.service` after a
+    /// surge reload moved it to its next generation.
+    pub fn unit(&self, slot: u32) -> String {
+        self.names.unit_of(slot, &self.installed.generations)
+    }
+
+    /// The units of the wanted instances, in order.
+    fn wanted_units(&self) -> Vec<String> {
+        self.instances().iter().map(|&i| self.unit(i)).collect()
+    }
+
     /// Enables `NAME.target` so the app starts at boot; returns the target's name if that
     /// changed anything. A generator's units cannot be enabled (the generator links the
     /// target into the default target itself): nothing to do.
@@ -347,11 +380,9 @@ impl App {
     async fn start_target(&self, sd: &Systemd) -> Result<Vec<(u32, ServiceState)>, DbusError> {
         // Clear failures left from earlier runs, so the start limit does not refuse the start.
         // Concurrently: the client bounds how many calls are in flight.
-        futures_util::future::try_join_all(self.instances().iter().map(|&i| {
-            let unit = self.names.instance(i);
-            async move { sd.reset_failed_unit(&unit).await }
-        }))
-        .await?;
+        let units = self.wanted_units();
+        futures_util::future::try_join_all(units.iter().map(|unit| sd.reset_failed_unit(unit)))
+            .await?;
         // The target is ordered after its instances, so its job ends once they started
         // (or failed: `Wants=` does not propagate failure, the states tell). Followed by
         // `run_job`, which also polls the target's job: a `daemon-reexec` meanwhile drops the
@@ -359,7 +390,7 @@ impl App {
         // ended (even unobserved), the instances' states below say what runs.
         sd.run_job(JobKind::Start, &self.names.target(), JobMode::Replace, None)
             .await?;
-        let states = instance_states(sd, self.name(), self.instances()).await?;
+        let states = unit_states(sd, &units).await?;
         Ok(self.instances().iter().copied().zip(states).collect())
     }
 
@@ -404,11 +435,10 @@ impl App {
         }
         // Per-instance sockets (`NAME@N.socket`) have `ReusePort=`: they bind again beside the
         // old one. A shared one cannot while any instance runs.
-        let running = running_instances(sd, self.name()).await?;
+        let running = running_units(sd, self.name()).await?;
         if let Some((socket, result)) = failed.iter().find(|(s, _)| !s.contains('@')) {
             if !running.is_empty() {
-                let holders: Vec<String> =
-                    running.iter().map(|&i| self.names.instance(i)).collect();
+                let holders: Vec<String> = running.into_iter().map(|(_, unit)| unit).collect();
                 return Err(ControlError::SocketWedged {
                     verb,
                     app: self.name().to_string(),
@@ -457,12 +487,12 @@ impl App {
 
     async fn stop_all(&self, sd: &Systemd) -> anyhow::Result<usize> {
         let name = self.name();
-        let loaded: Vec<u32> = loaded_instances(sd, name)
+        let loaded: Vec<String> = loaded_instances(sd, name)
             .await?
-            .iter()
-            .filter_map(|u| instance_of(name, &u.name))
+            .into_iter()
+            .map(|u| u.name)
             .collect();
-        let up = running_instances(sd, name).await?.len();
+        let up = running_units(sd, name).await?.len();
         stop_instances(sd, name, &loaded, true).await?;
         Ok(up)
     }
@@ -516,7 +546,15 @@ impl App {
             record.rollout_event(event);
             on_event(event);
         };
-        let summary = reload::rollout(sd, self.name(), instances, opts, &mut both).await;
+        let summary = reload::rollout(
+            sd,
+            self.name(),
+            instances,
+            &self.installed.generations,
+            opts,
+            &mut both,
+        )
+        .await;
         record.rollout_done(&summary);
         summary
     }
@@ -533,7 +571,7 @@ impl App {
         limit: u64,
         on_event: &mut dyn FnMut(&Event<'_>),
     ) -> Result<(Vec<(u32, u64)>, Option<Summary>), DbusError> {
-        let states = instance_states(sd, self.name(), self.instances()).await?;
+        let states = unit_states(sd, &self.wanted_units()).await?;
         let over: Vec<(u32, u64)> = self
             .instances()
             .iter()
@@ -598,7 +636,7 @@ impl App {
     /// `reload FILE` killed between writing them and reloading systemd): restarting would
     /// bring back the old version. Returns whether it did.
     pub async fn reload_systemd_if_stale(&self, sd: &Systemd) -> Result<bool, DbusError> {
-        let states = instance_states(sd, self.name(), self.instances()).await?;
+        let states = unit_states(sd, &self.wanted_units()).await?;
         let mut others: BTreeSet<&str> = states
             .iter()
             .flat_map(|s| s.triggered_by.iter().map(String::as_str))
@@ -639,7 +677,199 @@ impl App {
             let failed = summary.failed().map(|f| (f.instance, f.unit.clone()));
             self.put_back_last_good(sd, failed, opts.grace).await
         };
-        Reloaded { summary, put_back }
+        Reloaded {
+            summary,
+            put_back,
+            surge: None,
+        }
+    }
+
+    /// The surge reload of every wanted instance ([`crate::reload::surge`]): each slot's next
+    /// generation starts beside the old process, and the old one drains in the background
+    /// once the new one is ready (and healthy), at most `surge` new processes at a time.
+    /// Afterwards systemd is reloaded so `NAME.target` wants the generations that run. A
+    /// halt stops the new process of the failing slot (the old one keeps serving) and puts
+    /// back the last good unit files, like [`Self::reload`].
+    pub async fn surge_reload(
+        &self,
+        sd: &Systemd,
+        surge: NonZeroUsize,
+        opts: &Options,
+        on_event: &mut dyn FnMut(&Event<'_>),
+    ) -> anyhow::Result<Reloaded> {
+        let record = self.record(Action::Reload);
+        let links = self.links_dir()?;
+        let slots = if self.installed.from_generator {
+            SurgeSlots::from_generator(
+                sd,
+                &links,
+                self.name(),
+                self.manager,
+                self.installed.generations.clone(),
+            )
+        } else {
+            SurgeSlots::new(sd, &links, self.name())
+        };
+        let total = self.instances().len();
+        let mut both = |event: &Event<'_>| {
+            record.rollout_event(event);
+            on_event(event);
+        };
+        both(&Event::Begin {
+            app: self.name(),
+            total,
+            parallel: surge.get(),
+            surge: true,
+        });
+        let index: BTreeMap<u32, usize> = self
+            .instances()
+            .iter()
+            .enumerate()
+            .map(|(n, &slot)| (slot, n + 1))
+            .collect();
+        let surged = surge_rollout(
+            &slots,
+            self.name(),
+            self.instances(),
+            &self.installed.generations,
+            surge,
+            opts,
+            &mut |event| match event {
+                SurgeEvent::Starting { slot, unit } => both(&Event::Restarting {
+                    index: index[slot],
+                    total,
+                    unit,
+                }),
+                SurgeEvent::Switched { report } => both(&Event::Finished {
+                    index: index[&report.slot],
+                    total,
+                    report: &report.as_instance_report(),
+                }),
+                SurgeEvent::Finished { report } => match report.step {
+                    SurgeStep::Done => both(&Event::Drained {
+                        unit: &report.old_unit,
+                        pid: report.old_pid,
+                        took: report.drain,
+                        result: report.drain_result.clone(),
+                    }),
+                    _ => both(&Event::Finished {
+                        index: index[&report.slot],
+                        total,
+                        report: &report.as_instance_report(),
+                    }),
+                },
+            },
+        )
+        .await;
+        let summary = surged.as_summary();
+        record.rollout_done(&summary);
+        let moved = summary.instances.iter().any(|r| r.step == Step::Ready);
+        let put_back = if summary.completed() {
+            let _ = self.dir.forget_last_good(self.name());
+            None
+        } else {
+            // The failed slot's old process still runs: nothing to start again.
+            self.put_back_last_good(sd, None, opts.grace).await
+        };
+        // The put-back reloaded systemd already (if it could).
+        if moved && put_back.is_none() {
+            sd.reload().await.map_err(|e| ControlError::NotReloaded {
+                app: self.name().to_string(),
+                cause: e.to_string(),
+            })?;
+        }
+        Ok(Reloaded {
+            summary,
+            put_back,
+            surge: Some(surged),
+        })
+    }
+
+    /// Where the app's wants links are: the unit directory, or the generator's.
+    fn links_dir(&self) -> anyhow::Result<UnitDir> {
+        if !self.installed.from_generator {
+            return Ok(self.dir.clone());
+        }
+        let dir = self
+            .manager
+            .generator_dir()
+            .ok_or_else(|| anyhow::anyhow!("no generator directory for this manager"))?;
+        Ok(UnitDir::new(dir))
+    }
+
+    /// Settles slots a surge reload left with two generations (it was killed between
+    /// starting a new process and stopping the old one): the slot keeps the generation its
+    /// wants link names (with two links, the later started of the two, which was ready
+    /// before it was linked), the other is stopped and unlinked. Returns what it did, one
+    /// line each; reloads systemd if a link changed.
+    pub async fn settle_slots(&mut self, sd: &Systemd) -> anyhow::Result<Vec<String>> {
+        let links = self.links_dir()?;
+        let linked = links.slot_links(self.name())?;
+        let up = running_units(sd, self.name()).await?;
+        let mut done = Vec::new();
+        let mut generations = self.installed.generations.clone();
+        let mut relinked = false;
+        let slots: BTreeSet<u32> = linked.iter().map(|&(slot, _)| slot).collect();
+        for slot in slots {
+            let gens: Vec<u32> = linked
+                .iter()
+                .filter(|&&(s, _)| s == slot)
+                .map(|&(_, g)| g)
+                .collect();
+            let running: Vec<&String> = up
+                .iter()
+                .filter(|(s, _)| *s == slot)
+                .map(|(_, unit)| unit)
+                .collect();
+            if gens.len() < 2 && running.len() < 2 {
+                continue;
+            }
+            let unit_of = |g: u32| self.names.slot_unit(slot, g);
+            // Linked and running; with two, the later started.
+            let mut candidates = Vec::new();
+            for &g in &gens {
+                let unit = unit_of(g);
+                if running.contains(&&unit) {
+                    let state = sd.service_state(&unit).await?;
+                    candidates.push((state.active_enter_usec, g));
+                }
+            }
+            candidates.sort_unstable();
+            let keep = match candidates.last() {
+                Some(&(_, g)) => g,
+                None => gens[0],
+            };
+            for &g in gens.iter().filter(|&&g| g != keep) {
+                links.remove_slot_link(self.name(), slot, g)?;
+                relinked = true;
+            }
+            generations.set(slot, keep);
+            let kept = unit_of(keep);
+            let others: Vec<String> = running
+                .iter()
+                .filter(|u| ***u != kept)
+                .map(|u| u.to_string())
+                .collect();
+            if !others.is_empty() && running.contains(&&kept) {
+                stop_units(sd, &others).await?;
+                done.push(format!(
+                    "instance {slot} ran twice after an interrupted reload: kept {kept}, stopped {}",
+                    others.join(", ")
+                ));
+            } else if gens.len() > 1 {
+                done.push(format!(
+                    "instance {slot} was linked twice after an interrupted reload: kept {kept}"
+                ));
+            }
+        }
+        if relinked {
+            if self.installed.from_generator {
+                crate::install::write_generations(self.manager, self.name(), &generations)?;
+            }
+            sd.reload().await?;
+        }
+        self.installed.generations = generations;
+        Ok(done)
     }
 
     /// For an app whose units `reload FILE` wrote but which it did not roll, because an app
@@ -687,7 +917,9 @@ impl App {
         let reloaded = sd.reload().await.map_err(|e| e.to_string());
         let restarted = match (&reloaded, failed) {
             (Ok(()), Some((instance, unit)))
-                if wanted.contains(&self.names.instance_link(instance)) =>
+                if wanted
+                    .iter()
+                    .any(|l| self.names.linked_instance(&l.path, &l.target) == Some(instance)) =>
             {
                 let started = start_verified(sd, &unit, grace).await;
                 if started.is_err() {
@@ -717,7 +949,13 @@ impl App {
         let wanted: BTreeSet<u32> = self.instances().iter().copied().collect();
         let extra: Vec<u32> = running.difference(&wanted).copied().collect();
         if !extra.is_empty() {
-            stop_instances(sd, self.name(), &extra, false).await?;
+            let units: Vec<String> = running_units(sd, self.name())
+                .await?
+                .into_iter()
+                .filter(|(slot, _)| extra.contains(slot))
+                .map(|(_, unit)| unit)
+                .collect();
+            stop_instances(sd, self.name(), &units, false).await?;
         }
         Ok(extra)
     }
@@ -822,13 +1060,19 @@ impl App {
         // The target's Wants= changed on disk (or the generator will change it now).
         sd.reload().await?;
         let target_state = sd.active_state(&self.names.target()).await?;
-        let running = running_instances(sd, &name).await?;
+        let up = running_units(sd, &name).await?;
+        let running: BTreeSet<u32> = up.iter().map(|&(slot, _)| slot).collect();
         let n = new.get();
         if target_state != ActiveState::Active && running.is_empty() {
             return Ok(Scaled::CountOnly { to: n });
         }
-        let to_stop: Vec<u32> = running.iter().copied().filter(|&i| i > n).collect();
+        let to_stop: Vec<String> = up
+            .into_iter()
+            .filter(|&(slot, _)| slot > n)
+            .map(|(_, unit)| unit)
+            .collect();
         let to_start: Vec<u32> = (1..=n).filter(|i| !running.contains(i)).collect();
+        let start_units: Vec<String> = to_start.iter().map(|&i| self.unit(i)).collect();
         if !to_stop.is_empty() || !to_start.is_empty() {
             *before = Some(running.clone());
         }
@@ -837,18 +1081,16 @@ impl App {
         }
         if !to_start.is_empty() {
             let mut watch = sd.watch_jobs().await?;
-            for window in to_start.chunks(JOB_WINDOW) {
-                let jobs = futures_util::future::try_join_all(window.iter().map(|&i| {
-                    let unit = self.names.instance(i);
-                    async move {
-                        sd.reset_failed_unit(&unit).await?;
-                        sd.start_unit(&unit, JobMode::Replace).await
-                    }
-                }))
-                .await?;
+            for window in start_units.chunks(JOB_WINDOW) {
+                let jobs =
+                    futures_util::future::try_join_all(window.iter().map(|unit| async move {
+                        sd.reset_failed_unit(unit).await?;
+                        sd.start_unit(unit, JobMode::Replace).await
+                    }))
+                    .await?;
                 watch.wait_all(&jobs).await?;
             }
-            let states = instance_states(sd, &name, &to_start).await?;
+            let states = unit_states(sd, &start_units).await?;
             let failed: Vec<String> = states
                 .iter()
                 .filter(|s| !s.is_running())
@@ -957,12 +1199,13 @@ async fn start_verified(
     }
 }
 
-/// The instance number of `NAME@N.service`.
+/// The instance number (slot) of `NAME@N.service` or `NAME@N:G.service`.
 pub fn instance_of(app: &str, unit: &str) -> Option<u32> {
     UnitNames::new(app).instance_of(unit)
 }
 
-/// The app's instance units systemd has loaded (running, failed, or merely referenced).
+/// The app's instance units systemd has loaded (running, failed, or merely referenced), of
+/// every generation.
 pub async fn loaded_instances(sd: &Systemd, app: &str) -> Result<Vec<UnitListing>, DbusError> {
     let units = sd
         .list_units(&[UnitNames::new(app).instance_pattern()])
@@ -973,52 +1216,59 @@ pub async fn loaded_instances(sd: &Systemd, app: &str) -> Result<Vec<UnitListing
         .collect())
 }
 
-/// The instances that run now (anything but stopped), sorted.
-pub async fn running_instances(sd: &Systemd, app: &str) -> Result<BTreeSet<u32>, DbusError> {
-    Ok(loaded_instances(sd, app)
+/// The instance units that run now (anything but stopped), with their slots, by slot: one
+/// per slot, or two for a slot a surge reload is moving (or was killed while moving).
+pub async fn running_units(sd: &Systemd, app: &str) -> Result<Vec<(u32, String)>, DbusError> {
+    let mut up: Vec<(u32, String)> = loaded_instances(sd, app)
         .await?
-        .iter()
+        .into_iter()
         .filter(|u| u.active_state.is_up())
-        .filter_map(|u| instance_of(app, &u.name))
+        .filter_map(|u| instance_of(app, &u.name).map(|slot| (slot, u.name)))
+        .collect();
+    up.sort();
+    Ok(up)
+}
+
+/// The instances (slots) that run now, sorted.
+pub async fn running_instances(sd: &Systemd, app: &str) -> Result<BTreeSet<u32>, DbusError> {
+    Ok(running_units(sd, app)
+        .await?
+        .into_iter()
+        .map(|(slot, _)| slot)
         .collect())
 }
 
-/// The states of `instances` of `app`, read concurrently (the client bounds the calls in
-/// flight, so a thousand instances are read a few dozen at a time).
-pub async fn instance_states(
-    sd: &Systemd,
-    app: &str,
-    instances: &[u32],
-) -> Result<Vec<ServiceState>, DbusError> {
-    let names = UnitNames::new(app);
-    futures_util::future::try_join_all(
-        instances
-            .iter()
-            .map(|&i| names.instance(i))
-            .map(|unit| async move { sd.service_state(&unit).await }),
-    )
-    .await
+/// The states of `units`, read concurrently (the client bounds the calls in flight, so a
+/// thousand instances are read a few dozen at a time).
+pub async fn unit_states(sd: &Systemd, units: &[String]) -> Result<Vec<ServiceState>, DbusError> {
+    futures_util::future::try_join_all(units.iter().map(|unit| sd.service_state(unit))).await
 }
 
-/// Stops `instances` of `app` and the sockets that belong to them alone (per-instance
-/// sockets, `NAME@N.socket`; a shared socket keeps serving the others), and waits for every
-/// stop job. With `target`, stops `NAME.target` too (and through `PartOf=`, every unit of
-/// the app, shared sockets included).
+/// Stops the instance `units` of `app` and the sockets that belong to them alone
+/// (per-instance sockets, `NAME@N.socket`; a shared socket keeps serving the others), and
+/// waits for every stop job. With `target`, stops `NAME.target` too (and through `PartOf=`,
+/// every unit of the app, shared sockets included).
 pub async fn stop_instances(
     sd: &Systemd,
     app: &str,
-    instances: &[u32],
+    instances: &[String],
     target: bool,
 ) -> anyhow::Result<()> {
     let names = UnitNames::new(app);
-    let states = instance_states(sd, app, instances).await?;
+    let states = unit_states(sd, instances).await?;
     let mut units: Vec<String> = Vec::new();
     if target {
         units.push(names.target());
     }
-    for (state, &i) in states.iter().zip(instances) {
+    let prefix = format!("{app}@");
+    for state in &states {
         units.push(state.unit.clone());
-        let suffix = format!("@{i}.socket");
+        let instance = state
+            .unit
+            .strip_prefix(&prefix)
+            .and_then(|rest| rest.strip_suffix(".service"))
+            .unwrap_or_default();
+        let suffix = format!("@{instance}.socket");
         // Stopping the whole app stops shared sockets too (they are `PartOf=` the target;
         // naming them here makes us wait for them).
         for socket in &state.triggered_by {
@@ -1057,8 +1307,9 @@ pub async fn stop_units(sd: &Systemd, units: &[String]) -> anyhow::Result<()> {
 impl crate::Classify for ControlError {
     fn class(&self) -> crate::ErrorClass {
         match self {
-            Self::NotGenerated { .. } => crate::ErrorClass::Invalid,
+            Self::NotGenerated { .. } | Self::SurgeRefused { .. } => crate::ErrorClass::Invalid,
             Self::NotRunning { .. }
+            | Self::NotReloaded { .. }
             | Self::SocketWedged { .. }
             | Self::Halted { .. }
             | Self::StopFailed { .. }

@@ -130,11 +130,12 @@ pub async fn collect(sd: &Systemd, apps: &[InstalledApp]) -> Result<Vec<AppStatu
             .map(|u| (u.name.clone(), u))
             .collect()
     };
-    // The instances that run, by app: those beyond the wanted ones are shown too.
-    let mut up: HashMap<&str, Vec<u32>> = HashMap::new();
+    // The instance units that run, by app: those beyond the wanted ones are shown too, and
+    // so is the other generation of a slot a surge reload is moving.
+    let mut up: HashMap<&str, Vec<(u32, &str)>> = HashMap::new();
     for unit in listed.values().filter(|u| u.active_state.is_up()) {
         if let Some((app, n)) = parse_instance(&unit.name) {
-            up.entry(app).or_default().push(n);
+            up.entry(app).or_default().push((n, unit.name.as_str()));
         }
     }
     let now_usec = SystemTime::now()
@@ -145,18 +146,30 @@ pub async fn collect(sd: &Systemd, apps: &[InstalledApp]) -> Result<Vec<AppStatu
     let per_app = apps.iter().map(|app| {
         let names = UnitNames::new(&app.name);
         let wanted: BTreeSet<u32> = app.instances.iter().copied().collect();
-        let mut all = wanted.clone();
-        all.extend(up.get(app.name.as_str()).into_iter().flatten().copied());
-        let all: Vec<u32> = all.into_iter().collect();
-        let socket_units: BTreeSet<String> = all.iter().flat_map(|&i| app.sockets_of(i)).collect();
+        // (slot, unit, wanted), by slot: the wanted slots at their generation, then any
+        // other unit of the app that runs.
+        let mut all: BTreeSet<(u32, String, bool)> = wanted
+            .iter()
+            .map(|&i| (i, names.unit_of(i, &app.generations), true))
+            .collect();
+        for &(i, unit) in up.get(app.name.as_str()).into_iter().flatten() {
+            if !all.iter().any(|(_, u, _)| u == unit) {
+                all.insert((i, unit.to_string(), false));
+            }
+        }
+        let all: Vec<(u32, String, bool)> = all.into_iter().collect();
+        let socket_units: BTreeSet<String> = all
+            .iter()
+            .flat_map(|&(i, _, _)| app.sockets_of(i))
+            .collect();
         async move {
             let target = names.target();
             let (target, states, socket_states) = futures_util::future::try_join3(
                 active_state(sd, listed, &target),
-                futures_util::future::try_join_all(all.iter().map(|&i| {
-                    let unit = names.instance(i);
-                    async move { sd.service_figures(&unit, listed.get(&unit)).await }
-                })),
+                futures_util::future::try_join_all(
+                    all.iter()
+                        .map(|(_, unit, _)| sd.service_figures(unit, listed.get(unit))),
+                ),
                 futures_util::future::try_join_all(
                     socket_units
                         .iter()
@@ -182,7 +195,7 @@ pub async fn collect(sd: &Systemd, apps: &[InstalledApp]) -> Result<Vec<AppStatu
                 instances: states
                     .into_iter()
                     .zip(&all)
-                    .map(|(s, &i)| InstanceStatus::new(i, wanted.contains(&i), s, now_usec))
+                    .map(|(s, &(i, _, wanted))| InstanceStatus::new(i, wanted, s, now_usec))
                     .collect(),
                 sockets: socket_units
                     .into_iter()

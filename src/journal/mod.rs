@@ -40,8 +40,9 @@ pub mod fields {
     pub const APP: &str = "SYSMGR_APP";
     /// `start`, `stop`, `restart`, `scale`, `delete`, `generate` or `reload`.
     pub const ACTION: &str = "SYSMGR_ACTION";
-    /// `begin` (a rollout starts), `instance` (one instance of a rollout is done) or
-    /// `summary` (the action is done: one per action).
+    /// `begin` (a rollout starts), `instance` (one instance of a rollout is done), `drain`
+    /// (a surge reload's old process finished draining) or `summary` (the action is done:
+    /// one per action).
     pub const EVENT: &str = "SYSMGR_EVENT";
     /// Summary: `ok`, `halted` (a rollout stopped at a failed instance) or `failed`.
     /// Instance: `ready` or `failed`.
@@ -295,18 +296,48 @@ impl Record {
     pub fn rollout_event(&self, event: &Event<'_>) {
         match event {
             Event::Begin {
-                total, parallel, ..
+                total,
+                parallel,
+                surge,
+                ..
             } => Entry {
                 instances: Some(*total as u64),
                 parallel: Some(*parallel as u64),
                 ..self.entry(
                     "begin",
                     "",
-                    format!("{total} instances, {parallel} at a time"),
+                    if *surge {
+                        format!("{total} instances, surge {parallel}: each new process serves before its old one drains")
+                    } else {
+                        format!("{total} instances, {parallel} at a time")
+                    },
                 )
             }
             .emit(),
             Event::Restarting { .. } => {}
+            Event::Drained {
+                unit,
+                pid,
+                took,
+                result,
+            } => {
+                let done = *result == Some(crate::systemd::dbus::JobResult::Done);
+                Entry {
+                    failed: !done,
+                    duration_ms: Some(ms(*took)),
+                    unit: Some(unit.to_string()),
+                    old_pid: Some(u64::from(*pid)),
+                    ..self.entry(
+                        "drain",
+                        if done { "ok" } else { "failed" },
+                        format!(
+                            "`{unit}` (pid {pid}) drained in {}, after its new process was ready",
+                            crate::reload::engine::human(*took)
+                        ),
+                    )
+                }
+                .emit()
+            }
             Event::Finished { report, .. } => instance_entry(self, report).emit(),
         }
     }

@@ -43,9 +43,11 @@ pub struct Query {
 /// The arguments of the `journalctl` that prints the query's entries as JSON, oldest first.
 pub fn journalctl_args(q: &Query, manager: Manager) -> Vec<String> {
     let names = UnitNames::new(&q.app);
-    let unit = match q.instance {
-        Some(n) => names.instance(n),
-        None => names.instance_pattern(),
+    // An instance runs as generation 0 or 1 of its slot (a surge reload alternates them):
+    // both units, merged.
+    let units = match q.instance {
+        Some(n) => vec![names.slot_unit(n, 0), names.slot_unit(n, 1)],
+        None => vec![names.instance_pattern()],
     };
     let unit_flag = match manager {
         Manager::System => "--unit",
@@ -55,9 +57,9 @@ pub fn journalctl_args(q: &Query, manager: Manager) -> Vec<String> {
         "--output=json".to_string(),
         "--no-pager".into(),
         "--quiet".into(),
-        format!("{unit_flag}={unit}"),
-        format!("--lines={}", q.lines),
     ];
+    args.extend(units.iter().map(|unit| format!("{unit_flag}={unit}")));
+    args.push(format!("--lines={}", q.lines));
     if q.follow {
         args.push("--follow".into());
     }
@@ -209,6 +211,7 @@ mod tests {
             journalctl_args(&out, Manager::User)[3..],
             [
                 "--user-unit=web@2.service",
+                "--user-unit=web@2:1.service",
                 "--lines=50",
                 "--follow",
                 "--since=1h ago",

@@ -28,9 +28,9 @@ use futures_util::FutureExt as _;
 use super::health::{self, Unhealthy};
 use super::plan::{Phase, Planner, Step};
 use super::units::{JobOutcome, Units};
-use crate::names::UnitNames;
+use crate::names::{Generations, UnitNames};
 use crate::systemd::dbus::{
-    ActiveState, DbusError, JobResult, ServiceResult, ServiceState, SubState,
+    ActiveState, DbusError, JobKind, JobResult, ServiceResult, ServiceState, SubState,
 };
 
 /// How a rollout runs.
@@ -60,19 +60,22 @@ impl Default for Options {
 /// Why an instance's restart failed.
 #[derive(Debug, Clone)]
 pub enum FailureReason {
-    /// The restart job ended with a result other than `done`.
-    Job(JobResult),
+    /// The job (restart, or a surge's start of the new process) ended with a result other
+    /// than `done`.
+    Job(JobKind, JobResult),
     /// systemd had not finished the job after its own timeouts plus the grace.
-    GaveUp(Duration),
+    GaveUp(JobKind, Duration),
     /// The job was done but the unit is not active.
     NotRunning {
+        /// The job.
+        job: JobKind,
         /// `ActiveState` after the job.
         active_state: ActiveState,
         /// `SubState` after the job.
         sub_state: SubState,
     },
     /// The job was done but the same process still runs.
-    NotRestarted,
+    NotRestarted(JobKind),
     /// The new process stopped being the active one within the min-ready window.
     ExitedEarly {
         /// The window.
@@ -82,42 +85,46 @@ pub enum FailureReason {
     Unhealthy(Box<Unhealthy>),
     /// The connection to systemd was lost while the job ran (`daemon-reexec`), so how the
     /// job ended was not seen; afterwards the unit showed this.
-    Unobserved(Box<FailureReason>),
+    Unobserved(JobKind, Box<FailureReason>),
     /// A call to systemd failed.
     Systemd(DbusError),
+    /// The new process could not be made its slot's unit (surge rollout).
+    Switch(String),
 }
 
 impl fmt::Display for FailureReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::Job(result) => write!(f, "the restart job ended with `{result}`"),
-            Self::GaveUp(after) => write!(
+            Self::Job(job, result) => write!(f, "the {job} job ended with `{result}`"),
+            Self::GaveUp(job, after) => write!(
                 f,
-                "systemd had not finished the restart job after {}",
+                "systemd had not finished the {job} job after {}",
                 human(*after)
             ),
             Self::NotRunning {
+                job,
                 active_state,
                 sub_state,
             } => write!(
                 f,
-                "the restart job was done but the unit is `{active_state}/{sub_state}`"
+                "the {job} job was done but the unit is `{active_state}/{sub_state}`"
             ),
-            Self::NotRestarted => {
-                write!(f, "the restart job was done but the old process still runs")
+            Self::NotRestarted(job) => {
+                write!(f, "the {job} job was done but the old process still runs")
             }
             Self::ExitedEarly { within } => {
                 write!(f, "the new process did not stay up for {}", human(*within))
             }
             Self::Unhealthy(u) => write!(f, "{u}"),
-            Self::Unobserved(after) => write!(
+            Self::Unobserved(job, after) => write!(
                 f,
-                "the connection to systemd was lost while the restart job ran, and then {}",
+                "the connection to systemd was lost while the {job} job ran, and then {}",
                 after
                     .to_string()
-                    .trim_start_matches("the restart job was done but ")
+                    .trim_start_matches(&format!("the {job} job was done but "))
             ),
             Self::Systemd(e) => write!(f, "{e}"),
+            Self::Switch(why) => write!(f, "the new unit could not replace the old one: {why}"),
         }
     }
 }
@@ -212,8 +219,10 @@ pub enum Event<'a> {
         app: &'a str,
         /// How many instances.
         total: usize,
-        /// How many at a time.
+        /// How many at a time (for a surge rollout, new processes beside old ones).
         parallel: usize,
+        /// A surge rollout: each new process serves before its old one is stopped.
+        surge: bool,
     },
     /// An instance's restart begins.
     Restarting {
@@ -232,6 +241,18 @@ pub enum Event<'a> {
         total: usize,
         /// What happened.
         report: &'a InstanceReport,
+    },
+    /// A surge rollout's old process finished draining (in the background, after its new
+    /// one was ready).
+    Drained {
+        /// The old unit.
+        unit: &'a str,
+        /// Its main PID before the stop.
+        pid: u32,
+        /// From the stop to the job's end.
+        took: Duration,
+        /// How the stop job ended (`None`: a call to systemd failed).
+        result: Option<JobResult>,
     },
 }
 
@@ -263,12 +284,13 @@ enum Done {
     },
 }
 
-/// Rolls through `instances` of `app`: restarts them `opts.parallel` at a time, halting at the
+/// Rolls through `instances` of `app` (each as the unit of its generation in `generations`): restarts them `opts.parallel` at a time, halting at the
 /// first failure. Never fails as a whole: failures are in the [`Summary`].
 pub async fn rollout<U: Units>(
     units: &U,
     app: &str,
     instances: &[u32],
+    generations: &Generations,
     opts: &Options,
     progress: &mut dyn FnMut(&Event<'_>),
 ) -> Summary {
@@ -283,7 +305,7 @@ pub async fn rollout<U: Units>(
             (
                 i,
                 Track {
-                    unit: names.instance(i),
+                    unit: names.unit_of(i, generations),
                     index: n + 1,
                     begun: None,
                     old_pid: 0,
@@ -300,6 +322,7 @@ pub async fn rollout<U: Units>(
         app,
         total,
         parallel: opts.parallel.get(),
+        surge: false,
     });
     let mut pending: FuturesUnordered<LocalBoxFuture<'_, Done>> = FuturesUnordered::new();
     loop {
@@ -469,31 +492,33 @@ async fn restart_phase<U: Units>(
     let job = job_started.elapsed();
     let result = match outcome {
         Err(e) => Err(FailureReason::Systemd(e)),
-        Ok(JobOutcome::GaveUp(after)) => Err(FailureReason::GaveUp(after)),
+        Ok(JobOutcome::GaveUp(after)) => Err(FailureReason::GaveUp(JobKind::Restart, after)),
         Ok(JobOutcome::Finished(JobResult::Done)) => match units.state(&unit).await {
             Err(e) => Err(FailureReason::Systemd(e)),
-            Ok(after) => verify_restarted(&before, after).map(Box::new),
+            Ok(after) => verify_restarted(JobKind::Restart, &before, after).map(Box::new),
         },
         // A job whose end was not seen (systemd re-executed meanwhile) is judged by the
         // unit's state alone, which must show a new process.
         Ok(JobOutcome::Unobserved) => match units.state(&unit).await {
             Err(e) => Err(FailureReason::Systemd(e)),
-            Ok(after) => verify_restarted(&before, after)
+            Ok(after) => verify_restarted(JobKind::Restart, &before, after)
                 .map(Box::new)
-                .map_err(|reason| FailureReason::Unobserved(Box::new(reason))),
+                .map_err(|reason| FailureReason::Unobserved(JobKind::Restart, Box::new(reason))),
         },
-        Ok(JobOutcome::Finished(other)) => Err(FailureReason::Job(other)),
+        Ok(JobOutcome::Finished(other)) => Err(FailureReason::Job(JobKind::Restart, other)),
     };
     (old_pid, job, result)
 }
 
 /// After a `done` job: the unit must be active, with a new invocation and main process.
-fn verify_restarted(
+pub(super) fn verify_restarted(
+    job: JobKind,
     before: &ServiceState,
     after: ServiceState,
 ) -> Result<ServiceState, FailureReason> {
     if !after.is_running() {
         return Err(FailureReason::NotRunning {
+            job,
             active_state: after.active_state,
             sub_state: after.sub_state,
         });
@@ -502,14 +527,14 @@ fn verify_restarted(
         !before.invocation_id.is_empty() && before.invocation_id == after.invocation_id;
     let same_pid = before.is_running() && before.main_pid != 0 && before.main_pid == after.main_pid;
     if same_invocation || same_pid {
-        return Err(FailureReason::NotRestarted);
+        return Err(FailureReason::NotRestarted(job));
     }
     Ok(after)
 }
 
 /// Phase 2: the new process must still be the active one after `min_ready`, and then pass
 /// its health check if the unit has one.
-async fn settle_phase<U: Units>(
+pub(super) async fn settle_phase<U: Units>(
     units: &U,
     unit: String,
     after: ServiceState,
@@ -545,7 +570,7 @@ async fn probe<U: Units>(units: &U, now: &ServiceState) -> Result<(), FailureRea
 /// Stopping ends the `Restart=` loop of a new version that cannot start, which would
 /// otherwise go on until the crash-loop brake fails the instance. The next reload starts the
 /// instance again.
-async fn describe_failure<U: Units>(
+pub(super) async fn describe_failure<U: Units>(
     units: &U,
     unit: &str,
     reason: FailureReason,

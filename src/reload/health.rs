@@ -238,7 +238,7 @@ async fn run<U: Units>(units: &U, unit: &str, left: Duration) -> Option<Answer> 
     if let Err(e) = units.reset_failed(unit).await {
         return Some(Answer::Systemd(e.to_string()));
     }
-    match units.start(unit, left).await {
+    match units.start(unit, Some(left)).await {
         Ok(JobOutcome::Finished(JobResult::Done)) => None,
         Ok(JobOutcome::Finished(job)) => {
             let state = units.state(unit).await.ok();
@@ -384,7 +384,7 @@ mod tests {
         async fn start(
             &self,
             _: &str,
-            _: Duration,
+            _: Option<Duration>,
         ) -> Result<JobOutcome, crate::systemd::dbus::DbusError> {
             unreachable!()
         }

@@ -12,6 +12,7 @@
 pub mod engine;
 pub mod health;
 pub mod plan;
+pub mod surge;
 pub mod units;
 
 #[cfg(test)]

@@ -7,8 +7,9 @@ use std::num::NonZeroUsize;
 use std::time::Duration;
 
 use super::*;
+use crate::names::Generations;
 use crate::systemd::dbus::{
-    ActiveState, DbusError, JobResult, LoadState, ServiceResult, ServiceState, SubState,
+    ActiveState, DbusError, JobKind, JobResult, LoadState, ServiceResult, ServiceState, SubState,
 };
 
 /// What the fake does when an instance is restarted.
@@ -201,7 +202,7 @@ impl Units for Fake {
         Ok(outcome)
     }
 
-    async fn start(&self, unit: &str, _wait: Duration) -> Result<JobOutcome, DbusError> {
+    async fn start(&self, unit: &str, _wait: Option<Duration>) -> Result<JobOutcome, DbusError> {
         self.log.borrow_mut().push(format!("start {unit}"));
         let instance = unit.replacen("-sysmgr-check@", "@", 1);
         let script = self.units.borrow()[&instance].script;
@@ -243,17 +244,25 @@ fn opts(parallel: usize) -> Options {
 async fn run(fake: &Fake, n: u32, o: &Options) -> (Summary, Vec<String>) {
     let instances: Vec<u32> = (1..=n).collect();
     let mut events = Vec::new();
-    let summary = rollout(fake, "web", &instances, o, &mut |e| {
-        events.push(match e {
-            Event::Begin {
-                total, parallel, ..
-            } => format!("begin {total} by {parallel}"),
-            Event::Restarting { index, unit, .. } => format!("restarting {index} {unit}"),
-            Event::Finished { index, report, .. } => {
-                format!("finished {index} {:?}", report.step)
-            }
-        });
-    })
+    let summary = rollout(
+        fake,
+        "web",
+        &instances,
+        &Generations::default(),
+        o,
+        &mut |e| {
+            events.push(match e {
+                Event::Begin {
+                    total, parallel, ..
+                } => format!("begin {total} by {parallel}"),
+                Event::Restarting { index, unit, .. } => format!("restarting {index} {unit}"),
+                Event::Finished { index, report, .. } => {
+                    format!("finished {index} {:?}", report.step)
+                }
+                Event::Drained { unit, .. } => format!("drained {unit}"),
+            });
+        },
+    )
     .await;
     (summary, events)
 }
@@ -333,7 +342,7 @@ async fn a_failed_job_halts_the_rollout_and_leaves_the_rest_untouched() {
     let failure = failed.failure.as_ref().unwrap();
     assert!(matches!(
         failure.reason,
-        FailureReason::Job(JobResult::Failed)
+        FailureReason::Job(JobKind::Restart, JobResult::Failed)
     ));
     assert_eq!(
         failure.reason.to_string(),
@@ -371,7 +380,7 @@ async fn a_done_job_without_a_new_process_is_a_failure() {
     let failed = summary.failed().unwrap();
     assert!(matches!(
         failed.failure.as_ref().unwrap().reason,
-        FailureReason::NotRestarted
+        FailureReason::NotRestarted(JobKind::Restart)
     ));
 }
 
@@ -429,7 +438,15 @@ async fn with_k_in_flight_a_failure_still_lets_the_others_finish() {
 async fn a_systemd_error_is_a_failure_of_that_instance() {
     let fake = Fake::new("web", 1, &[]);
     // Instance 2 does not exist in the fake: reading its state fails.
-    let summary = rollout(&fake, "web", &[1, 2], &opts(1), &mut |_| {}).await;
+    let summary = rollout(
+        &fake,
+        "web",
+        &[1, 2],
+        &Generations::default(),
+        &opts(1),
+        &mut |_| {},
+    )
+    .await;
     let failed = summary.failed().unwrap();
     assert_eq!(failed.instance, 2);
     assert!(matches!(

@@ -35,9 +35,9 @@ pub trait Units {
     /// Restarts the unit and waits for the job to end, at most `wait` (`None`: as long as
     /// systemd takes).
     async fn restart(&self, unit: &str, wait: Option<Duration>) -> Result<JobOutcome, DbusError>;
-    /// Starts the unit and waits for the job to end, at most `wait` (a oneshot: until its
-    /// command exits).
-    async fn start(&self, unit: &str, wait: Duration) -> Result<JobOutcome, DbusError>;
+    /// Starts the unit and waits for the job to end, at most `wait` (`None`: as long as
+    /// systemd takes; a oneshot: until its command exits, `Type=notify`: until `READY=1`).
+    async fn start(&self, unit: &str, wait: Option<Duration>) -> Result<JobOutcome, DbusError>;
     /// Stops the unit and waits for the job to end.
     async fn stop(&self, unit: &str) -> Result<JobResult, DbusError>;
     /// The last `lines` lines the unit logged, oldest first; empty if unavailable.
@@ -56,25 +56,11 @@ impl Units for Systemd {
     }
 
     async fn restart(&self, unit: &str, wait: Option<Duration>) -> Result<JobOutcome, DbusError> {
-        Ok(
-            match self
-                .run_job(JobKind::Restart, unit, JobMode::Replace, wait)
-                .await?
-            {
-                JobEnd::Removed(result) => JobOutcome::Finished(result),
-                JobEnd::GaveUp(after) => JobOutcome::GaveUp(after),
-                JobEnd::Unobserved => JobOutcome::Unobserved,
-            },
-        )
+        job(self, JobKind::Restart, unit, wait).await
     }
 
-    async fn start(&self, unit: &str, wait: Duration) -> Result<JobOutcome, DbusError> {
-        let mut watch = self.watch_jobs().await?;
-        let job = self.start_unit(unit, JobMode::Replace).await?;
-        match tokio::time::timeout(wait, watch.wait(&job)).await {
-            Ok(removed) => Ok(JobOutcome::Finished(removed?.result)),
-            Err(_) => Ok(JobOutcome::GaveUp(wait)),
-        }
+    async fn start(&self, unit: &str, wait: Option<Duration>) -> Result<JobOutcome, DbusError> {
+        job(self, JobKind::Start, unit, wait).await
     }
 
     async fn stop(&self, unit: &str) -> Result<JobResult, DbusError> {
@@ -98,6 +84,23 @@ impl Units for Systemd {
     async fn journal(&self, unit: &str, lines: usize) -> Vec<String> {
         journal_tail(self.manager(), unit, lines)
     }
+}
+
+/// Runs a start or restart job and follows it to its end (by signal, and by polling when
+/// the connection is lost), at most `wait`.
+async fn job(
+    sd: &Systemd,
+    kind: JobKind,
+    unit: &str,
+    wait: Option<Duration>,
+) -> Result<JobOutcome, DbusError> {
+    Ok(
+        match sd.run_job(kind, unit, JobMode::Replace, wait).await? {
+            JobEnd::Removed(result) => JobOutcome::Finished(result),
+            JobEnd::GaveUp(after) => JobOutcome::GaveUp(after),
+            JobEnd::Unobserved => JobOutcome::Unobserved,
+        },
+    )
 }
 
 /// Forgets the crash-loop brake's streak of `unit` (`config::brake`), so that a restart the

@@ -224,3 +224,12 @@ impl OneAtATime {
         Self(file)
     }
 }
+
+/// Links the `sysmgr` under test as a system generator inside the sandbox
+/// (`/etc/systemd/system-generators/sysmgr-generator`), as the package does in
+/// `/usr/lib`; the next `daemon-reload` runs it on `/etc/sysmgr`.
+pub fn install_generator(sb: &sysmgr_sandbox::Sandbox) {
+    let dir = sb.root().join("etc/systemd/system-generators");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::os::unix::fs::symlink(sysmgr_bin(), dir.join("sysmgr-generator")).unwrap();
+}

@@ -160,7 +160,7 @@ fn perform(action: &Action, manager: Manager, say: &dyn Fn(String)) -> anyhow::R
         ));
     })?;
     say("working".into());
-    let app = App::open(manager, name, lock)?;
+    let mut app = App::open(manager, name, lock)?;
     lifecycle::runtime()?.block_on(async {
         let sd = Systemd::connect(manager).await?;
         match action {
@@ -170,9 +170,11 @@ fn perform(action: &Action, manager: Manager, say: &dyn Fn(String)) -> anyhow::R
                     say(line.clone());
                     *last.lock().unwrap_or_else(PoisonError::into_inner) = line;
                 };
+                let mode = reload::Mode::of(&app, None, Options::default().parallel)?;
                 reload::reload_one(
                     &sd,
-                    &app,
+                    &mut app,
+                    mode,
                     &Options::default(),
                     &mut progress(say),
                     &mut lines,
@@ -185,7 +187,7 @@ fn perform(action: &Action, manager: Manager, say: &dyn Fn(String)) -> anyhow::R
                     .restart_instance(&sd, *instance, &mut progress(say))
                     .await;
                 reload::halt_error("restart", &summary, &reload::Halt::default())?;
-                let unit = UnitNames::new(name).instance(*instance);
+                let unit = app.unit(*instance);
                 Ok(match summary.instances.first() {
                     Some(r) => format!(
                         "restarted `{unit}` in {}, pid {} -> {}",

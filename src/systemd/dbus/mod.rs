@@ -453,6 +453,9 @@ pub struct Endpoints {
     pub private: Option<PathBuf>,
     /// How long to wait for systemd to take its name on the bus.
     pub cold_bus_wait: Duration,
+    /// A bus address to use instead of the manager's own bus (e.g. a private systemd's,
+    /// reached from outside its namespaces); `None`: the system or session bus.
+    pub bus: Option<String>,
 }
 
 impl Endpoints {
@@ -472,6 +475,7 @@ impl Endpoints {
         Self {
             private,
             cold_bus_wait: COLD_BUS_WAIT,
+            bus: None,
         }
     }
 }
@@ -510,10 +514,15 @@ async fn connect_private(path: &Path) -> zbus::Result<Connection> {
 
 /// Connects to the bus and waits (up to `wait`) for systemd's name on it; returns the
 /// connection and systemd's unique name.
-async fn connect_bus(manager: Manager, wait: Duration) -> zbus::Result<(Connection, String)> {
-    let conn = match manager {
-        Manager::System => Connection::system().await,
-        Manager::User => Connection::session().await,
+async fn connect_bus(
+    manager: Manager,
+    wait: Duration,
+    address: Option<&str>,
+) -> zbus::Result<(Connection, String)> {
+    let conn = match (address, manager) {
+        (Some(address), _) => zbus::connection::Builder::address(address).build().await,
+        (None, Manager::System) => Connection::system().await,
+        (None, Manager::User) => Connection::session().await,
     }?;
     let bus = zbus::fdo::DBusProxy::builder(&conn)
         .cache_properties(CacheProperties::No)
@@ -573,7 +582,7 @@ impl Systemd {
             }
         }
         let via = tried_private.map_or(Via::Bus, Via::Neither);
-        let (conn, owner) = connect_bus(manager, endpoints.cold_bus_wait)
+        let (conn, owner) = connect_bus(manager, endpoints.cold_bus_wait, endpoints.bus.as_deref())
             .await
             .map_err(|source| DbusError::Unreachable {
                 manager,
@@ -1160,8 +1169,15 @@ pub enum JobKind {
     Restart,
 }
 
+impl std::fmt::Display for JobKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.verb())
+    }
+}
+
 impl JobKind {
-    fn verb(self) -> &'static str {
+    /// `start`, `stop` or `restart`.
+    pub fn verb(self) -> &'static str {
         match self {
             Self::Start => "start",
             Self::Stop => "stop",
