@@ -92,9 +92,10 @@ pub fn notify_access(spec: &AppSpec) -> &'static str {
 pub struct Facts {
     /// `default` or `strict`.
     pub level: Hardening,
-    /// The working directory or the program is below a home directory.
+    /// The working directory, the program, sysmgr itself (every instance starts through
+    /// `sysmgr exec`) or the Node bridge is below a home directory.
     pub in_home: bool,
-    /// The working directory or the program is below `/tmp` or `/var/tmp`.
+    /// The same, below `/tmp` or `/var/tmp`.
     pub in_tmp: bool,
     /// See [`may_jit`].
     pub may_jit: bool,
@@ -103,7 +104,14 @@ pub struct Facts {
 impl Facts {
     /// The facts of `spec`.
     pub fn of(spec: &AppSpec) -> Self {
-        let paths = [spec.cwd.as_path(), Path::new(spec.command[0].as_str())];
+        let mut paths = vec![
+            spec.cwd.as_path(),
+            Path::new(spec.command[0].as_str()),
+            spec.runtime.sysmgr(),
+        ];
+        if let super::Runtime::Node(bridge) = &spec.runtime {
+            paths.push(&bridge.script);
+        }
         let below = |roots: &[&str]| paths.iter().any(|p| roots.iter().any(|r| p.starts_with(r)));
         Self {
             level: spec.hardening,
@@ -142,7 +150,7 @@ fn yes(_: &Facts) -> Option<Cow<'static, str>> {
 pub const SETTINGS: &[Setting] = &[
     Setting {
         directive: "PrivateTmp",
-        shown: "yes (not when `cwd` or the program is below /tmp)",
+        shown: "yes (not when `cwd`, the program or sysmgr itself is below /tmp)",
         value: |f| (!f.in_tmp).then_some("yes".into()),
         since: 0,
         why: "its own /tmp and /var/tmp, emptied when it stops: no temp-file races with other services",
@@ -174,7 +182,7 @@ pub const SETTINGS: &[Setting] = &[
     },
     Setting {
         directive: "ProtectHome",
-        shown: "read-only (`strict`: yes, unless `cwd` or the program is below a home)",
+        shown: "read-only (`strict`: yes, unless `cwd`, the program or sysmgr itself is below a home)",
         value: |f| {
             Some(if f.strict() && !f.in_home {
                 "yes".into()
@@ -427,7 +435,7 @@ pub fn opened(spec: &AppSpec) -> Vec<(String, &'static str)> {
         } else if value.is_none() && matches!(s.directive, "MemoryDenyWriteExecute" | "PrivateTmp")
         {
             let why = if s.directive == "PrivateTmp" {
-                "`cwd` or the program is below /tmp"
+                "`cwd`, the program or sysmgr itself is below /tmp"
             } else {
                 "the program may be a JIT runtime"
             };
@@ -533,6 +541,48 @@ mod tests {
             assert!(hint.contains("`writable_paths = [\"/path\"]`"), "{hint}");
         }
         assert_eq!(journal_hint(&lines(&["Permission denied"])), None);
+    }
+
+    /// A sysmgr run from a checkout in /tmp or a home (`cargo install` puts it in
+    /// `~/.cargo/bin`) must stay reachable: every instance starts through `sysmgr exec`.
+    #[test]
+    fn sysmgr_itself_below_tmp_or_a_home_keeps_its_path_visible() {
+        let spec_with = |sysmgr: &str, level: &str| {
+            let text =
+                format!("name = \"web\"\ncommand = [\"/usr/bin/app\"]\nhardening = \"{level}\"\n");
+            let mut spec = crate::config::tests::ok(&text);
+            spec.runtime = crate::config::Runtime::of(
+                &spec.command,
+                &crate::config::BridgePaths {
+                    sysmgr: sysmgr.into(),
+                    ..crate::config::BridgePaths::default()
+                },
+            );
+            spec
+        };
+        let private_tmp = |spec: &AppSpec| (SETTINGS[0].value)(&Facts::of(spec));
+        assert_eq!(SETTINGS[0].directive, "PrivateTmp");
+        assert_eq!(
+            private_tmp(&spec_with("/usr/bin/sysmgr", "default")).as_deref(),
+            Some("yes")
+        );
+        assert_eq!(
+            private_tmp(&spec_with("/tmp/ci/target/debug/sysmgr", "default")),
+            None
+        );
+        let home = |sysmgr| {
+            let spec = spec_with(sysmgr, "strict");
+            let setting = SETTINGS
+                .iter()
+                .find(|s| s.directive == "ProtectHome")
+                .unwrap();
+            (setting.value)(&Facts::of(&spec))
+        };
+        assert_eq!(home("/usr/bin/sysmgr").as_deref(), Some("yes"));
+        assert_eq!(
+            home("/root/.cargo/bin/sysmgr").as_deref(),
+            Some("read-only")
+        );
     }
 
     #[test]

@@ -10,7 +10,7 @@ fn parse_with(text: &str, opts: &ParseOptions) -> Result<Parsed, Diagnostics> {
     parse(text, "app.toml", Path::new("/srv/web/app.toml"), opts)
 }
 
-fn ok(text: &str) -> AppSpec {
+pub(super) fn ok(text: &str) -> AppSpec {
     match parse_with(text, &ParseOptions::default()) {
         Ok(p) => p.spec,
         Err(d) => panic!("expected a valid file, got:\n{d}"),
