@@ -139,29 +139,21 @@ fn without_dbus_and_without_the_private_socket_one_clear_message() {
     );
 }
 
-/// `systemctl daemon-reexec` while `sysmgr start`'s target job waits for instances that are
-/// ready only after 3 s: the start still ends within 20 s, says the instances run, and they
-/// do. `env`: how sysmgr reaches systemd (nothing: root's private socket, which
+/// Runs `sysmgr ARGS` (with `env`: how sysmgr reaches systemd) in the sandbox and, once
+/// `unit` has a job queued, `systemctl daemon-reexec`: the command must end within 20 s of
+/// it. Returns its exit status and stderr. Nothing: root's private socket, which
 /// re-executing closes; [`SYSTEM_BUS`]: the bus, where systemd comes back without the job
-/// subscription, so the target's `JobRemoved` never comes and only polling the job sees it
-/// end).
-fn start_survives_a_daemon_reexec(env: &[(&str, &str)]) {
-    let sb = sandbox();
-    let port = free_port();
-    let hello = crate::support::workspace_bin("sysmgr-hello");
-    let app = hello_app("web", 2, port, "listen_timeout = 20000\n").replace(
-        &format!("command = [\"{}\"]", hello.display()),
-        &format!(
-            "command = [\"/bin/sh\", \"-c\", \"sleep 3; exec {}\"]",
-            hello.display()
-        ),
-    );
-    assert!(app.contains("sleep 3"), "{app}");
-    let file = write_in(&sb, "/srv/web/app.toml", &app);
+/// subscription, so the jobs' `JobRemoved` never come and only polling sees them end.
+fn during_a_daemon_reexec(
+    sb: &sysmgr_sandbox::Sandbox,
+    env: &[(&str, &str)],
+    args: &[&str],
+    unit: &str,
+) -> (std::process::ExitStatus, String) {
     let mut child = sb
         .command(sysmgr_bin())
         .envs(env.iter().copied())
-        .args(["start", &file])
+        .args(args)
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
@@ -175,15 +167,15 @@ fn start_survives_a_daemon_reexec(env: &[(&str, &str)]) {
     });
     let job = crate::support::wait_for(20, || {
         let job = sb
-            .systemctl(&["show", "--property=Job", "--value", "web.target"])
+            .systemctl(&["show", "--property=Job", "--value", unit])
             .map(|s| s.trim().to_string())
             .unwrap_or_default();
         (job != "0" && !job.is_empty()).then_some(job)
     })
-    .expect("web.target's start job is queued");
+    .unwrap_or_else(|| panic!("a job of {unit} is queued"));
     let fired = Instant::now();
     sb.systemctl(&["daemon-reexec"]).unwrap();
-    eprintln!("daemon-reexec while job {job} of web.target was in flight");
+    eprintln!("daemon-reexec while job {job} of {unit} was in flight");
     let bound = Duration::from_secs(20);
     // Bounded: the child is killed below if it outlives the bound.
     let status = crate::support::wait_for(bound.as_secs() + 10, || child.try_wait().unwrap());
@@ -191,10 +183,34 @@ fn start_survives_a_daemon_reexec(env: &[(&str, &str)]) {
     let Some(status) = status else {
         let _ = child.kill();
         let _ = child.wait();
-        panic!("the start hung after daemon-reexec");
+        panic!("`sysmgr {}` hung after daemon-reexec", args.join(" "));
     };
     let stderr = reader.join().unwrap();
     assert!(took < bound, "took {took:?} after daemon-reexec:\n{stderr}");
+    (status, stderr)
+}
+
+/// An app whose instances are ready only 3 s after they start.
+fn slow_app(port: u16, n: u32) -> String {
+    let hello = crate::support::workspace_bin("sysmgr-hello");
+    let app = hello_app("web", n, port, "listen_timeout = 20000\n").replace(
+        &format!("command = [\"{}\"]", hello.display()),
+        &format!(
+            "command = [\"/bin/sh\", \"-c\", \"sleep 3; exec {}\"]",
+            hello.display()
+        ),
+    );
+    assert!(app.contains("sleep 3"), "{app}");
+    app
+}
+
+/// `systemctl daemon-reexec` while `sysmgr start`'s target job waits for instances that are
+/// ready only after 3 s: the start still ends, says the instances run, and they do.
+fn start_survives_a_daemon_reexec(env: &[(&str, &str)]) {
+    let sb = sandbox();
+    let port = free_port();
+    let file = write_in(&sb, "/srv/web/app.toml", &slow_app(port, 2));
+    let (status, stderr) = during_a_daemon_reexec(&sb, env, &["start", &file], "web.target");
     assert!(status.success(), "{stderr}");
     assert!(
         stderr.ends_with("started `web`: 2 instances running\n"),
@@ -212,6 +228,53 @@ fn start_survives_a_daemon_reexec_in_its_middle() {
 #[test]
 fn start_over_the_bus_survives_a_daemon_reexec_in_its_middle() {
     start_survives_a_daemon_reexec(&[SYSTEM_BUS]);
+}
+
+/// `scale` up to instances that take 3 s to be ready, then `stop` of workers that ignore
+/// their kill signal (killed after `kill_timeout`, 3 s), each with a `daemon-reexec` while
+/// its jobs are in flight: both end, and say what they did.
+fn scale_and_stop_survive_a_daemon_reexec(env: &[(&str, &str)]) {
+    let sb = sandbox();
+    let port = free_port();
+    let file = write_in(&sb, "/srv/web/app.toml", &slow_app(port, 1));
+    assert_eq!(sysmgr_in(&sb, &["start", &file]).code, 0);
+    let (status, stderr) =
+        during_a_daemon_reexec(&sb, env, &["scale", "web", "3"], "web@3.service");
+    assert!(status.success(), "{stderr}");
+    assert!(
+        stderr.ends_with("scaled `web` from 1 to 3: started 2, stopped 0\n"),
+        "{stderr}"
+    );
+    assert_eq!(running(&sb, "web"), [1, 2, 3]);
+    let stubborn = "name = \"web\"\ncommand = [\"/bin/sh\", \"-c\", \"trap '' INT TERM; while :; do sleep 1; done\"]\ninstances = 3\nwait_ready = false\nkill_timeout = 3000\n";
+    write_in(&sb, "/srv/web/app.toml", stubborn);
+    assert_eq!(sysmgr_in(&sb, &["generate", &file]).code, 0);
+    let r = sysmgr_in(&sb, &["restart", "web"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let (status, stderr) = during_a_daemon_reexec(&sb, env, &["stop", "web"], "web@1.service");
+    assert!(status.success(), "{stderr}");
+    assert_eq!(stderr, "stopped `web`: 3 instances stopped\n");
+    // Killed at their kill_timeout, so `failed` (timeout): nothing runs.
+    let up = sb
+        .systemctl(&[
+            "list-units",
+            "--state=running",
+            "--plain",
+            "--no-legend",
+            "web@*",
+        ])
+        .unwrap();
+    assert_eq!(up, "");
+}
+
+#[test]
+fn scale_and_stop_survive_a_daemon_reexec_in_their_middle() {
+    scale_and_stop_survive_a_daemon_reexec(&[]);
+}
+
+#[test]
+fn scale_and_stop_over_the_bus_survive_a_daemon_reexec_in_their_middle() {
+    scale_and_stop_survive_a_daemon_reexec(&[SYSTEM_BUS]);
 }
 
 /// An app of `n` instances of `sleep infinity`: as light as an instance gets.

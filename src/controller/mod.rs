@@ -1080,15 +1080,14 @@ impl App {
             stop_instances(sd, &name, &to_stop, false).await?;
         }
         if !to_start.is_empty() {
-            let mut watch = sd.watch_jobs().await?;
             for window in start_units.chunks(JOB_WINDOW) {
-                let jobs =
-                    futures_util::future::try_join_all(window.iter().map(|unit| async move {
-                        sd.reset_failed_unit(unit).await?;
-                        sd.start_unit(unit, JobMode::Replace).await
-                    }))
+                futures_util::future::try_join_all(
+                    window.iter().map(|unit| sd.reset_failed_unit(unit)),
+                )
+                .await?;
+                // However each start ended (even unobserved), the states below say what runs.
+                sd.run_jobs(JobKind::Start, window, JobMode::Replace)
                     .await?;
-                watch.wait_all(&jobs).await?;
             }
             let states = unit_states(sd, &start_units).await?;
             let failed: Vec<String> = states
@@ -1280,22 +1279,28 @@ pub async fn stop_instances(
     stop_units(sd, &units).await
 }
 
-/// Stops `units` and waits for all their jobs, 128 at a time (`JOB_WINDOW`). A stop that systemd
-/// merged into a stop already queued (e.g. propagated by `PartOf=`) is waited for once.
+/// Stops `units` and waits for all their jobs, 128 at a time (`JOB_WINDOW`), followed by
+/// signal and by polling ([`Systemd::run_jobs`]), so a `daemon-reexec` meanwhile cannot hang
+/// the wait. A stop that systemd merged into a stop already queued (e.g. propagated by
+/// `PartOf=`) is waited for once; one whose end was not seen is judged by the unit's state.
 pub async fn stop_units(sd: &Systemd, units: &[String]) -> anyhow::Result<()> {
-    let mut watch = sd.watch_jobs().await?;
     for window in units.chunks(JOB_WINDOW) {
-        let jobs = futures_util::future::try_join_all(
-            window
-                .iter()
-                .map(|unit| sd.stop_unit(unit, JobMode::Replace)),
-        )
-        .await?;
-        for removed in watch.wait_all(&jobs).await? {
-            if removed.result != JobResult::Done {
+        let ends = sd.run_jobs(JobKind::Stop, window, JobMode::Replace).await?;
+        for (unit, end) in window.iter().zip(ends) {
+            let result = match end {
+                JobEnd::Removed(result) => result,
+                JobEnd::Unobserved | JobEnd::GaveUp(_) => {
+                    if sd.active_state(unit).await?.is_up() {
+                        JobResult::Failed
+                    } else {
+                        JobResult::Done
+                    }
+                }
+            };
+            if result != JobResult::Done {
                 return Err(ControlError::StopFailed {
-                    unit: removed.unit,
-                    result: removed.result.to_string(),
+                    unit: unit.clone(),
+                    result: result.to_string(),
                 }
                 .into());
             }

@@ -759,21 +759,6 @@ impl Systemd {
         .await
     }
 
-    /// Enqueues a start job. Open a [`JobWatch`] first to learn when it ends.
-    pub async fn start_unit(&self, unit: &str, mode: JobMode) -> Result<JobPath, DbusError> {
-        self.enqueue(JobKind::Start, unit, mode).await
-    }
-
-    /// Enqueues a stop job.
-    pub async fn stop_unit(&self, unit: &str, mode: JobMode) -> Result<JobPath, DbusError> {
-        self.enqueue(JobKind::Stop, unit, mode).await
-    }
-
-    /// Enqueues a restart job (stop, then start; a stopped unit is just started).
-    pub async fn restart_unit(&self, unit: &str, mode: JobMode) -> Result<JobPath, DbusError> {
-        self.enqueue(JobKind::Restart, unit, mode).await
-    }
-
     /// Enqueues a job of `kind` for `unit` and follows it to its end, for at most `limit`
     /// (`None`: as long as systemd takes).
     ///
@@ -830,6 +815,87 @@ impl Systemd {
                     }
                     return Ok(JobEnd::Unobserved);
                 }
+            }
+        }
+    }
+
+    /// [`Self::run_job`] for many units at once (the caller bounds how many): enqueues a
+    /// `kind` job for each of `units` and follows every one to its end, by its `JobRemoved`
+    /// signal and, every [`JOB_POLL`], by one `ListUnitsByPatterns` of the units still
+    /// pending, so that a `daemon-reexec` (which drops the connection or the subscription)
+    /// cannot leave the wait hanging. Returns each unit's end, in the order given; a job
+    /// systemd merged into another (one path for two units) ends for both.
+    pub async fn run_jobs(
+        &self,
+        kind: JobKind,
+        units: &[String],
+        mode: JobMode,
+    ) -> Result<Vec<JobEnd>, DbusError> {
+        let mut watch = Some(self.watch_jobs().await?);
+        let jobs = futures_util::future::try_join_all(
+            units.iter().map(|unit| self.enqueue(kind, unit, mode)),
+        )
+        .await?;
+        let mut ends: Vec<Option<JobEnd>> = vec![None; units.len()];
+        let mut removed: HashMap<JobPath, JobResult> = HashMap::new();
+        loop {
+            if let Some(w) = &mut watch {
+                for (end, job) in ends.iter_mut().zip(&jobs) {
+                    if end.is_none() {
+                        if let Some(r) = w.already(job) {
+                            removed.insert(job.clone(), r.result);
+                        }
+                        if let Some(result) = removed.get(job) {
+                            *end = Some(JobEnd::Removed(result.clone()));
+                        }
+                    }
+                }
+            }
+            if ends.iter().all(Option::is_some) {
+                return Ok(ends.into_iter().flatten().collect());
+            }
+            match &mut watch {
+                Some(w) => match tokio::time::timeout(JOB_POLL, w.next()).await {
+                    // A signal came: see above whose it is.
+                    Ok(Ok(())) => continue,
+                    // The stream ended with the connection; the polls below carry on.
+                    Ok(Err(e)) if e.is_connection_lost() => watch = None,
+                    Ok(Err(e)) => return Err(e),
+                    Err(_) => {}
+                },
+                None => tokio::time::sleep(JOB_POLL).await,
+            }
+            let pending: Vec<String> = units
+                .iter()
+                .zip(&ends)
+                .filter(|(_, end)| end.is_none())
+                .map(|(unit, _)| unit.clone())
+                .collect();
+            // `list_units` reconnects when it finds the connection lost; a new connection
+            // gets a new stream, for the signals of the jobs still queued.
+            let generation = self.link().generation;
+            let queued: BTreeSet<String> = self
+                .list_units(&pending)
+                .await?
+                .into_iter()
+                .filter(|row| row.job.is_some())
+                .map(|row| row.name)
+                .collect();
+            if watch.is_none() || self.link().generation != generation {
+                watch = self.watch_jobs().await.ok();
+            }
+            for ((unit, end), job) in units.iter().zip(ends.iter_mut()).zip(&jobs) {
+                if end.is_some() || queued.contains(unit) {
+                    continue;
+                }
+                // Gone: a signal sent before the reply that says so is in the stream now.
+                let seen = watch.as_mut().and_then(|w| w.already(job));
+                *end = Some(
+                    match seen.map(|r| r.result).or_else(|| removed.get(job).cloned()) {
+                        Some(result) => JobEnd::Removed(result),
+                        None => JobEnd::Unobserved,
+                    },
+                );
             }
         }
     }
@@ -1124,7 +1190,7 @@ impl Systemd {
     }
 
     /// Opens the `JobRemoved` stream. Do this before enqueuing the jobs to wait for.
-    pub async fn watch_jobs(&self) -> Result<JobWatch, DbusError> {
+    async fn watch_jobs(&self) -> Result<JobWatch, DbusError> {
         self.call(|link| async move {
             let action = || "watch job signals".to_string();
             // A match rule of our own rather than the proxy's `receive_job_removed`: it
@@ -1233,8 +1299,26 @@ impl JobWatch {
         self.seen.remove(job)
     }
 
+    /// Waits for the next signal and keeps it if it is a `JobRemoved` (for [`Self::already`]).
+    async fn next(&mut self) -> Result<(), DbusError> {
+        let Some(msg) = self.stream.next().await else {
+            return Err(DbusError::Disconnected {
+                what: "job signals".into(),
+            });
+        };
+        let msg = msg.map_err(|e| {
+            classify(self.manager, &self.via, e, None, || {
+                "read job signals".into()
+            })
+        })?;
+        if let Some(removed) = job_removed(msg) {
+            self.seen.insert(removed.job.clone(), removed);
+        }
+        Ok(())
+    }
+
     /// Waits until `job` ends. Add a timeout around it: this waits as long as systemd does.
-    pub async fn wait(&mut self, job: &JobPath) -> Result<JobRemoved, DbusError> {
+    async fn wait(&mut self, job: &JobPath) -> Result<JobRemoved, DbusError> {
         if let Some(done) = self.seen.remove(job) {
             return Ok(done);
         }
@@ -1257,22 +1341,6 @@ impl JobWatch {
             }
             self.seen.insert(removed.job.clone(), removed);
         }
-    }
-
-    /// Waits until every job in `jobs` ends; returns them in the order given.
-    pub async fn wait_all(&mut self, jobs: &[JobPath]) -> Result<Vec<JobRemoved>, DbusError> {
-        let mut out = Vec::with_capacity(jobs.len());
-        // A job systemd merged into another shows up twice; wait for it once.
-        let mut done: HashMap<JobPath, JobRemoved> = HashMap::new();
-        let unique: BTreeSet<&JobPath> = jobs.iter().collect();
-        for job in unique {
-            let removed = self.wait(job).await?;
-            done.insert(job.clone(), removed);
-        }
-        for job in jobs {
-            out.push(done[job].clone());
-        }
-        Ok(out)
     }
 }
 
