@@ -2,7 +2,9 @@
 //!
 //! Pure bookkeeping with no I/O and no clock, so every rule is unit-tested directly. Each
 //! instance moves through named [`Step`]s, one method per transition; the rollout as a whole
-//! is in a [`Phase`]. The engine ([`super::engine`]) does the talking to systemd and calls
+//! is in a [`Phase`]. The rules both rollouts share (the budget, halting, skipping) are
+//! [`Plan`]'s, generic over the step type ([`PlanStep`]): [`Planner`] is the in-place
+//! rollout's, `super::surge::SurgePlanner` the surge rollout's. The engine ([`super::engine`]) does the talking to systemd and calls
 //! these transitions as the answers come in.
 //!
 //! ```text
@@ -45,46 +47,92 @@ pub enum Phase {
     Halted,
 }
 
-/// The plan: instances in order, each with its step.
+impl PlanStep for Step {
+    const ITEM: &'static str = "instance";
+    const WAITING: Self = Self::Waiting;
+    const BEGUN: Self = Self::Restarting;
+    const DONE: Self = Self::Ready;
+    const FAILED: Self = Self::Failed;
+    const SKIPPED: Self = Self::Skipped;
+
+    fn in_budget(self) -> bool {
+        matches!(self, Self::Restarting | Self::Settling)
+    }
+
+    fn in_flight(self) -> bool {
+        self.in_budget()
+    }
+}
+
+/// The steps a [`Plan`] moves its items through: the in-place rollout's [`Step`], and the
+/// surge rollout's (`super::surge::SurgeStep`).
+pub trait PlanStep: Copy + Eq + std::fmt::Debug {
+    /// What the plan's items are, for messages: `instance` or `slot`.
+    const ITEM: &'static str;
+    /// Not begun.
+    const WAITING: Self;
+    /// What [`Plan::begin`] moves an item to.
+    const BEGUN: Self;
+    /// Finished well; the plan is complete when every item is.
+    const DONE: Self;
+    /// Failed: the plan halts.
+    const FAILED: Self;
+    /// Never begun because the plan halted.
+    const SKIPPED: Self;
+    /// Counts against the budget (`--parallel`, `--surge`); only such a step can fail.
+    fn in_budget(self) -> bool;
+    /// Still has work in flight: a halting plan waits for it.
+    fn in_flight(self) -> bool;
+}
+
+/// The plan: items (instances, or slots) in order, each with its step, at most `budget` in
+/// a step that counts against it. Pure bookkeeping; the step type says what counts.
 #[derive(Debug, Clone)]
-pub struct Planner {
-    instances: Vec<(u32, Step)>,
-    parallel: usize,
+pub struct Plan<S> {
+    items: Vec<(u32, S)>,
+    budget: usize,
     halting: bool,
 }
 
-impl Planner {
-    /// A rollout over `instances` (in that order), `parallel` at a time.
-    pub fn new(instances: &[u32], parallel: NonZeroUsize) -> Self {
+/// The in-place rollout's plan: restart jobs, `parallel` at a time.
+pub type Planner = Plan<Step>;
+
+impl<S: PlanStep> Plan<S> {
+    /// A plan over `items` (in that order), at most `budget` at a time.
+    pub fn new(items: &[u32], budget: NonZeroUsize) -> Self {
         Self {
-            instances: instances.iter().map(|&i| (i, Step::Waiting)).collect(),
-            parallel: parallel.get(),
+            items: items.iter().map(|&i| (i, S::WAITING)).collect(),
+            budget: budget.get(),
             halting: false,
         }
     }
 
-    /// The step of `instance`, if it is in the plan.
-    pub fn step(&self, instance: u32) -> Option<Step> {
-        self.instances
-            .iter()
-            .find(|(i, _)| *i == instance)
-            .map(|(_, s)| *s)
+    /// The step of `item`, if it is in the plan.
+    pub fn step(&self, item: u32) -> Option<S> {
+        self.items.iter().find(|(i, _)| *i == item).map(|(_, s)| *s)
     }
 
-    /// Every instance and its step, in plan order.
-    pub fn steps(&self) -> &[(u32, Step)] {
-        &self.instances
+    /// Every item and its step, in plan order.
+    pub fn steps(&self) -> &[(u32, S)] {
+        &self.items
     }
 
-    /// How many instances are between `begin` and `Ready`/`Failed`.
+    /// How many items are in `step`.
+    pub fn count(&self, step: S) -> usize {
+        self.items.iter().filter(|(_, s)| *s == step).count()
+    }
+
+    /// How many items count against the budget now.
+    pub fn in_budget(&self) -> usize {
+        self.items.iter().filter(|(_, s)| s.in_budget()).count()
+    }
+
+    /// How many items have work in flight.
     pub fn in_flight(&self) -> usize {
-        self.instances
-            .iter()
-            .filter(|(_, s)| matches!(s, Step::Restarting | Step::Settling))
-            .count()
+        self.items.iter().filter(|(_, s)| s.in_flight()).count()
     }
 
-    /// The rollout's phase.
+    /// The plan's phase.
     pub fn phase(&self) -> Phase {
         if self.halting {
             if self.in_flight() == 0 {
@@ -92,33 +140,72 @@ impl Planner {
             } else {
                 Phase::Halting
             }
-        } else if self.instances.iter().all(|(_, s)| *s == Step::Ready) {
+        } else if self.items.iter().all(|(_, s)| *s == S::DONE) {
             Phase::Completed
         } else {
             Phase::Rolling
         }
     }
 
-    /// Transition `Waiting -> Restarting` for as many instances as the parallelism allows,
-    /// in plan order; returns them. None once the rollout is halting.
+    /// `WAITING -> BEGUN` for as many items as the budget allows, in plan order; returns
+    /// them. None once the plan is halting.
     pub fn begin(&mut self) -> Vec<u32> {
         if self.halting {
             return Vec::new();
         }
-        let free = self.parallel.saturating_sub(self.in_flight());
+        let free = self.budget.saturating_sub(self.in_budget());
         let mut begun = Vec::new();
-        for (i, step) in &mut self.instances {
+        for (i, step) in &mut self.items {
             if begun.len() == free {
                 break;
             }
-            if *step == Step::Waiting {
-                *step = Step::Restarting;
+            if *step == S::WAITING {
+                *step = S::BEGUN;
                 begun.push(*i);
             }
         }
         begun
     }
 
+    /// A step that counts against the budget `-> FAILED`; the plan halts: every item still
+    /// `WAITING` becomes `SKIPPED` and nothing new begins.
+    pub fn fail(&mut self, item: u32) {
+        let step = self.step_mut(item);
+        assert!(
+            step.in_budget(),
+            "bug: {} {item} cannot fail from {step:?}",
+            S::ITEM
+        );
+        *step = S::FAILED;
+        self.halting = true;
+        for (_, s) in &mut self.items {
+            if *s == S::WAITING {
+                *s = S::SKIPPED;
+            }
+        }
+    }
+
+    fn step_mut(&mut self, item: u32) -> &mut S {
+        self.items
+            .iter_mut()
+            .find(|(i, _)| *i == item)
+            .map(|(_, s)| s)
+            .unwrap_or_else(|| panic!("bug: {} {item} is not in the plan", S::ITEM))
+    }
+
+    /// `from -> to` for `item`; a bug if it is not in `from`.
+    pub(super) fn transition(&mut self, item: u32, from: S, to: S) {
+        let step = self.step_mut(item);
+        assert!(
+            *step == from,
+            "bug: {} {item} cannot go from {step:?} to {to:?}",
+            S::ITEM
+        );
+        *step = to;
+    }
+}
+
+impl Planner {
     /// Transition `Restarting -> Settling`: systemd finished the job and a new process runs.
     pub fn job_done(&mut self, instance: u32) {
         self.transition(instance, Step::Restarting, Step::Settling);
@@ -127,40 +214,6 @@ impl Planner {
     /// Transition `Settling -> Ready`: the new process stayed up (and is healthy).
     pub fn ready(&mut self, instance: u32) {
         self.transition(instance, Step::Settling, Step::Ready);
-    }
-
-    /// Transition `Restarting | Settling -> Failed`; the rollout halts: every instance still
-    /// `Waiting` becomes `Skipped` and nothing new begins.
-    pub fn fail(&mut self, instance: u32) {
-        let step = self.step_mut(instance);
-        assert!(
-            matches!(*step, Step::Restarting | Step::Settling),
-            "bug: instance {instance} cannot fail from {step:?}"
-        );
-        *step = Step::Failed;
-        self.halting = true;
-        for (_, s) in &mut self.instances {
-            if *s == Step::Waiting {
-                *s = Step::Skipped;
-            }
-        }
-    }
-
-    fn step_mut(&mut self, instance: u32) -> &mut Step {
-        self.instances
-            .iter_mut()
-            .find(|(i, _)| *i == instance)
-            .map(|(_, s)| s)
-            .unwrap_or_else(|| panic!("bug: instance {instance} is not in the plan"))
-    }
-
-    fn transition(&mut self, instance: u32, from: Step, to: Step) {
-        let step = self.step_mut(instance);
-        assert!(
-            *step == from,
-            "bug: instance {instance} cannot go from {step:?} to {to:?}"
-        );
-        *step = to;
     }
 }
 

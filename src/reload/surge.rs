@@ -38,7 +38,7 @@ use super::engine::{
     describe_failure, settle_phase, verify_restarted, Failure, FailureReason, InstanceReport,
     Options, Summary,
 };
-use super::plan::Step;
+use super::plan::{Phase, Plan, PlanStep, Step};
 use super::units::{JobOutcome, Units};
 use crate::names::{Generations, UnitNames};
 use crate::systemd::dbus::{DbusError, JobKind, JobResult};
@@ -66,95 +66,36 @@ pub enum SurgeStep {
     Skipped,
 }
 
-/// Where a surge rollout as a whole is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SurgePhase {
-    /// Starting new processes, at most `surge` at a time.
-    Rolling,
-    /// A slot failed: nothing new begins; the steps and drains in flight finish.
-    Halting,
-    /// Every slot is done.
-    Completed,
-    /// A slot failed and nothing is in flight any more.
-    Halted,
+impl PlanStep for SurgeStep {
+    const ITEM: &'static str = "slot";
+    const WAITING: Self = Self::Waiting;
+    const BEGUN: Self = Self::Surging;
+    const DONE: Self = Self::Done;
+    const FAILED: Self = Self::Failed;
+    const SKIPPED: Self = Self::Skipped;
+
+    /// Only new processes beside old ones count: a draining one no longer accepts.
+    fn in_budget(self) -> bool {
+        self == Self::Surging
+    }
+
+    fn in_flight(self) -> bool {
+        matches!(self, Self::Surging | Self::Draining)
+    }
 }
 
-/// The plan: slots in order, each with its step.
-#[derive(Debug, Clone)]
-pub struct SurgePlanner {
-    slots: Vec<(u32, SurgeStep)>,
-    surge: usize,
-    halting: bool,
-}
+/// The surge rollout's plan: slots, at most `surge` new processes beside old ones.
+pub type SurgePlanner = Plan<SurgeStep>;
 
 impl SurgePlanner {
-    /// A surge rollout over `slots` (in that order), at most `surge` new processes at a time.
-    pub fn new(slots: &[u32], surge: NonZeroUsize) -> Self {
-        Self {
-            slots: slots.iter().map(|&s| (s, SurgeStep::Waiting)).collect(),
-            surge: surge.get(),
-            halting: false,
-        }
-    }
-
-    /// Every slot and its step, in plan order.
-    pub fn steps(&self) -> &[(u32, SurgeStep)] {
-        &self.slots
-    }
-
-    /// The step of `slot`, if it is in the plan.
-    pub fn step(&self, slot: u32) -> Option<SurgeStep> {
-        self.slots.iter().find(|(s, _)| *s == slot).map(|(_, s)| *s)
-    }
-
-    fn count(&self, step: SurgeStep) -> usize {
-        self.slots.iter().filter(|(_, s)| *s == step).count()
-    }
-
     /// New processes running beside their slot's old one: at most `surge`.
     pub fn extra(&self) -> usize {
-        self.count(SurgeStep::Surging)
+        self.in_budget()
     }
 
     /// Old processes draining.
     pub fn draining(&self) -> usize {
         self.count(SurgeStep::Draining)
-    }
-
-    /// The rollout's phase.
-    pub fn phase(&self) -> SurgePhase {
-        let in_flight = self.extra() + self.draining();
-        if self.halting {
-            if in_flight == 0 {
-                SurgePhase::Halted
-            } else {
-                SurgePhase::Halting
-            }
-        } else if self.slots.iter().all(|(_, s)| *s == SurgeStep::Done) {
-            SurgePhase::Completed
-        } else {
-            SurgePhase::Rolling
-        }
-    }
-
-    /// `Waiting -> Surging` for as many slots as the budget allows, in plan order; returns
-    /// them. None once the rollout is halting.
-    pub fn begin(&mut self) -> Vec<u32> {
-        if self.halting {
-            return Vec::new();
-        }
-        let free = self.surge.saturating_sub(self.extra());
-        let mut begun = Vec::new();
-        for (slot, step) in &mut self.slots {
-            if begun.len() == free {
-                break;
-            }
-            if *step == SurgeStep::Waiting {
-                *step = SurgeStep::Surging;
-                begun.push(*slot);
-            }
-        }
-        begun
     }
 
     /// `Surging -> Draining`: the new process serves and is the slot's unit; the old one was
@@ -166,31 +107,6 @@ impl SurgePlanner {
     /// `Draining -> Done`: the old process is gone.
     pub fn drained(&mut self, slot: u32) {
         self.transition(slot, SurgeStep::Draining, SurgeStep::Done);
-    }
-
-    /// `Surging -> Failed`; the rollout halts: every slot still `Waiting` becomes `Skipped`.
-    pub fn fail(&mut self, slot: u32) {
-        self.transition(slot, SurgeStep::Surging, SurgeStep::Failed);
-        self.halting = true;
-        for (_, s) in &mut self.slots {
-            if *s == SurgeStep::Waiting {
-                *s = SurgeStep::Skipped;
-            }
-        }
-    }
-
-    fn transition(&mut self, slot: u32, from: SurgeStep, to: SurgeStep) {
-        let step = self
-            .slots
-            .iter_mut()
-            .find(|(s, _)| *s == slot)
-            .map(|(_, s)| s)
-            .unwrap_or_else(|| panic!("bug: slot {slot} is not in the plan"));
-        assert!(
-            *step == from,
-            "bug: slot {slot} cannot go from {step:?} to {to:?}"
-        );
-        *step = to;
     }
 }
 
@@ -409,7 +325,7 @@ pub async fn surge_rollout<U: SurgeUnits>(
             );
         }
         max_draining = max_draining.max(planner.draining());
-        if matches!(planner.phase(), SurgePhase::Completed | SurgePhase::Halted) {
+        if matches!(planner.phase(), Phase::Completed | Phase::Halted) {
             break;
         }
         let Some(done) = pending.next().await else {
@@ -748,12 +664,12 @@ mod tests {
         assert_eq!(p.begin(), vec![3]);
         assert_eq!((p.extra(), p.draining()), (1, 2));
         p.switched(3);
-        assert_eq!(p.phase(), SurgePhase::Rolling, "drains still run");
+        assert_eq!(p.phase(), Phase::Rolling, "drains still run");
         p.drained(2);
         p.drained(1);
-        assert_eq!(p.phase(), SurgePhase::Rolling);
+        assert_eq!(p.phase(), Phase::Rolling);
         p.drained(3);
-        assert_eq!(p.phase(), SurgePhase::Completed);
+        assert_eq!(p.phase(), Phase::Completed);
     }
 
     #[test]
@@ -773,14 +689,10 @@ mod tests {
         p.switched(1);
         assert_eq!(p.begin(), vec![2]);
         p.fail(2);
-        assert_eq!(
-            p.phase(),
-            SurgePhase::Halting,
-            "slot 1's old process drains"
-        );
+        assert_eq!(p.phase(), Phase::Halting, "slot 1's old process drains");
         assert_eq!(p.begin(), Vec::<u32>::new());
         p.drained(1);
-        assert_eq!(p.phase(), SurgePhase::Halted);
+        assert_eq!(p.phase(), Phase::Halted);
         assert_eq!(
             p.steps(),
             &[
