@@ -1086,7 +1086,7 @@ impl App {
                 )
                 .await?;
                 // However each start ended (even unobserved), the states below say what runs.
-                sd.run_jobs(JobKind::Start, window, JobMode::Replace)
+                sd.run_jobs(JobKind::Start, window, JobMode::Replace, None)
                     .await?;
             }
             let states = unit_states(sd, &start_units).await?;
@@ -1285,7 +1285,9 @@ pub async fn stop_instances(
 /// `PartOf=`) is waited for once; one whose end was not seen is judged by the unit's state.
 pub async fn stop_units(sd: &Systemd, units: &[String]) -> anyhow::Result<()> {
     for window in units.chunks(JOB_WINDOW) {
-        let ends = sd.run_jobs(JobKind::Stop, window, JobMode::Replace).await?;
+        let ends = sd
+            .run_jobs(JobKind::Stop, window, JobMode::Replace, None)
+            .await?;
         for (unit, end) in window.iter().zip(ends) {
             let result = match end {
                 JobEnd::Removed(result) => result,

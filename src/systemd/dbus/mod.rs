@@ -14,8 +14,8 @@
 //! Jobs are watched the race-free way: [`Systemd::connect`] calls `Subscribe`, and a
 //! [`JobWatch`] (the `JobRemoved` signal stream) is opened *before* the job is enqueued, so
 //! the signal cannot slip past between the reply carrying the job path and the stream opening.
-//! [`Systemd::run_job`] also reads the unit's queued job every [`JOB_POLL`], so a job whose
-//! signal can no longer come (`daemon-reexec` dropped the connection or the subscription) is
+//! [`Systemd::run_jobs`] (and [`Systemd::run_job`], its one-unit form) also reads the units'
+//! queued jobs every [`JOB_POLL`], so a job whose signal can no longer come (`daemon-reexec` dropped the connection or the subscription) is
 //! still seen to end; a call that finds the connection lost reconnects ([`RECONNECT_WAIT`]).
 //!
 //! Where systemd is reached, the way `systemctl` does it: as root, the system manager's own
@@ -736,9 +736,8 @@ impl Systemd {
         .await
     }
 
-    /// Enqueues a job of `kind` for `unit`. Open a [`JobWatch`] first to learn when it ends,
-    /// or use [`Systemd::run_job`].
-    pub async fn enqueue(
+    /// Enqueues a job of `kind` for `unit`; [`Systemd::run_jobs`] follows it to its end.
+    async fn enqueue(
         &self,
         kind: JobKind,
         unit: &str,
@@ -760,13 +759,7 @@ impl Systemd {
     }
 
     /// Enqueues a job of `kind` for `unit` and follows it to its end, for at most `limit`
-    /// (`None`: as long as systemd takes).
-    ///
-    /// The job is followed by its `JobRemoved` signal, and every [`JOB_POLL`] also by the
-    /// unit's queued job, read from systemd: a connection that is lost meanwhile is made
-    /// again and the job looked up on the new one. When the unit no longer has a job and no
-    /// signal said how it ended (`daemon-reexec` dropped the connection or the subscription),
-    /// the end is [`JobEnd::Unobserved`]: the caller reads the unit's state to know.
+    /// (`None`: as long as systemd takes): [`Self::run_jobs`] for one unit.
     pub async fn run_job(
         &self,
         kind: JobKind,
@@ -774,63 +767,33 @@ impl Systemd {
         mode: JobMode,
         limit: Option<Duration>,
     ) -> Result<JobEnd, DbusError> {
-        let started = Instant::now();
-        // The stream is open before the job exists, so its JobRemoved cannot be missed.
-        let mut watch = Some(self.watch_jobs().await?);
-        let job = self.enqueue(kind, unit, mode).await?;
-        loop {
-            let left = limit.map(|l| l.saturating_sub(started.elapsed()));
-            if left == Some(Duration::ZERO) {
-                return Ok(JobEnd::GaveUp(limit.unwrap_or_default()));
-            }
-            let pause = left.map_or(JOB_POLL, |l| l.min(JOB_POLL));
-            match &mut watch {
-                Some(w) => match tokio::time::timeout(pause, w.wait(&job)).await {
-                    Ok(Ok(removed)) => return Ok(JobEnd::Removed(removed.result)),
-                    // The stream ended with the connection; the polls below carry on.
-                    Ok(Err(e)) if e.is_connection_lost() => watch = None,
-                    Ok(Err(e)) => return Err(e),
-                    Err(_) => {}
-                },
-                None => tokio::time::sleep(pause).await,
-            }
-            // `unit_job` reconnects when it finds the connection lost; a new connection
-            // gets a new stream, for the signal of a job that is still queued.
-            let generation = self.link().generation;
-            let queued = self.unit_job(unit).await?;
-            if watch.is_none() || self.link().generation != generation {
-                watch = self.watch_jobs().await.ok();
-            }
-            match queued {
-                // Still queued or running (the same job, or one that took its place after
-                // systemd re-executed): the unit is not settled yet.
-                Some(_) => {}
-                None => {
-                    // The reply that says the job is gone came after its signal, on the
-                    // same connection: a signal we were sent is in the stream by now.
-                    if let Some(w) = &mut watch {
-                        if let Some(removed) = w.already(&job) {
-                            return Ok(JobEnd::Removed(removed.result));
-                        }
-                    }
-                    return Ok(JobEnd::Unobserved);
-                }
-            }
-        }
+        let mut ends = self
+            .run_jobs(kind, &[unit.to_string()], mode, limit)
+            .await?;
+        Ok(ends.pop().expect("one end per unit"))
     }
 
-    /// [`Self::run_job`] for many units at once (the caller bounds how many): enqueues a
-    /// `kind` job for each of `units` and follows every one to its end, by its `JobRemoved`
-    /// signal and, every [`JOB_POLL`], by one `ListUnitsByPatterns` of the units still
-    /// pending, so that a `daemon-reexec` (which drops the connection or the subscription)
-    /// cannot leave the wait hanging. Returns each unit's end, in the order given; a job
-    /// systemd merged into another (one path for two units) ends for both.
+    /// Enqueues a `kind` job for each of `units` (the caller bounds how many) and follows
+    /// every one to its end, for at most `limit` (`None`: as long as systemd takes); returns
+    /// each unit's end, in the order given. A job systemd merged into another (one path for
+    /// two units) ends for both.
+    ///
+    /// The jobs are followed by their `JobRemoved` signals, and every [`JOB_POLL`] also by
+    /// one `ListUnitsByPatterns` of the units still pending: a connection that is lost
+    /// meanwhile is made again and the jobs looked up on the new one. When a unit no longer
+    /// has a job and no signal said how it ended (`daemon-reexec` dropped the connection or
+    /// the subscription), its end is [`JobEnd::Unobserved`]: the caller reads the unit's
+    /// state to know. Past `limit`, the jobs still pending end [`JobEnd::GaveUp`].
     pub async fn run_jobs(
         &self,
         kind: JobKind,
         units: &[String],
         mode: JobMode,
+        limit: Option<Duration>,
     ) -> Result<Vec<JobEnd>, DbusError> {
+        use tokio::time::Instant;
+        let deadline = limit.map(|l| Instant::now() + l);
+        // The stream is open before the jobs exist, so no JobRemoved can be missed.
         let mut watch = Some(self.watch_jobs().await?);
         let jobs = futures_util::future::try_join_all(
             units.iter().map(|unit| self.enqueue(kind, unit, mode)),
@@ -838,6 +801,7 @@ impl Systemd {
         .await?;
         let mut ends: Vec<Option<JobEnd>> = vec![None; units.len()];
         let mut removed: HashMap<JobPath, JobResult> = HashMap::new();
+        let mut next_poll = Instant::now() + JOB_POLL;
         loop {
             if let Some(w) = &mut watch {
                 for (end, job) in ends.iter_mut().zip(&jobs) {
@@ -854,8 +818,16 @@ impl Systemd {
             if ends.iter().all(Option::is_some) {
                 return Ok(ends.into_iter().flatten().collect());
             }
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                let gave_up = JobEnd::GaveUp(limit.unwrap_or_default());
+                return Ok(ends
+                    .into_iter()
+                    .map(|end| end.unwrap_or_else(|| gave_up.clone()))
+                    .collect());
+            }
+            let wake = deadline.map_or(next_poll, |d| d.min(next_poll));
             match &mut watch {
-                Some(w) => match tokio::time::timeout(JOB_POLL, w.next()).await {
+                Some(w) => match tokio::time::timeout_at(wake, w.next()).await {
                     // A signal came: see above whose it is.
                     Ok(Ok(())) => continue,
                     // The stream ended with the connection; the polls below carry on.
@@ -863,8 +835,13 @@ impl Systemd {
                     Ok(Err(e)) => return Err(e),
                     Err(_) => {}
                 },
-                None => tokio::time::sleep(JOB_POLL).await,
+                None => tokio::time::sleep_until(wake).await,
             }
+            if watch.is_some() && Instant::now() < next_poll {
+                // Woken by the limit: the top of the loop ends it.
+                continue;
+            }
+            next_poll = Instant::now() + JOB_POLL;
             let pending: Vec<String> = units
                 .iter()
                 .zip(&ends)
@@ -885,6 +862,8 @@ impl Systemd {
                 watch = self.watch_jobs().await.ok();
             }
             for ((unit, end), job) in units.iter().zip(ends.iter_mut()).zip(&jobs) {
+                // Still queued or running (the same job, or one that took its place after
+                // systemd re-executed): not settled yet.
                 if end.is_some() || queued.contains(unit) {
                     continue;
                 }
@@ -898,15 +877,6 @@ impl Systemd {
                 );
             }
         }
-    }
-
-    /// The job queued for `unit` now, if any.
-    pub async fn unit_job(&self, unit: &str) -> Result<Option<JobPath>, DbusError> {
-        let rows = self.list_units(&[unit.to_string()]).await?;
-        Ok(rows
-            .into_iter()
-            .find(|r| r.name == unit)
-            .and_then(|r| r.job))
     }
 
     /// Clears a unit's failed state and its start-rate counter (`systemctl reset-failed`).
@@ -1289,8 +1259,8 @@ impl JobWatch {
     /// The end of `job`, if its signal is already here (never waits).
     fn already(&mut self, job: &JobPath) -> Option<JobRemoved> {
         use futures_util::FutureExt as _;
-        // Each poll takes a signal the stream already holds; a job of someone else's is
-        // kept for a later `wait`.
+        // Each poll takes a signal the stream already holds; another job's is kept for a
+        // later call.
         while let Some(Some(Ok(msg))) = self.stream.next().now_or_never() {
             if let Some(removed) = job_removed(msg) {
                 self.seen.insert(removed.job.clone(), removed);
@@ -1315,32 +1285,6 @@ impl JobWatch {
             self.seen.insert(removed.job.clone(), removed);
         }
         Ok(())
-    }
-
-    /// Waits until `job` ends. Add a timeout around it: this waits as long as systemd does.
-    async fn wait(&mut self, job: &JobPath) -> Result<JobRemoved, DbusError> {
-        if let Some(done) = self.seen.remove(job) {
-            return Ok(done);
-        }
-        loop {
-            let Some(msg) = self.stream.next().await else {
-                return Err(DbusError::Disconnected {
-                    what: format!("job `{}`", job.0),
-                });
-            };
-            let msg = msg.map_err(|e| {
-                classify(self.manager, &self.via, e, None, || {
-                    "read job signals".into()
-                })
-            })?;
-            let Some(removed) = job_removed(msg) else {
-                continue;
-            };
-            if &removed.job == job {
-                return Ok(removed);
-            }
-            self.seen.insert(removed.job.clone(), removed);
-        }
     }
 }
 
