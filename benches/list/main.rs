@@ -20,6 +20,8 @@
 //! `SYSMGR_BENCH_BASELINE=PATH` (another sysmgr binary, e.g. an older build, timed beside).
 //! Markdown on stdout, progress on stderr.
 
+#[path = "../common/facts.rs"]
+mod facts;
 #[allow(dead_code)] // The reload benchmark's PM2 driver; this one uses part of it.
 #[path = "../reload/pm2.rs"]
 mod pm2;
@@ -731,21 +733,8 @@ fn mem_available_gib() -> f64 {
 
 /// Date and machine facts, for the record.
 fn machine(out: &mut String, settings: &Settings) {
-    let read = |p: &str| {
-        std::fs::read_to_string(p)
-            .map(|s| s.trim().to_string())
-            .unwrap_or_else(|_| "unknown".into())
-    };
-    let cpu = read("/proc/cpuinfo")
-        .lines()
-        .find(|l| l.starts_with("model name"))
-        .and_then(|l| l.split(':').nth(1))
-        .map_or_else(|| "unknown".into(), |s| s.trim().to_string());
-    let date = Command::new("date")
-        .args(["-u", "+%Y-%m-%d %H:%M UTC"])
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_default();
+    use facts::{cpu_model, read, utc_now};
+    let (cpu, date) = (cpu_model(), utc_now());
     let _ = writeln!(
         out,
         "## Run of {date}\n\n\

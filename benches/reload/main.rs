@@ -33,6 +33,8 @@
 
 mod bridge;
 mod express;
+#[path = "../common/facts.rs"]
+mod facts;
 mod pm2;
 mod surge;
 #[path = "../common/table.rs"]
@@ -1031,16 +1033,8 @@ fn machine(out: &mut String, settings: &Settings) {
             .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
             .unwrap_or_default()
     };
-    let read = |p: &str| {
-        std::fs::read_to_string(p)
-            .map(|s| s.trim().to_string())
-            .unwrap_or_else(|_| "unknown".into())
-    };
-    let cpu = read("/proc/cpuinfo")
-        .lines()
-        .find(|l| l.starts_with("model name"))
-        .and_then(|l| l.split(':').nth(1))
-        .map_or_else(|| "unknown".into(), |s| s.trim().to_string());
+    use facts::{cpu_model, read, utc_now};
+    let cpu = cpu_model();
     let systemd = sh("systemctl", &["--version"]);
     let _ = writeln!(
         out,
@@ -1048,7 +1042,7 @@ fn machine(out: &mut String, settings: &Settings) {
          - machine: {} CPUs (`nproc`), {cpu}; kernel {}; {}; `net.ipv4.tcp_migrate_req` = {}\n\
          - the load client (`sysmgr-load`, one thread per load) runs on the same CPUs as the workers\n\
          - {} rounds, {:.1} s per throughput measurement",
-        sh("date", &["-u", "+%Y-%m-%d %H:%M UTC"]),
+        utc_now(),
         std::thread::available_parallelism().map_or(0, |n| n.get()),
         read("/proc/sys/kernel/osrelease"),
         systemd.lines().next().unwrap_or("systemd unknown"),
