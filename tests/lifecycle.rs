@@ -23,6 +23,14 @@ pub(crate) fn hello_app(name: &str, n: u32, port: u16, extra: &str) -> String {
     )
 }
 
+/// Writes `text` as `/srv/web/app.toml` and starts it: the app file's path.
+pub(crate) fn start_web(sb: &sysmgr_sandbox::Sandbox, text: &str) -> String {
+    let file = write_in(sb, "/srv/web/app.toml", text);
+    let r = sysmgr_in(sb, &["start", &file]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    file
+}
+
 /// One `GET` over a fresh connection; the body, or `None` if the connection failed.
 pub(crate) fn http_get(port: u16, path: &str) -> Option<String> {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;

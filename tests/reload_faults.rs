@@ -60,13 +60,7 @@ fn reload_survives(manager_op: &str, env: &[(&str, &str)], surge: bool) {
     let sb = sandbox();
     let port = free_port();
     // kill_timeout 3 s (hello_app), listen_timeout 5 s: the bound is 18 s.
-    let file = write_in(
-        &sb,
-        "/srv/web/app.toml",
-        &hello_app("web", 4, port, "listen_timeout = 5000\n"),
-    );
-    let r = sysmgr_in(&sb, &["start", &file]);
-    assert_eq!(r.code, 0, "{}", r.stderr);
+    crate::lifecycle::start_web(&sb, &hello_app("web", 4, port, "listen_timeout = 5000\n"));
     let bound = Duration::from_secs(3 + 5 + 10);
     let (keep_alive, per_request) = load(port, Duration::from_secs(120));
     let addr = SocketAddr::from(([127, 0, 0, 1], port));

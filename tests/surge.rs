@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use sysmgr_load::{Background, LoadConfig, Mode, Report};
 
-use crate::lifecycle::{hello_app, http_get, running};
+use crate::lifecycle::{hello_app, http_get, running, start_web};
 use crate::support::{free_port, sandbox, sysmgr_in, wait_for, workspace_bin, write_in};
 
 /// `UNIT -> ACTIVE/SUB` for every loaded unit of `app` (`systemctl list-units --all`).
@@ -318,9 +318,7 @@ fn unit(n: u32, g: &str) -> String {
 fn reload_surges_keeps_n_processes_accepting_and_takes_one_drain_not_n() {
     let sb = sandbox();
     let port = free_port();
-    let file = write_in(&sb, "/srv/web/app.toml", &hello_app("web", 4, port, ""));
-    let r = sysmgr_in(&sb, &["start", &file]);
-    assert_eq!(r.code, 0, "{}", r.stderr);
+    start_web(&sb, &hello_app("web", 4, port, ""));
     surge_once(&sb, port, "", ":1");
 
     // Every command knows the slots at their new generation.
@@ -403,9 +401,7 @@ fn a_broken_version_halts_with_slot_1s_old_process_serving_and_nothing_left_behi
     let sb = sandbox();
     let port = free_port();
     let good = hello_app("web", 2, port, "listen_timeout = 2000\n");
-    let file = write_in(&sb, "/srv/web/app.toml", &good);
-    let r = sysmgr_in(&sb, &["start", &file]);
-    assert_eq!(r.code, 0, "{}", r.stderr);
+    let file = start_web(&sb, &good);
     let v1_units = crate::support::tree(&sb.unit_dir());
     let pid_of = |unit: &str| {
         sb.systemctl(&["show", "--property", "MainPID", "--value", unit])
@@ -467,9 +463,7 @@ fn a_broken_version_halts_with_slot_1s_old_process_serving_and_nothing_left_behi
 fn a_surge_killed_between_its_steps_is_settled_by_the_next_command() {
     let sb = sandbox();
     let port = free_port();
-    let file = write_in(&sb, "/srv/web/app.toml", &hello_app("web", 2, port, ""));
-    let r = sysmgr_in(&sb, &["start", &file]);
-    assert_eq!(r.code, 0, "{}", r.stderr);
+    start_web(&sb, &hello_app("web", 2, port, ""));
     let links = sb.unit_dir().join("web.target.wants");
     let link = |unit: &str| {
         std::os::unix::fs::symlink("../web@.service", links.join(unit)).unwrap();
@@ -523,13 +517,10 @@ fn a_surge_killed_between_its_steps_is_settled_by_the_next_command() {
 fn per_instance_sockets_reload_in_place_and_refuse_surge() {
     let sb = sandbox();
     let port = free_port();
-    let file = write_in(
+    start_web(
         &sb,
-        "/srv/web/app.toml",
         &hello_app("web", 2, port, "socket = \"per-instance\"\n"),
     );
-    let r = sysmgr_in(&sb, &["start", &file]);
-    assert_eq!(r.code, 0, "{}", r.stderr);
     let r = sysmgr_in(&sb, &["reload", "web", "--surge", "1"]);
     assert_eq!(r.code, 2, "{}", r.stderr);
     assert_eq!(
