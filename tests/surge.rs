@@ -213,8 +213,12 @@ fn surge_once(sb: &sysmgr_sandbox::Sandbox, port: u16, from: &str, to: &str) {
     );
     let sampler = Sampler::start(sb, "web");
     let (slow, fast) = slow_and_fast(port);
-    // Every worker has slow requests in flight before the first slot surges.
-    std::thread::sleep(Duration::from_millis(700));
+    // Every worker has slow requests in flight before the first slot surges: each of the
+    // 16 connections has answered one (so all are connected, to the old processes) and is
+    // on its next. A fixed pause was not enough on a loaded machine: the load had not
+    // connected yet, and the old processes had nothing to drain.
+    let looping = wait_for(20, || (slow.snapshot().0 >= 16).then_some(()));
+    assert!(looping.is_some(), "the slow load never got going");
     let r = sysmgr_in(sb, &["reload", "web"]);
     std::thread::sleep(Duration::from_millis(300));
     let (slow, fast) = (slow.stop(), fast.stop());
